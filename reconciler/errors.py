@@ -1,0 +1,135 @@
+"""The exception tree. Every error the reconciler raises on purpose is a ReconcilerError.
+
+ReconcilerError                 exit 1 unless stated
+├── InvalidDesiredState         the file is wrong; nothing was touched
+├── TargetError                 the host could not be reached or trusted
+│   ├── HostKeyError            unknown or changed host key
+│   └── AuthError               the host refused our credentials
+├── HostError                   the host is in a state we refuse to act on
+├── LockHeld                    another run holds the host's lock
+├── PlanStale                   the host changed after the plan was made
+├── ApplyError                  an action failed; earlier actions stayed applied
+│   └── HealthCheckFailed       a started release did not become healthy
+├── RolledBack                  exit 3: a release failed and the last good one serves again
+├── Quarantined                 exit 3: the desired release failed before and is not retried
+└── NotConverged                apply finished but the host still differs
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class ReconcilerError(Exception):
+    """Base class; `exit_code` is what the CLI exits with."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message if not self.hint else f"{self.message}\n  hint: {self.hint}"
+
+
+@dataclass(frozen=True)
+class InputProblem:
+    """One thing wrong with the desired-state file, located as precisely as we can."""
+
+    file: str
+    line: int | None  # 1-based
+    column: int | None  # 1-based
+    field: str  # dotted path such as "release.version", "" for the whole document
+    message: str
+
+    def __str__(self) -> str:
+        where = self.file
+        if self.line is not None:
+            where += f":{self.line}"
+            if self.column is not None:
+                where += f":{self.column}"
+        field = f" {self.field}:" if self.field else ""
+        return f"{where}:{field} {self.message}"
+
+
+class InvalidDesiredState(ReconcilerError):
+    """The desired state cannot be used. Raised before any connection is opened."""
+
+    def __init__(self, problems: list[InputProblem]) -> None:
+        self.problems = problems
+        count = len(problems)
+        lines = [str(p) for p in problems]
+        noun = "problem" if count == 1 else "problems"
+        super().__init__(
+            f"{count} {noun} in the desired state; nothing was changed:\n  " + "\n  ".join(lines)
+        )
+
+
+class TargetError(ReconcilerError):
+    """The target host could not be reached or used."""
+
+
+class HostKeyError(TargetError):
+    """The host's key is unknown or differs from known_hosts."""
+
+
+class AuthError(TargetError):
+    """The host refused authentication."""
+
+
+class HostError(ReconcilerError):
+    """The host is in a state the reconciler refuses to change on its own."""
+
+
+class LockHeld(ReconcilerError):
+    """Another run holds the host lock."""
+
+    def __init__(self, holder: dict[str, object] | None, waited: float) -> None:
+        self.holder = holder or {}
+        who = ", ".join(f"{k}={v}" for k, v in self.holder.items()) or "unknown holder"
+        super().__init__(
+            f"another reconcile run holds the lock on this host ({who}); waited {waited:.0f}s",
+            hint="wait for it to finish, or pass --lock-timeout SECONDS to wait longer",
+        )
+
+
+class PlanStale(ReconcilerError):
+    """The host no longer looks like it did when the plan was made."""
+
+
+class ApplyError(ReconcilerError):
+    """An action failed. Actions before it stayed applied; later ones did not run."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        action_index: int | None = None,
+        detail: str = "",
+        hint: str | None = None,
+    ) -> None:
+        super().__init__(message + (f"\n{detail}" if detail else ""), hint=hint)
+        self.action_index = action_index
+        self.detail = detail
+
+
+class HealthCheckFailed(ApplyError):
+    """A started release did not pass its health check in time."""
+
+
+class RolledBack(ReconcilerError):
+    """The desired release failed; the previous release was restored and is healthy."""
+
+    exit_code = 3
+
+
+class Quarantined(ReconcilerError):
+    """The desired release failed before and is not retried without being asked to."""
+
+    exit_code = 3
+
+
+class NotConverged(ReconcilerError):
+    """After applying, planning again still finds differences."""

@@ -1,0 +1,328 @@
+"""desired-state.yaml -> DesiredState, or every problem with the file at once.
+
+Three passes, each reported with file:line:column and the field:
+1. YAML: syntax, encoding, duplicate keys, alias bombs (yaml_source);
+2. the JSON Schema in schemas/ (types, required fields, unknown fields, patterns);
+3. checks a schema cannot express (commands, ports that collide, `..` in a version).
+Nothing here touches the network or the host.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import shlex
+from functools import cache
+from pathlib import Path
+from typing import Any, cast
+
+from reconciler.errors import InputProblem, InvalidDesiredState
+from reconciler.spec import yaml_source
+from reconciler.spec.model import (
+    Backend,
+    DesiredState,
+    EnvVar,
+    Frontend,
+    Health,
+    Layout,
+    Proxy,
+    Release,
+    Strategy,
+    Target,
+)
+from reconciler.spec.yaml_source import Path_, SourceDoc
+
+SCHEMA_FILE = Path(__file__).resolve().parent.parent / "schema" / "desired-state.schema.json"
+
+# Characters that mean something to a shell but nothing to systemd's ExecStart: accepting
+# them would run a different command than the user thinks, so they are refused.
+SHELL_ONLY = set(";|&<>`$")
+
+
+def _verbatim(path: Path_) -> bool:
+    return path == ("release", "version") or (len(path) == 2 and path[0] == "env")
+
+
+@cache
+def schema() -> dict[str, Any]:
+    return cast(dict[str, Any], json.loads(SCHEMA_FILE.read_text(encoding="utf-8")))
+
+
+def load(file: Path | str, *, target_override: str | None = None) -> DesiredState:
+    """Load and check a desired-state file; raise InvalidDesiredState listing every problem."""
+    path = Path(file)
+    shown = str(file)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise InvalidDesiredState(
+            [InputProblem(shown, None, None, "", "no such file; pass the desired state with -f FILE")]
+        ) from None
+    except OSError as exc:
+        raise InvalidDesiredState(
+            [InputProblem(shown, None, None, "", f"cannot read: {exc.strerror}")]
+        ) from None
+    return load_bytes(raw, shown, base_dir=path.resolve().parent, target_override=target_override)
+
+
+def load_bytes(raw: bytes, shown: str, *, base_dir: Path, target_override: str | None = None) -> DesiredState:
+    doc = yaml_source.parse(raw, shown, verbatim=_verbatim)
+    if target_override is not None and isinstance(doc.data, dict):
+        doc.data["target"] = target_override
+    problems = schema_problems(doc)
+    if isinstance(doc.data, dict):
+        problems += semantic_problems(doc)
+    if problems:
+        problems.sort(key=lambda p: (p.line or 0, p.column or 0, p.field))
+        raise InvalidDesiredState(problems)
+    return build(doc.data, Path(shown), base_dir)
+
+
+# --- pass 2: the schema ----------------------------------------------------------------
+
+
+def schema_problems(doc: SourceDoc) -> list[InputProblem]:
+    import jsonschema  # deferred: ~60 ms of imports the no-op path should not pay twice
+
+    validator = jsonschema.Draft202012Validator(schema())
+    problems: list[InputProblem] = []
+    for err in validator.iter_errors(doc.data):
+        problems.extend(_explain(doc, err))
+    return _dedupe(problems)
+
+
+def _dedupe(problems: list[InputProblem]) -> list[InputProblem]:
+    seen: set[InputProblem] = set()
+    out = []
+    for p in problems:
+        if p not in seen:
+            seen.add(p)
+            out.append(p)
+    return out
+
+
+def _describe(value: Any) -> str:
+    if value is None:
+        return "nothing (null)"
+    if isinstance(value, bool):
+        return f"the boolean {str(value).lower()}"
+    if isinstance(value, int | float):
+        return f"the number {value}"
+    if isinstance(value, str):
+        shown = value if len(value) <= 60 else value[:57] + "..."
+        return json.dumps(shown)
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "a mapping"
+    return type(value).__name__
+
+
+def _expected(err: Any) -> str:
+    sub = err.schema if isinstance(err.schema, dict) else {}
+    if "x-expected" in sub:
+        return str(sub["x-expected"])
+    if err.validator == "enum":
+        return "one of " + ", ".join(str(v) for v in err.validator_value)
+    if err.validator == "type":
+        return {"object": "a mapping", "array": "a list", "integer": "a whole number"}.get(
+            err.validator_value, f"a {err.validator_value}"
+        )
+    return str(err.message)
+
+
+def _explain(doc: SourceDoc, err: Any) -> list[InputProblem]:
+    path: tuple[str | int, ...] = tuple(err.absolute_path)
+    kind = err.validator
+    if kind == "required":
+        have = err.instance if isinstance(err.instance, dict) else {}
+        why = " (needed in dev-server mode)" if "then" in err.schema_path else ""
+        return [
+            doc.problem(path, f"missing required field {name!r}{why}")
+            for name in err.validator_value
+            if name not in have
+        ]
+    if kind == "additionalProperties":
+        known = sorted((err.schema.get("properties") or {}).keys())
+        out = []
+        for key in err.instance:
+            if key in known:
+                continue
+            close = difflib.get_close_matches(key, known, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            out.append(doc.problem((*path, key), f"unknown field{hint} (allowed here: {', '.join(known)})"))
+        return out
+    if "propertyNames" in err.relative_schema_path:
+        key = err.instance
+        return [doc.problem((*path, key), f"bad name {key!r}: expected {_expected(err)}")]
+    if kind == "if":
+        return []  # the failing "then" branch reports the useful part
+    got = _describe(err.instance)
+    hint = ""
+    if kind == "type" and "string" in str(err.validator_value) and isinstance(err.instance, int | float):
+        hint = " (YAML read it as a number or boolean; put it in quotes)"
+    return [doc.problem(path, f"expected {_expected(err)}; got {got}{hint}")]
+
+
+# --- pass 3: what the schema cannot say -------------------------------------------------
+
+
+def parse_command(text: str) -> tuple[list[str] | None, str | None]:
+    """Split a command line like a shell would split words, refusing shell-only syntax."""
+    bad = sorted({c for c in text if c in SHELL_ONLY})
+    if bad:
+        return None, (
+            f"contains {' '.join(repr(c) for c in bad)}: commands run without a shell, so shell "
+            "syntax does not work here; put it in a script inside the release"
+        )
+    if any(ord(c) < 32 or ord(c) == 127 for c in text):
+        return None, "contains a control character or line break"
+    try:
+        argv = shlex.split(text)
+    except ValueError as exc:
+        return None, f"cannot split into words: {exc}"
+    if not argv:
+        return None, "is empty"
+    head = argv[0]
+    if ".." in head.split("/"):
+        return None, f"program path {head!r} contains '..'; name a file inside the release"
+    return argv, None
+
+
+def _get(data: Any, *path: str) -> Any:
+    """The value at `path` if every step is a mapping, else None (the schema reports those)."""
+    for key in path:
+        if not isinstance(data, dict):
+            return None
+        data = data.get(key)
+    return data
+
+
+def semantic_problems(doc: SourceDoc) -> list[InputProblem]:
+    """Checks on values the schema accepted; fields of the wrong type are skipped."""
+    problems: list[InputProblem] = []
+    version = _get(doc.data, "release", "version")
+    if isinstance(version, str) and ".." in version:
+        problems.append(doc.problem(("release", "version"), f"{version!r} contains '..'"))
+    for section, key in (("backend", "command"), ("frontend", "dev_command")):
+        text = _get(doc.data, section, key)
+        if isinstance(text, str):
+            _argv, why = parse_command(text)
+            if why:
+                problems.append(doc.problem((section, key), why))
+    env = _get(doc.data, "env")
+    for name, value in (env if isinstance(env, dict) else {}).items():
+        if isinstance(value, str) and any((ord(c) < 32 and c != "\t") or ord(c) == 127 for c in value):
+            problems.append(
+                doc.problem(
+                    ("env", name),
+                    "contains a line break or control character; an EnvironmentFile holds one "
+                    "line per variable",
+                )
+            )
+    problems.extend(_port_problems(doc))
+    return problems
+
+
+def _site_port(site: str) -> int | None:
+    tail = site.rsplit(":", 1)
+    if len(tail) == 2 and tail[1].isdigit():
+        return int(tail[1])
+    if site.startswith("https://") or "." in site.split("/", maxsplit=1)[0] or site == "localhost":
+        return 443
+    return 80 if site.startswith("http://") else None
+
+
+def _port_problems(doc: SourceDoc) -> list[InputProblem]:
+    backend_port = _get(doc.data, "backend", "port")
+    site = _get(doc.data, "proxy", "site")
+    site_port = _site_port(site if isinstance(site, str) else ":80")
+    out: list[InputProblem] = []
+    if not isinstance(backend_port, int):
+        return out
+    taken = {2019: "Caddy's admin endpoint"}
+    if site_port:
+        taken[site_port] = "the proxy site"
+    if backend_port in taken:
+        out.append(doc.problem(("backend", "port"), f"port {backend_port} is used by {taken[backend_port]}"))
+    taken[backend_port] = "backend.port"
+    dev_port = _get(doc.data, "frontend", "dev_port")
+    if _get(doc.data, "frontend", "mode") == "dev-server" and dev_port in taken:
+        port = dev_port
+        out.append(doc.problem(("frontend", "dev_port"), f"port {port} is used by {taken[port]}"))
+    return out
+
+
+# --- building the model -----------------------------------------------------------------
+
+
+def parse_target(text: str) -> Target:
+    if text == "local":
+        return Target("local")
+    rest = text.removeprefix("ssh://")
+    user = None
+    if "@" in rest:
+        user, rest = rest.split("@", 1)
+    port = None
+    if rest.startswith("["):
+        host, _, tail = rest[1:].partition("]")
+        if tail.startswith(":"):
+            port = int(tail[1:])
+    elif ":" in rest:
+        host, port_text = rest.rsplit(":", 1)
+        port = int(port_text)
+    else:
+        host = rest
+    return Target("ssh", host=host, user=user, port=port)
+
+
+def build(data: dict[str, Any], file: Path, base_dir: Path) -> DesiredState:
+    app: str = data["app"]
+    rel = data["release"]
+    source = Path(rel["source"])
+    paths = data.get("paths") or {}
+    layout = Layout(
+        root=paths.get("root", f"/opt/{app}"),
+        state=paths.get("state", f"/var/lib/reconciler/{app}"),
+        env_file=paths.get("env_file", f"/etc/{app}/backend.env"),
+        units=paths.get("units", "/etc/systemd/system"),
+    )
+    be = data["backend"]
+    fe = data.get("frontend") or {}
+    health = data.get("health") or {}
+    proxy = data.get("proxy") or {}
+    backend_argv, _ = parse_command(be["command"])
+    dev_argv, _ = parse_command(fe["dev_command"]) if fe.get("dev_command") else ([], None)
+    return DesiredState(
+        file=file,
+        app=app,
+        target=parse_target(data["target"]),
+        release=Release(
+            version=rel["version"],
+            source=source if source.is_absolute() else base_dir / source,
+            sha256=rel.get("sha256"),
+            keep=rel.get("keep", 5),
+        ),
+        strategy=cast(Strategy, data.get("strategy", "symlink-swap")),
+        backend=Backend(
+            command=tuple(backend_argv or ()),
+            port=be["port"],
+            health=be.get("health", "/health"),
+            user=be.get("user"),
+        ),
+        frontend=Frontend(
+            mode=fe.get("mode", "static"),
+            static_dir=fe.get("static_dir", "frontend/dist"),
+            dev_command=tuple(dev_argv or ()),
+            dev_port=fe.get("dev_port"),
+        ),
+        health=Health(
+            timeout=float(health.get("timeout", 30)),
+            interval=float(health.get("interval", 0.25)),
+            passes=int(health.get("passes", 2)),
+            expect_version=bool(health.get("expect_version", True)),
+        ),
+        proxy=Proxy(site=proxy.get("site", ":80"), caddyfile=proxy.get("caddyfile", "/etc/caddy/Caddyfile")),
+        env=tuple(EnvVar(k, v) for k, v in (data.get("env") or {}).items()),
+        layout=layout,
+    )

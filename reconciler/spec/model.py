@@ -1,0 +1,120 @@
+"""The desired state as immutable values: what the rest of the reconciler plans from."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+Strategy = Literal["restart", "symlink-swap", "blue-green"]
+FrontendMode = Literal["static", "dev-server"]
+
+
+@dataclass(frozen=True)
+class Target:
+    """`local`, or an SSH destination as written (user/port None = ask ~/.ssh/config)."""
+
+    kind: Literal["local", "ssh"]
+    host: str = ""
+    user: str | None = None
+    port: int | None = None
+
+    def __str__(self) -> str:
+        if self.kind == "local":
+            return "local"
+        user = f"{self.user}@" if self.user else ""
+        port = f":{self.port}" if self.port else ""
+        return f"ssh://{user}{self.host}{port}"
+
+
+@dataclass(frozen=True)
+class Release:
+    version: str
+    source: Path  # absolute, on the machine that runs the reconciler
+    sha256: str | None = None
+    keep: int = 5
+
+
+@dataclass(frozen=True)
+class Backend:
+    command: tuple[str, ...]  # argv; argv[0] already made absolute when it lives in the release
+    port: int
+    health: str = "/health"
+    user: str | None = None
+
+
+@dataclass(frozen=True)
+class Frontend:
+    mode: FrontendMode = "static"
+    static_dir: str = "frontend/dist"
+    dev_command: tuple[str, ...] = ()
+    dev_port: int | None = None
+
+
+@dataclass(frozen=True)
+class Health:
+    timeout: float = 30.0
+    interval: float = 0.25
+    passes: int = 2
+    expect_version: bool = True
+
+
+@dataclass(frozen=True)
+class Proxy:
+    site: str = ":80"
+    caddyfile: str = "/etc/caddy/Caddyfile"
+
+
+@dataclass(frozen=True)
+class EnvVar:
+    name: str
+    value: str
+    secret: bool = False
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where things live on the host. Every path is absolute and already validated."""
+
+    root: str  # /opt/<app>
+    state: str  # /var/lib/reconciler/<app>
+    env_file: str  # /etc/<app>/backend.env
+    units: str  # /etc/systemd/system
+
+    @property
+    def releases(self) -> str:
+        return f"{self.root}/releases"
+
+    @property
+    def current(self) -> str:
+        return f"{self.root}/current"
+
+    @property
+    def previous(self) -> str:
+        return f"{self.root}/previous"
+
+    def release_dir(self, version: str) -> str:
+        return f"{self.releases}/{version}"
+
+
+@dataclass(frozen=True)
+class DesiredState:
+    file: Path
+    app: str
+    target: Target
+    release: Release
+    strategy: Strategy
+    backend: Backend
+    frontend: Frontend
+    health: Health
+    proxy: Proxy
+    env: tuple[EnvVar, ...]
+    layout: Layout
+
+    @property
+    def backend_unit(self) -> str:
+        return f"{self.app}-backend.service"
+
+    @property
+    def frontend_unit(self) -> str:
+        return f"{self.app}-frontend.service"
