@@ -1,0 +1,162 @@
+"""The host as observed: an immutable snapshot parsed from the agent's answer.
+
+`request_for` says what to look at (derived from the desired state); `parse` turns the
+agent's JSON into typed values. Both are pure.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+from reconciler.spec.model import DesiredState
+
+CADDY_UNIT = "caddy.service"
+
+
+@dataclass(frozen=True)
+class FileState:
+    kind: str  # file | symlink | other
+    content: str | None = None
+    sha256: str | None = None
+    mode: int | None = None
+
+
+@dataclass(frozen=True)
+class LinkState:
+    kind: str  # symlink | dir | file
+    target: str | None = None
+    resolves: bool = False
+
+
+@dataclass(frozen=True)
+class UnitState:
+    name: str
+    load: str = "not-found"  # loaded | not-found | ...
+    active: str = "inactive"  # active | inactive | failed | activating | ...
+    sub: str = ""
+    enabled: str = ""  # enabled | disabled | static | ...
+    need_daemon_reload: bool = False
+    main_pid: int = 0
+    cwd: str | None = None  # working directory of the running process (real path)
+    environ: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+
+    @property
+    def exists(self) -> bool:
+        return self.load != "not-found"
+
+    @property
+    def is_active(self) -> bool:
+        return self.active in ("active", "reloading")
+
+    @property
+    def is_enabled(self) -> bool:
+        return self.enabled in ("enabled", "enabled-runtime", "linked", "alias")
+
+
+@dataclass(frozen=True)
+class ReleaseState:
+    version: str
+    sha256: str | None = None
+
+
+@dataclass(frozen=True)
+class Observed:
+    hostname: str
+    files: Mapping[str, FileState | None]
+    links: Mapping[str, LinkState | None]
+    releases: Mapping[str, ReleaseState]
+    units: Mapping[str, UnitState]
+    commands: Mapping[str, str | None]
+    caddy_loaded_sha: str | None
+    quarantine: Mapping[str, str]  # version -> why
+    lock_holder: Mapping[str, Any] | None
+    fingerprint: str = ""
+
+    def file(self, path: str) -> FileState | None:
+        return self.files.get(path)
+
+    def content(self, path: str) -> str | None:
+        f = self.files.get(path)
+        return f.content if f is not None and f.kind == "file" else None
+
+    def unit(self, name: str) -> UnitState:
+        return self.units.get(name) or UnitState(name)
+
+    def link(self, path: str) -> LinkState | None:
+        return self.links.get(path)
+
+
+def unit_path(desired: DesiredState, unit: str) -> str:
+    return f"{desired.layout.units}/{unit}"
+
+
+def request_for(desired: DesiredState) -> dict[str, Any]:
+    """What the agent must look at for this desired state (independent of the version)."""
+    layout = desired.layout
+    units = [desired.backend_unit, desired.frontend_unit]
+    return {
+        "state": layout.state,
+        "releases": layout.releases,
+        "files": [
+            *(unit_path(desired, u) for u in units),
+            layout.env_file,
+            desired.proxy.caddyfile,
+        ],
+        "links": [layout.current, layout.previous],
+        "units": [*units, CADDY_UNIT],
+        "commands": ["caddy", "systemctl"],
+    }
+
+
+def _freeze(d: Mapping[str, Any]) -> Mapping[str, Any]:
+    return MappingProxyType(dict(d))
+
+
+def parse(raw: Mapping[str, Any], fingerprint: str = "") -> Observed:
+    files = {
+        path: None if v is None else FileState(v["kind"], v.get("content"), v.get("sha256"), v.get("mode"))
+        for path, v in raw["files"].items()
+    }
+    links = {
+        path: None if v is None else LinkState(v["kind"], v.get("target"), bool(v.get("resolves")))
+        for path, v in raw["links"].items()
+    }
+    releases = {
+        name: ReleaseState(name, (v.get("meta") or {}).get("sha256")) for name, v in raw["releases"].items()
+    }
+    units = {
+        name: UnitState(
+            name=name,
+            load=v["load"],
+            active=v["active"],
+            sub=v["sub"],
+            enabled=v["enabled"],
+            need_daemon_reload=v["need_daemon_reload"],
+            main_pid=v["main_pid"],
+            cwd=v.get("cwd"),
+            environ=_freeze(v.get("environ") or {}),
+        )
+        for name, v in raw["units"].items()
+    }
+    state = raw.get("state") or {}
+    loaded = state.get("caddy_loaded") or {}
+    quarantine = {
+        version: str((info or {}).get("reason", ""))
+        for version, info in (state.get("quarantine") or {}).items()
+    }
+    lock = raw.get("lock") or {}
+    return Observed(
+        hostname=raw["host"]["hostname"],
+        files=_freeze(files),
+        links=_freeze(links),
+        releases=_freeze(releases),
+        units=_freeze(units),
+        commands=_freeze(raw.get("which") or {}),
+        caddy_loaded_sha=loaded.get("sha256") if isinstance(loaded, dict) else None,
+        quarantine=_freeze(quarantine),
+        lock_holder=_freeze(lock.get("holder") or {}) if lock.get("held") else None,
+        fingerprint=fingerprint,
+    )

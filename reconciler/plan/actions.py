@@ -1,0 +1,221 @@
+"""Typed actions. Each says what it does, to what, and why (the observed fact it resolves).
+
+`wire()` is the action as the host agent receives it: plain data, never a shell string.
+Fields that only the machine running the reconciler needs (the artifact path) stay off it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from enum import IntEnum
+from pathlib import Path
+from typing import Any, ClassVar
+
+
+class Phase(IntEnum):
+    """Apply order. New things start before the proxy points at them (make-before-break);
+    old things stop only after the proxy has stopped pointing at them."""
+
+    STAGE = 10  # upload releases: invisible until switched to
+    WRITE = 20  # unit files, env file
+    DAEMON_RELOAD = 30
+    SWITCH = 40  # `current` / `previous` symlinks
+    RESTART = 50
+    START = 60  # enable + start units that should run
+    VERIFY = 70  # health gates before the proxy sends traffic
+    PROXY = 80  # validated Caddyfile, graceful reload
+    RETIRE = 90  # stop and remove what is no longer wanted
+    RECORD = 100
+
+
+@dataclass(frozen=True)
+class Action:
+    reason: str
+    phase: Phase = field(default=Phase.WRITE, kw_only=True)
+
+    kind: ClassVar[str] = ""
+    label: ClassVar[str] = ""
+    _local_only: ClassVar[frozenset[str]] = frozenset()
+
+    @property
+    def target(self) -> str:
+        raise NotImplementedError
+
+    def wire(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"kind": self.kind}
+        for f in fields(self):
+            if f.name not in ("reason", "phase") and f.name not in self._local_only:
+                out[f.name] = getattr(self, f.name)
+        return out
+
+    def summary(self) -> dict[str, str]:
+        """The public form: what --json prints and the history keeps. Never file contents."""
+        return {"action": self.label, "target": self.target, "reason": self.reason}
+
+
+@dataclass(frozen=True)
+class UploadRelease(Action):
+    version: str
+    releases: str
+    source: Path
+    sha256: str | None = None
+    phase: Phase = field(default=Phase.STAGE, kw_only=True)
+    kind: ClassVar[str] = "upload_release"
+    label: ClassVar[str] = "upload"
+    _local_only: ClassVar[frozenset[str]] = frozenset({"source"})
+
+    @property
+    def target(self) -> str:
+        return f"{self.releases}/{self.version}"
+
+
+@dataclass(frozen=True)
+class WriteFile(Action):
+    path: str
+    content: str
+    mode: int = 0o644
+    owner: str | None = None
+    group: str | None = None
+    secret: bool = False  # content is never shown, only that it changed
+    kind: ClassVar[str] = "write_file"
+    label: ClassVar[str] = "write"
+
+    @property
+    def target(self) -> str:
+        return self.path
+
+
+@dataclass(frozen=True)
+class RemoveFile(Action):
+    path: str
+    phase: Phase = field(default=Phase.RETIRE, kw_only=True)
+    kind: ClassVar[str] = "remove_file"
+    label: ClassVar[str] = "remove"
+
+    @property
+    def target(self) -> str:
+        return self.path
+
+
+@dataclass(frozen=True)
+class DaemonReload(Action):
+    phase: Phase = field(default=Phase.DAEMON_RELOAD, kw_only=True)
+    kind: ClassVar[str] = "daemon_reload"
+    label: ClassVar[str] = "daemon-reload"
+
+    @property
+    def target(self) -> str:
+        return "systemd"
+
+
+@dataclass(frozen=True)
+class SetSymlink(Action):
+    path: str
+    target_path: str  # what the link will point to (relative to the link's folder)
+    phase: Phase = field(default=Phase.SWITCH, kw_only=True)
+    kind: ClassVar[str] = "set_symlink"
+    label: ClassVar[str] = "symlink"
+
+    @property
+    def target(self) -> str:
+        return f"{self.path} -> {self.target_path}"
+
+    def wire(self) -> dict[str, Any]:
+        return {"kind": self.kind, "path": self.path, "target": self.target_path}
+
+
+@dataclass(frozen=True)
+class Systemctl(Action):
+    verb: str  # start | restart | stop | enable | disable
+    unit: str
+    kind: ClassVar[str] = "systemctl"
+
+    @property
+    def target(self) -> str:
+        return self.unit
+
+    def summary(self) -> dict[str, str]:
+        return {"action": self.verb, "target": self.unit, "reason": self.reason}
+
+
+@dataclass(frozen=True)
+class CheckHealth(Action):
+    url: str
+    unit: str | None
+    timeout: float
+    interval: float
+    passes: int
+    expect_version: str | None = None
+    any_status: bool = False  # a dev server is up when it answers at all (< 500)
+    phase: Phase = field(default=Phase.VERIFY, kw_only=True)
+    kind: ClassVar[str] = "check_health"
+    label: ClassVar[str] = "health-check"
+
+    @property
+    def target(self) -> str:
+        return self.url
+
+
+@dataclass(frozen=True)
+class WriteCaddyfile(Action):
+    path: str
+    content: str
+    phase: Phase = field(default=Phase.PROXY, kw_only=True)
+    kind: ClassVar[str] = "write_caddyfile"
+    label: ClassVar[str] = "validate+write"
+
+    @property
+    def target(self) -> str:
+        return self.path
+
+
+@dataclass(frozen=True)
+class LoadCaddy(Action):
+    """Graceful reload (or start) of Caddy; on refusal the old file is put back."""
+
+    verb: str  # reload | start
+    path: str
+    unit: str
+    phase: Phase = field(default=Phase.PROXY, kw_only=True)
+    kind: ClassVar[str] = "load_caddy"
+
+    @property
+    def target(self) -> str:
+        return self.unit
+
+    def summary(self) -> dict[str, str]:
+        return {"action": self.verb, "target": self.unit, "reason": self.reason}
+
+
+@dataclass(frozen=True)
+class RecordQuarantine(Action):
+    version: str
+    why: str = ""
+    clear: bool = False
+    phase: Phase = field(default=Phase.RECORD, kw_only=True)
+    kind: ClassVar[str] = "record_quarantine"
+
+    @property
+    def target(self) -> str:
+        return self.version
+
+    def summary(self) -> dict[str, str]:
+        verb = "unquarantine" if self.clear else "quarantine"
+        return {"action": verb, "target": self.version, "reason": self.reason}
+
+
+@dataclass(frozen=True)
+class Plan:
+    """An ordered list of actions, plus what stops it from being applied at all."""
+
+    actions: tuple[Action, ...]
+    fingerprint: str  # of the observation the plan was made from
+    blockers: tuple[str, ...] = ()  # host problems the user must fix first
+    quarantined: str | None = None  # the desired version failed before; why
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.actions)
+
+    def summaries(self) -> list[dict[str, str]]:
+        return [a.summary() for a in self.actions]

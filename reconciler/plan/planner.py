@@ -1,0 +1,392 @@
+"""plan(desired, observed) -> Plan. Pure: no I/O, no clock, no randomness.
+
+Each rule compares one desired fact with one observed fact and emits an action only when they
+differ, with the observed fact as the reason. The actions are then ordered by phase.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import posixpath
+from collections.abc import Iterable
+
+from reconciler.observe.snapshot import CADDY_UNIT, Observed, UnitState, unit_path
+from reconciler.plan.actions import (
+    Action,
+    CheckHealth,
+    DaemonReload,
+    LoadCaddy,
+    Phase,
+    Plan,
+    RemoveFile,
+    SetSymlink,
+    Systemctl,
+    UploadRelease,
+    WriteCaddyfile,
+    WriteFile,
+)
+from reconciler.render import caddyfile, envfile, units
+from reconciler.spec.model import DesiredState
+
+
+def plan(desired: DesiredState, observed: Observed, *, retry_quarantined: bool = False) -> Plan:
+    version = desired.release.version
+    if version in observed.quarantine and not retry_quarantined:
+        return Plan((), observed.fingerprint, quarantined=observed.quarantine[version] or "failed before")
+    blockers = tuple(_blockers(desired, observed))
+    if blockers:
+        return Plan((), observed.fingerprint, blockers=blockers)
+    if desired.strategy == "blue-green":
+        return Plan(
+            (),
+            observed.fingerprint,
+            blockers=("strategy blue-green is not available yet; use restart or symlink-swap",),
+        )
+    actions = _single_slot_actions(desired, observed)
+    ordered = sorted(_merge_daemon_reloads(actions), key=lambda a: a.phase)
+    return Plan(tuple(ordered), observed.fingerprint)
+
+
+def _blockers(desired: DesiredState, observed: Observed) -> Iterable[str]:
+    if not observed.commands.get("systemctl"):
+        yield "systemctl was not found on the host: the reconciler manages systemd services"
+    if not observed.commands.get("caddy"):
+        yield "caddy is not installed on the host: install it (e.g. `apt-get install caddy`) and run again"
+    for path in (desired.layout.current, desired.layout.previous):
+        link = observed.link(path)
+        if link is not None and link.kind != "symlink":
+            yield f"{path} is a real {link.kind}, not a symlink; move it away and run again"
+
+
+def _merge_daemon_reloads(actions: list[Action]) -> list[Action]:
+    """One daemon-reload per phase, carrying every reason."""
+    out: list[Action] = []
+    seen: dict[Phase, int] = {}
+    for action in actions:
+        if isinstance(action, DaemonReload):
+            if action.phase in seen:
+                i = seen[action.phase]
+                out[i] = DaemonReload(f"{out[i].reason}; {action.reason}", phase=action.phase)
+                continue
+            seen[action.phase] = len(out)
+        out.append(action)
+    return out
+
+
+# --- restart and symlink-swap: one release slot behind `current` ---------------------------
+
+
+def release_dir(desired: DesiredState, version: str) -> str:
+    return desired.layout.release_dir(version)
+
+
+def link_points_to(observed: Observed, link_path: str) -> str | None:
+    """The absolute, normalised path a symlink names, or None."""
+    link = observed.link(link_path)
+    if link is None or link.kind != "symlink" or link.target is None:
+        return None
+    return posixpath.normpath(posixpath.join(posixpath.dirname(link_path), link.target))
+
+
+def _single_slot_actions(desired: DesiredState, observed: Observed) -> list[Action]:
+    actions: list[Action] = []
+    actions += upload_if_missing(desired, observed, desired.release.version)
+    wanted_units = desired_units(desired)
+    for name, text in wanted_units.items():
+        actions += unit_file_actions(desired, observed, name, text)
+    actions += env_file_actions(desired, observed)
+    actions += _switch_current(desired, observed)
+    want_dir = release_dir(desired, desired.release.version)
+    for name, text in wanted_units.items():
+        is_backend = name == desired.backend_unit
+        actions += run_actions(
+            observed.unit(name),
+            text,
+            want_release=want_dir,
+            want_env_hash=env_hash(desired) if is_backend else None,
+            env_reason=_env_reason(desired, observed) if is_backend else "",
+            health=backend_health(desired, desired.backend.port, name)
+            if is_backend
+            else frontend_health(desired),
+            file_text=observed.content(unit_path(desired, name)),
+        )
+    actions += caddy_actions(desired, observed, render_caddyfile(desired, desired.backend.port))
+    actions += retire_frontend(desired, observed)
+    return actions
+
+
+def upload_if_missing(desired: DesiredState, observed: Observed, version: str) -> list[Action]:
+    have = observed.releases.get(version)
+    if have is None:
+        return [
+            UploadRelease(
+                f"release {version} is not on the host",
+                version=version,
+                releases=desired.layout.releases,
+                source=desired.release.source,
+                sha256=desired.release.sha256,
+            )
+        ]
+    return []
+
+
+def desired_units(desired: DesiredState) -> dict[str, str]:
+    """Unit name -> file content, for the units this desired state runs."""
+    out = {desired.backend_unit: units.render_service(backend_spec(desired, desired.layout.current))}
+    if desired.frontend.mode == "dev-server":
+        out[desired.frontend_unit] = units.render_service(
+            units.ServiceSpec(
+                app=desired.app,
+                role="frontend",
+                argv=desired.frontend.dev_command,
+                workdir=desired.layout.current,
+                user=desired.backend.user,
+            )
+        )
+    return out
+
+
+def backend_spec(desired: DesiredState, workdir: str) -> units.ServiceSpec:
+    return units.ServiceSpec(
+        app=desired.app,
+        role="backend",
+        argv=desired.backend.command,
+        workdir=workdir,
+        env_file=desired.layout.env_file,
+        user=desired.backend.user,
+        state_directory=desired.app,
+    )
+
+
+def unit_file_actions(desired: DesiredState, observed: Observed, name: str, text: str) -> list[Action]:
+    path = unit_path(desired, name)
+    have = observed.content(path)
+    unit = observed.unit(name)
+    if have == text:
+        if unit.need_daemon_reload:
+            return [DaemonReload(f"systemd has not loaded the current {name} from disk")]
+        return []
+    if have is None:
+        reason = f"{name} does not exist"
+    else:
+        reason = f"{name} differs ({units.classify(have, text).describe()})"
+    return [WriteFile(reason, path=path, content=text), DaemonReload(f"{name} was written")]
+
+
+def env_hash(desired: DesiredState) -> str:
+    return envfile.hash_of(envfile.render(desired.app, desired.env)) or ""
+
+
+def _env_reason(desired: DesiredState, observed: Observed) -> str:
+    names = envfile.changed_names(observed.content(desired.layout.env_file), desired.env)
+    if names:
+        return "environment changed: " + ", ".join(names)
+    return "the running process was started with an older environment file"
+
+
+def env_file_actions(desired: DesiredState, observed: Observed) -> list[Action]:
+    text = envfile.render(desired.app, desired.env)
+    have = observed.file(desired.layout.env_file)
+    if have is not None and have.content == text and have.mode == 0o640:
+        return []
+    if have is None:
+        reason = "environment file does not exist"
+    elif have.content != text:
+        names = envfile.changed_names(have.content, desired.env)
+        reason = "environment differs: " + (", ".join(names) if names else "formatting")
+    else:
+        reason = f"environment file has mode {oct(have.mode or 0)}, expected 0o640"
+    return [
+        WriteFile(
+            reason,
+            path=desired.layout.env_file,
+            content=text,
+            mode=0o640,
+            group=desired.backend.user,
+            secret=True,
+        )
+    ]
+
+
+def _switch_current(desired: DesiredState, observed: Observed) -> list[Action]:
+    layout = desired.layout
+    want = release_dir(desired, desired.release.version)
+    now = link_points_to(observed, layout.current)
+    if now == want:
+        return []
+    out: list[Action] = []
+    if desired.strategy == "symlink-swap" and now is not None and now != want:
+        prev_release = posixpath.basename(now)
+        if prev_release in observed.releases and link_points_to(observed, layout.previous) != now:
+            out.append(
+                SetSymlink(
+                    f"keep {prev_release} for instant rollback",
+                    path=layout.previous,
+                    target_path=posixpath.relpath(now, layout.root),
+                )
+            )
+    was = f"points to {posixpath.basename(now)}" if now else "does not exist"
+    out.append(
+        SetSymlink(
+            f"current {was}; desired {desired.release.version}",
+            path=layout.current,
+            target_path=posixpath.relpath(want, layout.root),
+        )
+    )
+    return out
+
+
+def backend_health(desired: DesiredState, port: int, unit: str) -> CheckHealth:
+    h = desired.health
+    return CheckHealth(
+        f"{unit} was (re)started",
+        url=f"http://127.0.0.1:{port}{desired.backend.health}",
+        unit=unit,
+        timeout=h.timeout,
+        interval=h.interval,
+        passes=h.passes,
+        expect_version=desired.release.version if h.expect_version else None,
+    )
+
+
+def frontend_health(desired: DesiredState) -> CheckHealth:
+    h = desired.health
+    return CheckHealth(
+        f"{desired.frontend_unit} was (re)started",
+        url=f"http://127.0.0.1:{desired.frontend.dev_port}/",
+        unit=desired.frontend_unit,
+        timeout=h.timeout,
+        interval=h.interval,
+        passes=1,
+        any_status=True,
+    )
+
+
+def run_actions(
+    unit: UnitState,
+    text: str,
+    *,
+    want_release: str | None,
+    want_env_hash: str | None,
+    env_reason: str,
+    health: CheckHealth,
+    file_text: str | None,
+) -> list[Action]:
+    """enable / start / restart a unit so its process runs the desired definition and release."""
+    out: list[Action] = []
+    name = unit.name
+    if not unit.is_enabled:
+        out.append(
+            Systemctl(
+                f"{name} is {unit.enabled or 'not enabled'}", verb="enable", unit=name, phase=Phase.START
+            )
+        )
+    if not unit.is_active:
+        state = unit.active if unit.exists else "not loaded"
+        if unit.sub and unit.sub not in ("dead", unit.active):
+            state += f" ({unit.sub})"
+        out += [Systemctl(f"{name} is {state}", verb="start", unit=name, phase=Phase.START), health]
+        return out
+    stale = stale_reasons(unit, text, want_release, want_env_hash, env_reason, file_text)
+    if stale:
+        out += [Systemctl("; ".join(stale), verb="restart", unit=name, phase=Phase.RESTART), health]
+    return out
+
+
+def stale_reasons(
+    unit: UnitState,
+    text: str,
+    want_release: str | None,
+    want_env_hash: str | None,
+    env_reason: str,
+    file_text: str | None,
+) -> list[str]:
+    """Why the running process does not run what is desired (empty: it does).
+
+    Judged from the process itself (its working directory and the hashes it inherited), so a
+    unit written just before an interrupted run is still restarted by the next one.
+    """
+    reasons = []
+    if want_release is not None and unit.cwd is not None and unit.cwd != want_release:
+        reasons.append(
+            f"runs release {posixpath.basename(unit.cwd)}, desired {posixpath.basename(want_release)}"
+        )
+    if unit.environ.get(units.HASH_VAR) != units.marker_of(text):
+        if file_text is not None and file_text != text:
+            reasons.append(f"unit changed ({units.classify(file_text, text).describe()})")
+        else:
+            reasons.append("the running process was started from an older unit definition")
+    if want_env_hash is not None and unit.environ.get(envfile.HASH_VAR) != want_env_hash:
+        reasons.append(env_reason)
+    return reasons
+
+
+# --- Caddy -------------------------------------------------------------------------------
+
+
+def render_caddyfile(desired: DesiredState, backend_port: int, static_root: str | None = None) -> str:
+    static = desired.frontend.mode == "static"
+    return caddyfile.render(
+        caddyfile.Site(
+            app=desired.app,
+            address=desired.proxy.site,
+            backend_port=backend_port,
+            health_path=desired.backend.health,
+            static_root=(static_root or f"{desired.layout.current}/{desired.frontend.static_dir}")
+            if static
+            else None,
+            frontend_port=None if static else desired.frontend.dev_port,
+        )
+    )
+
+
+def caddy_actions(desired: DesiredState, observed: Observed, text: str) -> list[Action]:
+    path = desired.proxy.caddyfile
+    caddy = observed.unit(CADDY_UNIT)
+    out: list[Action] = []
+    have = observed.content(path)
+    sha = hashlib.sha256(text.encode()).hexdigest()
+    if have != text:
+        why = "does not exist" if have is None else "differs from the rendered one"
+        out.append(WriteCaddyfile(f"{path} {why}", path=path, content=text))
+        if caddy.is_active:
+            out.append(LoadCaddy("the Caddyfile changed", verb="reload", path=path, unit=CADDY_UNIT))
+    elif caddy.is_active and observed.caddy_loaded_sha != sha:
+        out.append(
+            LoadCaddy(
+                "Caddy has not loaded the Caddyfile since it was written",
+                verb="reload",
+                path=path,
+                unit=CADDY_UNIT,
+            )
+        )
+    if not caddy.is_active:
+        out.append(LoadCaddy(f"{CADDY_UNIT} is {caddy.active}", verb="start", path=path, unit=CADDY_UNIT))
+    if not caddy.is_enabled:
+        out.append(
+            Systemctl(
+                f"{CADDY_UNIT} is {caddy.enabled or 'not enabled'}",
+                verb="enable",
+                unit=CADDY_UNIT,
+                phase=Phase.PROXY,
+            )
+        )
+    return out
+
+
+def retire_frontend(desired: DesiredState, observed: Observed) -> list[Action]:
+    """Leaving dev-server mode: stop the dev server only after Caddy stopped routing to it."""
+    if desired.frontend.mode == "dev-server":
+        return []
+    name = desired.frontend_unit
+    unit = observed.unit(name)
+    path = unit_path(desired, name)
+    out: list[Action] = []
+    why = "the frontend is served as static files"
+    if unit.is_active:
+        out.append(Systemctl(why, verb="stop", unit=name, phase=Phase.RETIRE))
+    if unit.is_enabled:
+        out.append(Systemctl(why, verb="disable", unit=name, phase=Phase.RETIRE))
+    if observed.file(path) is not None:
+        out += [RemoveFile(why, path=path), DaemonReload(f"{name} was removed", phase=Phase.RETIRE)]
+    return out

@@ -1,0 +1,199 @@
+"""systemd unit files: rendering, parsing, and deciding what a change needs.
+
+A rendered unit carries `Environment=RECONCILER_UNIT_HASH=<h>`, a hash of only the parts of
+the unit that matter to a running process. The process inherits it, so reading
+/proc/<pid>/environ tells which definition the process was started from. That makes
+"restart vs nothing" level-triggered: a unit written just before a crash is restarted by the
+next run, and a Description-only edit (same hash) never restarts anything.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+HASH_VAR = "RECONCILER_UNIT_HASH"
+HEADER = "# Managed by reconciler ({app}): edits here are reverted on the next run.\n"
+
+# [Unit] keys that change nothing about a running process (after NixOS's switch logic).
+UNIT_KEYS_WITHOUT_RESTART = frozenset(
+    {
+        "Description",
+        "Documentation",
+        "OnFailure",
+        "OnSuccess",
+        "OnFailureJobMode",
+        "IgnoreOnIsolate",
+        "StopWhenUnneeded",
+        "RefuseManualStart",
+        "RefuseManualStop",
+        "AllowIsolate",
+        "CollectMode",
+        "SourcePath",
+    }
+)
+
+Parsed = dict[str, list[tuple[str, str]]]
+
+
+def parse(text: str) -> Parsed:
+    """Sections -> ordered (key, value) pairs; comments dropped, continuations joined."""
+    out: Parsed = {}
+    section = ""
+    pending = ""
+    for raw in text.splitlines():
+        line = pending + raw.strip() if pending else raw.strip()
+        pending = ""
+        if not line or line[0] in "#;":
+            continue
+        if line.endswith("\\"):
+            pending = line[:-1] + " "
+            continue
+        if line.startswith("[") and line.endswith("]"):
+            section = line[1:-1]
+            out.setdefault(section, [])
+            continue
+        key, sep, value = line.partition("=")
+        if sep:
+            out.setdefault(section, []).append((key.strip(), value.strip()))
+    return out
+
+
+def _is_marker(key: str, value: str) -> bool:
+    return key == "Environment" and value.startswith(HASH_VAR + "=")
+
+
+def _values(pairs: list[tuple[str, str]]) -> dict[str, list[str]]:
+    """Key -> its values in order (a key may repeat, e.g. ExecStartPre); markers left out."""
+    out: dict[str, list[str]] = {}
+    for key, value in pairs:
+        if not _is_marker(key, value):
+            out.setdefault(key, []).append(value)
+    return out
+
+
+def runtime_hash(text: str) -> str:
+    """Hash of what a running process depends on: [Install] and metadata keys left out."""
+    parsed = parse(text)
+    items = []
+    for section in sorted(parsed):
+        if section == "Install":
+            continue
+        for key, values in sorted(_values(parsed[section]).items()):
+            if section == "Unit" and key in UNIT_KEYS_WITHOUT_RESTART:
+                continue
+            items.append("\0".join((section, key, *values)))
+    return hashlib.sha256("\n".join(items).encode()).hexdigest()[:16]
+
+
+def marker_of(text: str | None) -> str | None:
+    """The hash a unit file announces, if it carries our marker."""
+    if text is None:
+        return None
+    for pairs in parse(text).values():
+        for key, value in pairs:
+            if _is_marker(key, value):
+                return value.split("=", 1)[1]
+    return None
+
+
+@dataclass(frozen=True)
+class UnitChange:
+    """What differs between two versions of a unit file and what that requires."""
+
+    changed: tuple[str, ...]  # "Service.ExecStart", "Unit.Description", ...
+    restart: bool  # a running process must be restarted to pick it up
+    reenable: bool  # [Install] changed: enablement links must be redone
+
+    def describe(self) -> str:
+        return ", ".join(self.changed) if self.changed else "formatting only"
+
+
+def classify(old: str, new: str) -> UnitChange:
+    """restart vs nothing from a parsed diff, ignoring comments, order of sections, markers."""
+    a, b = parse(old), parse(new)
+    changed = []
+    restart = reenable = False
+    for section in sorted(set(a) | set(b)):
+        va, vb = _values(a.get(section, [])), _values(b.get(section, []))
+        for key in sorted(k for k in va.keys() | vb.keys() if va.get(k) != vb.get(k)):
+            changed.append(f"{section}.{key}")
+            if section == "Install":
+                reenable = True
+            elif not (section == "Unit" and key in UNIT_KEYS_WITHOUT_RESTART):
+                restart = True
+    return UnitChange(tuple(changed), restart, reenable)
+
+
+# --- rendering ----------------------------------------------------------------------------
+
+
+def quote_arg(arg: str) -> str:
+    """One ExecStart word: systemd's own quoting, with `%` and `$` made literal."""
+    escaped = arg.replace("%", "%%").replace("$", "$$")
+    if escaped and not any(c in escaped for c in " \t\"'\\;"):
+        return escaped
+    return '"' + escaped.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def exec_line(argv: tuple[str, ...], workdir: str) -> str:
+    """A first word with a '/' that is not absolute is a program inside the release."""
+    head, *rest = argv
+    if "/" in head and not head.startswith("/"):
+        head = f"{workdir}/{head.removeprefix('./')}"
+    return " ".join(quote_arg(w) for w in (head, *rest))
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    app: str
+    role: str  # backend | frontend
+    argv: tuple[str, ...]
+    workdir: str
+    env_file: str | None = None
+    user: str | None = None
+    state_directory: str | None = None
+
+
+def render_service(spec: ServiceSpec) -> str:
+    lines = [
+        HEADER.format(app=spec.app).rstrip("\n"),
+        "[Unit]",
+        f"Description={spec.app} {spec.role}",
+        "After=network.target",
+        "",
+        "[Service]",
+        "Type=simple",
+        f"WorkingDirectory={spec.workdir}",
+        f"ExecStart={exec_line(spec.argv, spec.workdir)}",
+    ]
+    if spec.env_file:
+        lines.append(f"EnvironmentFile={spec.env_file}")
+    if spec.user:
+        lines.append(f"User={spec.user}")
+    if spec.state_directory:
+        lines.append(f"StateDirectory={spec.state_directory}")
+    lines += [
+        "Restart=on-failure",
+        "RestartSec=1s",
+        "TimeoutStopSec=20s",
+        "",
+        "[Install]",
+        "WantedBy=multi-user.target",
+    ]
+    body = "\n".join(lines) + "\n"
+    return with_marker(body)
+
+
+def with_marker(body: str) -> str:
+    """Insert the runtime-hash marker right after ExecStart (or at the end of [Service])."""
+    marker = f"Environment={HASH_VAR}={runtime_hash(body)}"
+    out, placed = [], False
+    for line in body.splitlines():
+        out.append(line)
+        if not placed and line.startswith("ExecStart="):
+            out.append(marker)
+            placed = True
+    if not placed:
+        out.append(marker)
+    return "\n".join(out) + "\n"

@@ -1,0 +1,447 @@
+"""The planner, tested directly: minimal plans for each kind of change, and a hypothesis
+property that one plan converges any host and the plan after it is empty."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import replace
+from pathlib import Path
+from types import MappingProxyType
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from reconciler.observe.snapshot import CADDY_UNIT, FileState, LinkState, Observed, ReleaseState, UnitState
+from reconciler.plan.actions import (
+    CheckHealth,
+    LoadCaddy,
+    Plan,
+    SetSymlink,
+    Systemctl,
+    UploadRelease,
+    WriteCaddyfile,
+    WriteFile,
+)
+from reconciler.plan.planner import desired_units, plan, render_caddyfile
+from reconciler.render import envfile, units
+from reconciler.spec.load import load_bytes
+from reconciler.spec.model import DesiredState
+from tests.model_host import ModelHost
+
+BACKEND = "choiros-backend.service"
+FRONTEND = "choiros-frontend.service"
+UNIT_DIR = "/etc/systemd/system"
+
+
+def desired(
+    version: str = "1.0.0",
+    strategy: str = "symlink-swap",
+    mode: str = "static",
+    env: dict[str, str] | None = None,
+    port: int = 8080,
+) -> DesiredState:
+    env = {"DATABASE_PATH": "/var/lib/choiros/choiros.db"} if env is None else env
+    env_yaml = "".join(f"  {k}: {v!r}\n" for k, v in env.items()) or "  {}\n"
+    text = f"""
+app: choiros
+target: local
+release:
+  version: "{version}"
+  source: dist/choiros-{version}.tar.gz
+strategy: {strategy}
+frontend:
+  mode: {mode}
+  dev_command: bin/frontend-dev --port 3000
+  dev_port: 3000
+backend:
+  command: bin/backend --port {port}
+  port: {port}
+env:
+{env_yaml}"""
+    return load_bytes(text.encode(), "desired-state.yaml", base_dir=Path("/src"))
+
+
+def empty_host(caddy_active: bool = True, caddyfile: str | None = "# Debian default\n:80 {\n}\n") -> Observed:
+    files: dict[str, FileState | None] = {
+        f"{UNIT_DIR}/{BACKEND}": None,
+        f"{UNIT_DIR}/{FRONTEND}": None,
+        "/etc/choiros/backend.env": None,
+        "/etc/caddy/Caddyfile": None
+        if caddyfile is None
+        else FileState("file", caddyfile, hashlib.sha256(caddyfile.encode()).hexdigest(), 0o644),
+    }
+    caddy = UnitState(
+        CADDY_UNIT,
+        load="loaded",
+        active="active" if caddy_active else "inactive",
+        sub="running",
+        enabled="enabled",
+        main_pid=50,
+    )
+    return Observed(
+        hostname="test",
+        files=MappingProxyType(files),
+        links=MappingProxyType({"/opt/choiros/current": None, "/opt/choiros/previous": None}),
+        releases=MappingProxyType({}),
+        units=MappingProxyType(
+            {BACKEND: UnitState(BACKEND), FRONTEND: UnitState(FRONTEND), CADDY_UNIT: caddy}
+        ),
+        commands=MappingProxyType({"caddy": "/usr/bin/caddy", "systemctl": "/usr/bin/systemctl"}),
+        caddy_loaded_sha=None,
+        quarantine=MappingProxyType({}),
+        lock_holder=None,
+        fingerprint="fp",
+    )
+
+
+def converge(d: DesiredState, host: Observed) -> tuple[Plan, Observed]:
+    p = plan(d, host)
+    return p, ModelHost(host).apply_plan(p)
+
+
+def assert_runs_desired(d: DesiredState, host: Observed) -> None:
+    """Independent of the planner's rules: what runs is what the files on disk describe."""
+    release = f"/opt/choiros/releases/{d.release.version}"
+    assert d.release.version in host.releases
+    assert host.link("/opt/choiros/current") == LinkState("symlink", f"releases/{d.release.version}", True)
+    wanted = desired_units(d)
+    for name in (BACKEND, FRONTEND):
+        unit = host.unit(name)
+        text = host.content(f"{UNIT_DIR}/{name}")
+        if name not in wanted:
+            assert text is None and not unit.is_active and not unit.is_enabled
+            continue
+        assert text == wanted[name]
+        assert unit.is_active and unit.is_enabled and not unit.need_daemon_reload
+        assert unit.cwd == release
+        assert unit.environ.get(units.HASH_VAR) == units.marker_of(text)
+    env_text = host.content("/etc/choiros/backend.env")
+    assert env_text == envfile.render("choiros", d.env)
+    assert host.unit(BACKEND).environ.get(envfile.HASH_VAR) == envfile.hash_of(env_text)
+    caddy_text = host.content("/etc/caddy/Caddyfile")
+    assert caddy_text == render_caddyfile(d, d.backend.port)
+    assert host.unit(CADDY_UNIT).is_active
+    assert host.caddy_loaded_sha == hashlib.sha256(caddy_text.encode()).hexdigest()
+
+
+def labels(p: Plan) -> list[tuple[str, str]]:
+    return [(a.summary()["action"], a.target) for a in p.actions]
+
+
+def deployed(d: DesiredState | None = None) -> Observed:
+    _, host = converge(d or desired(), empty_host())
+    return host
+
+
+# --- minimal plans --------------------------------------------------------------------------
+
+
+def test_fresh_host_gets_everything_in_phase_order() -> None:
+    p, after = converge(desired(), empty_host())
+    assert labels(p) == [
+        ("upload", "/opt/choiros/releases/1.0.0"),
+        ("write", f"{UNIT_DIR}/{BACKEND}"),
+        ("write", "/etc/choiros/backend.env"),
+        ("daemon-reload", "systemd"),
+        ("symlink", "/opt/choiros/current -> releases/1.0.0"),
+        ("enable", BACKEND),
+        ("start", BACKEND),
+        ("health-check", "http://127.0.0.1:8080/health"),
+        ("validate+write", "/etc/caddy/Caddyfile"),
+        ("reload", CADDY_UNIT),
+    ]
+    assert all(a.reason for a in p.actions)
+    assert plan(desired(), after).actions == ()
+
+
+def test_second_run_plans_nothing() -> None:
+    host = deployed()
+    assert not plan(desired(), host).changed
+
+
+def test_version_bump_uploads_swaps_and_restarts_only_the_backend() -> None:
+    host = deployed()
+    p, after = converge(desired("2.0.0"), host)
+    assert labels(p) == [
+        ("upload", "/opt/choiros/releases/2.0.0"),
+        ("symlink", "/opt/choiros/previous -> releases/1.0.0"),
+        ("symlink", "/opt/choiros/current -> releases/2.0.0"),
+        ("restart", BACKEND),
+        ("health-check", "http://127.0.0.1:8080/health"),
+    ]
+    restart = p.actions[3]
+    assert "runs release 1.0.0, desired 2.0.0" in restart.reason
+    assert not plan(desired("2.0.0"), after).changed
+
+
+def test_revert_swaps_back_without_upload() -> None:
+    host = deployed()
+    _, host = converge(desired("2.0.0"), host)
+    p, after = converge(desired("1.0.0"), host)
+    assert not any(isinstance(a, UploadRelease) for a in p.actions)
+    assert labels(p)[:2] == [
+        ("symlink", "/opt/choiros/previous -> releases/2.0.0"),
+        ("symlink", "/opt/choiros/current -> releases/1.0.0"),
+    ]
+    assert not plan(desired("1.0.0"), after).changed
+
+
+def test_restart_strategy_does_not_keep_previous() -> None:
+    host = deployed(desired(strategy="restart"))
+    p = plan(desired("2.0.0", strategy="restart"), host)
+    assert not any(isinstance(a, SetSymlink) and a.path.endswith("previous") for a in p.actions)
+
+
+def test_hand_edited_caddyfile_is_written_and_reloaded_only() -> None:
+    host = deployed()
+    path = "/etc/caddy/Caddyfile"
+    files = dict(host.files)
+    files[path] = FileState("file", ":80 {\n\trespond hacked\n}\n", "x", 0o644)
+    p = plan(desired(), replace(host, files=MappingProxyType(files)))
+    assert labels(p) == [("validate+write", path), ("reload", CADDY_UNIT)]
+
+
+def test_caddyfile_written_but_never_loaded_is_reloaded() -> None:
+    host = replace(deployed(), caddy_loaded_sha="old")
+    p = plan(desired(), host)
+    assert labels(p) == [("reload", CADDY_UNIT)]
+    assert "has not loaded" in p.actions[0].reason
+
+
+def _edit_unit(host: Observed, old: str, new: str) -> Observed:
+    path = f"{UNIT_DIR}/{BACKEND}"
+    files = dict(host.files)
+    content = files[path].content  # type: ignore[union-attr]
+    assert content is not None and old in content
+    files[path] = FileState("file", content.replace(old, new), "x", 0o644)
+    return replace(host, files=MappingProxyType(files))
+
+
+def test_description_only_change_needs_no_restart() -> None:
+    host = _edit_unit(deployed(), "Description=choiros backend", "Description=hand edited")
+    p = plan(desired(), host)
+    assert labels(p) == [("write", f"{UNIT_DIR}/{BACKEND}"), ("daemon-reload", "systemd")]
+    assert "Unit.Description" in p.actions[0].reason
+
+
+def test_execstart_change_restarts() -> None:
+    host = deployed()
+    # The unit on disk and the running process both come from another command line.
+    host = _edit_unit(host, "--port 8080", "--port 9999")
+    units = dict(host.units)
+    units[BACKEND] = replace(
+        units[BACKEND], environ=MappingProxyType({**units[BACKEND].environ, "RECONCILER_UNIT_HASH": "0000"})
+    )
+    p = plan(desired(), replace(host, units=MappingProxyType(units)))
+    assert labels(p) == [
+        ("write", f"{UNIT_DIR}/{BACKEND}"),
+        ("daemon-reload", "systemd"),
+        ("restart", BACKEND),
+        ("health-check", "http://127.0.0.1:8080/health"),
+    ]
+    assert "Service.ExecStart" in p.actions[2].reason
+
+
+def test_unit_written_before_a_crash_is_still_restarted() -> None:
+    """Level-triggered: the file is already right, but the process runs the old definition."""
+    host = deployed()
+    units = dict(host.units)
+    units[BACKEND] = replace(
+        units[BACKEND], environ=MappingProxyType({**units[BACKEND].environ, "RECONCILER_UNIT_HASH": "old"})
+    )
+    p = plan(desired(), replace(host, units=MappingProxyType(units)))
+    assert labels(p) == [("restart", BACKEND), ("health-check", "http://127.0.0.1:8080/health")]
+    assert "older unit definition" in p.actions[0].reason
+
+
+def test_need_daemon_reload_alone_gives_daemon_reload() -> None:
+    host = deployed()
+    units = dict(host.units)
+    units[BACKEND] = replace(units[BACKEND], need_daemon_reload=True)
+    p = plan(desired(), replace(host, units=MappingProxyType(units)))
+    assert labels(p) == [("daemon-reload", "systemd")]
+
+
+def test_env_change_restarts_backend_only_and_never_shows_values() -> None:
+    host = deployed(desired(mode="dev-server"))
+    new = desired(
+        mode="dev-server", env={"DATABASE_PATH": "/var/lib/choiros/choiros.db", "API_TOKEN": "s3cr3t-value"}
+    )
+    p, after = converge(new, host)
+    assert labels(p) == [
+        ("write", "/etc/choiros/backend.env"),
+        ("restart", BACKEND),
+        ("health-check", "http://127.0.0.1:8080/health"),
+    ]
+    assert "API_TOKEN" in p.actions[0].reason
+    assert "s3cr3t" not in repr(p.summaries())
+    assert not plan(new, after).changed
+
+
+def test_stopped_unit_is_started() -> None:
+    host = deployed()
+    units = dict(host.units)
+    units[BACKEND] = replace(
+        units[BACKEND], active="failed", sub="failed", main_pid=0, cwd=None, environ=MappingProxyType({})
+    )
+    p = plan(desired(), replace(host, units=MappingProxyType(units)))
+    assert labels(p) == [("start", BACKEND), ("health-check", "http://127.0.0.1:8080/health")]
+    assert "failed" in p.actions[0].reason
+
+
+def test_static_to_dev_server_is_make_before_break() -> None:
+    p, after = converge(desired(mode="dev-server"), deployed())
+    order = labels(p)
+    start_fe = order.index(("start", FRONTEND))
+    reload_caddy = order.index(("reload", CADDY_UNIT))
+    assert start_fe < reload_caddy
+    assert any(isinstance(a, CheckHealth) and a.unit == FRONTEND for a in p.actions[start_fe:reload_caddy])
+    assert not plan(desired(mode="dev-server"), after).changed
+
+
+def test_dev_server_to_static_stops_the_dev_server_after_caddy_switched() -> None:
+    p, after = converge(desired(mode="static"), deployed(desired(mode="dev-server")))
+    order = labels(p)
+    assert order.index(("reload", CADDY_UNIT)) < order.index(("stop", FRONTEND))
+    assert ("remove", f"{UNIT_DIR}/{FRONTEND}") in order
+    assert not plan(desired(mode="static"), after).changed
+
+
+def test_caddy_stopped_is_started_not_reloaded() -> None:
+    p, after = converge(desired(), empty_host(caddy_active=False))
+    caddy = [a for a in p.actions if isinstance(a, LoadCaddy)]
+    assert [a.verb for a in caddy] == ["start"]
+    assert not plan(desired(), after).changed
+
+
+def test_quarantined_version_is_not_planned() -> None:
+    host = replace(deployed(), quarantine=MappingProxyType({"2.0.0": "health check failed"}))
+    p = plan(desired("2.0.0"), host)
+    assert p.quarantined == "health check failed" and not p.actions
+    assert plan(desired("2.0.0"), host, retry_quarantined=True).changed
+
+
+def test_blockers_when_caddy_missing_or_current_is_a_directory() -> None:
+    host = replace(
+        empty_host(),
+        commands=MappingProxyType({"caddy": None, "systemctl": "/bin/systemctl"}),
+        links=MappingProxyType({"/opt/choiros/current": LinkState("dir"), "/opt/choiros/previous": None}),
+    )
+    p = plan(desired(), host)
+    assert not p.actions
+    assert any("caddy is not installed" in b for b in p.blockers)
+    assert any("real dir" in b for b in p.blockers)
+
+
+def test_plan_carries_the_observation_fingerprint() -> None:
+    assert plan(desired(), empty_host()).fingerprint == "fp"
+
+
+# --- the property ---------------------------------------------------------------------------
+
+versions = st.sampled_from(["1.0.0", "1.1.0", "2.0.0"])
+
+
+@st.composite
+def hosts(draw: st.DrawFn) -> Observed:
+    """Hosts in arbitrary states: partial deploys, drift, stopped units, stale processes."""
+    start = draw(st.sampled_from(["empty", "deployed", "deployed-dev"]))
+    if start == "empty":
+        host = empty_host(caddy_active=draw(st.booleans()))
+    else:
+        base = desired(draw(versions), mode="dev-server" if start == "deployed-dev" else "static")
+        host = deployed(base)
+    releases = dict(host.releases)
+    for v in draw(st.lists(versions, max_size=3)):
+        releases[v] = ReleaseState(v)
+    files = dict(host.files)
+    if draw(st.booleans()):
+        files["/etc/caddy/Caddyfile"] = FileState(
+            "file", draw(st.sampled_from([":80 {\n}\n", "junk"])), "j", 0o644
+        )
+    if draw(st.booleans()):
+        files["/etc/choiros/backend.env"] = FileState(
+            "file", "X=1\n", "e", draw(st.sampled_from([0o640, 0o644]))
+        )
+    units = dict(host.units)
+    if draw(st.booleans()) and units[BACKEND].is_active:
+        units[BACKEND] = replace(
+            units[BACKEND], active=draw(st.sampled_from(["failed", "inactive"])), main_pid=0, cwd=None
+        )
+    if draw(st.booleans()):
+        units[BACKEND] = replace(units[BACKEND], need_daemon_reload=units[BACKEND].exists)
+    if draw(st.booleans()) and units[CADDY_UNIT].is_active:
+        units[CADDY_UNIT] = replace(units[CADDY_UNIT], active="inactive")
+    return replace(
+        host,
+        releases=MappingProxyType(releases),
+        files=MappingProxyType(files),
+        units=MappingProxyType(units),
+        caddy_loaded_sha=draw(st.sampled_from([host.caddy_loaded_sha, None, "stale"])),
+    )
+
+
+@st.composite
+def desired_states(draw: st.DrawFn) -> DesiredState:
+    return desired(
+        draw(versions),
+        strategy=draw(st.sampled_from(["restart", "symlink-swap"])),
+        mode=draw(st.sampled_from(["static", "dev-server"])),
+        env=draw(
+            st.dictionaries(
+                st.sampled_from(["A", "B", "DATABASE_PATH"]),
+                st.sampled_from(["1", "x y", "$HOME", 'q"uote']),
+                max_size=3,
+            )
+        ),
+        port=draw(st.sampled_from([8080, 8081])),
+    )
+
+
+@settings(max_examples=300, deadline=None)
+@given(hosts(), desired_states())
+def test_one_plan_converges_and_the_next_is_empty(host: Observed, d: DesiredState) -> None:
+    p, after = converge(d, host)
+    phases = [a.phase for a in p.actions]
+    assert phases == sorted(phases)
+    assert_runs_desired(d, after)
+    again = plan(d, after)
+    assert again.actions == (), [a.summary() for a in again.actions]
+
+
+@settings(max_examples=100, deadline=None)
+@given(hosts(), desired_states(), desired_states())
+def test_any_sequence_of_desired_states_converges(
+    host: Observed, first: DesiredState, second: DesiredState
+) -> None:
+    _, host = converge(first, host)
+    assert_runs_desired(first, host)
+    _, host = converge(second, host)
+    assert_runs_desired(second, host)
+    assert not plan(second, host).changed
+
+
+@settings(max_examples=100, deadline=None)
+@given(hosts(), desired_states())
+def test_unit_started_only_after_its_file_is_loaded(host: Observed, d: DesiredState) -> None:
+    """The model asserts daemon-reload before start; a plan violating it raises."""
+    converge(d, host)
+
+
+def test_caddy_is_reloaded_only_after_validation() -> None:
+    p = plan(desired(), empty_host())
+    kinds = [type(a) for a in p.actions]
+    assert kinds.index(WriteCaddyfile) < kinds.index(LoadCaddy)
+
+
+def test_write_file_for_env_is_secret() -> None:
+    p = plan(desired(env={"TOKEN": "abc"}), empty_host())
+    env_writes = [a for a in p.actions if isinstance(a, WriteFile) and a.path.endswith(".env")]
+    assert env_writes and all(a.secret and a.mode == 0o640 for a in env_writes)
+
+
+@pytest.mark.parametrize("verb", ["enable", "start"])
+def test_enable_and_start_target_the_backend(verb: str) -> None:
+    p = plan(desired(), empty_host())
+    assert any(isinstance(a, Systemctl) and a.verb == verb and a.unit == BACKEND for a in p.actions)
