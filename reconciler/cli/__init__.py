@@ -1,0 +1,105 @@
+"""`reconcile`: converge a host to desired-state.yaml, once or continuously.
+
+Exit codes: 0 converged (or, with --dry-run, nothing to do); 2 with --dry-run: changes
+pending; 1 error (nothing applied when the input was bad); 3 the desired release failed its
+health check and the previous release serves again, or it is quarantined from an earlier run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from reconciler import __version__
+from reconciler.errors import InvalidDesiredState, ReconcilerError
+
+EPILOG = """\
+examples:
+  reconcile --once --dry-run          show what would change and why (exit 2 if anything)
+  reconcile --once                    converge the host once, then exit
+  reconcile --once --json             the same, printing one JSON object
+  reconcile                           keep converging: on file changes and on drift
+  reconcile status                    the host's recent runs and quarantined releases
+  reconcile validate                  check desired-state.yaml without touching any host
+
+exit codes: 0 converged / nothing to do, 1 error, 2 changes pending (--dry-run),
+            3 release failed and was rolled back, or is quarantined
+docs: the README and schemas/desired-state.schema.json describe every field.
+"""
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "-f",
+        "--file",
+        default=os.environ.get("RECONCILER_FILE", "desired-state.yaml"),
+        help="the desired-state file (default: ./desired-state.yaml, or $RECONCILER_FILE)",
+    )
+    p.add_argument(
+        "--target", help="converge this target instead of the file's (local or ssh://user@host:port)"
+    )
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    p.add_argument(
+        "-i", "--identity", action="append", default=[], metavar="KEY", help="SSH private key (repeatable)"
+    )
+    p.add_argument("--known-hosts", metavar="FILE", help="known_hosts file (default: ~/.ssh/known_hosts)")
+    p.add_argument(
+        "--accept-new-host-key",
+        action="store_true",
+        help="trust and remember an unknown host key on first use (a changed key is still refused)",
+    )
+    p.add_argument("-v", "--verbose", action="store_true", help="log every step to stderr")
+    p.add_argument(
+        "--log-format", choices=["console", "json"], help="stderr log format (default: console on a terminal)"
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="reconcile",
+        description="Converge a host to the release and configuration in desired-state.yaml.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--version", action="version", version=f"reconcile {__version__}")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--once", action="store_true", help="converge once and exit")
+    mode.add_argument("--watch", action="store_true", help="keep converging (the default without --once)")
+    p.add_argument("--dry-run", action="store_true", help="plan only: print what would change and why")
+    p.add_argument(
+        "--lock-timeout",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="wait this long for another run's lock (default: fail at once)",
+    )
+    p.add_argument(
+        "--retry-quarantined", action="store_true", help="deploy the desired release even if it failed before"
+    )
+    _common(p)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    if args_list and args_list[0] in ("status", "validate"):
+        from reconciler.cli import commands
+
+        return commands.run_subcommand(args_list[0], args_list[1:], _common)
+    args = build_parser().parse_args(args_list)
+    from reconciler.cli import commands
+
+    try:
+        if args.once:
+            return commands.once(args)
+        return commands.watch(args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except InvalidDesiredState as exc:  # pragma: no cover - handled in commands
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except ReconcilerError as exc:  # pragma: no cover - handled in commands
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code

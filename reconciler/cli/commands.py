@@ -1,0 +1,188 @@
+"""The commands behind `reconcile`: once, watch, status, validate."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from reconciler import log as logmod
+from reconciler.cli.output import HumanReporter, json_result
+from reconciler.engine.once import Outcome, Reporter, RunOptions, SilentReporter, reconcile_once
+from reconciler.errors import InvalidDesiredState, ReconcilerError
+from reconciler.executors.base import Executor
+from reconciler.executors.connect import executor_for
+from reconciler.executors.ssh_options import SSHOptions
+from reconciler.spec.load import load
+from reconciler.spec.model import DesiredState
+
+
+def setup_logging(args: argparse.Namespace) -> None:
+    # Human output on a terminal already says everything; logs add detail when asked (-v)
+    # or when nobody watches (CI, a service), where stderr becomes a JSON-lines record.
+    quiet_terminal = sys.stdout.isatty() and not args.json
+    level = "info" if args.verbose or not quiet_terminal else "warning"
+    fmt = None if args.log_format is None else args.log_format == "json"
+    logmod.configure(level, fmt)
+
+
+def ssh_options(args: argparse.Namespace) -> SSHOptions:
+    return SSHOptions(
+        identity=tuple(args.identity),
+        known_hosts=args.known_hosts,
+        accept_new_host_key=args.accept_new_host_key,
+    )
+
+
+def fail(
+    args: argparse.Namespace,
+    exc: ReconcilerError,
+    desired: DesiredState | None = None,
+    outcome: Outcome | None = None,
+) -> int:
+    if args.json:
+        print(
+            json_result(
+                desired=desired,
+                plan=outcome.plan if outcome else getattr(exc, "plan", None),
+                result="rolled_back" if exc.exit_code == 3 else "failed",
+                error=str(exc),
+                applied=bool(outcome and outcome.applied),
+            )
+        )
+    else:
+        print(f"error: {exc}", file=sys.stderr)
+    return exc.exit_code
+
+
+def load_desired(args: argparse.Namespace) -> DesiredState:
+    return load(args.file, target_override=args.target)
+
+
+def once(args: argparse.Namespace) -> int:
+    setup_logging(args)
+    try:
+        desired = load_desired(args)
+    except InvalidDesiredState as exc:
+        return fail(args, exc)
+    executor = executor_for(desired.target, ssh_options(args))
+    reporter: Reporter = SilentReporter() if args.json else HumanReporter()
+    options = RunOptions(
+        dry_run=args.dry_run,
+        retry_quarantined=args.retry_quarantined,
+        lock_timeout=args.lock_timeout,
+        fault_after_action=_fault_point(),
+    )
+    try:
+        outcome = reconcile_once(desired, executor, options, reporter)
+    except ReconcilerError as exc:
+        return fail(args, exc, desired)
+    finally:
+        executor.close()
+    return finish(args, desired, outcome)
+
+
+def finish(args: argparse.Namespace, desired: DesiredState, outcome: Outcome) -> int:
+    plan = outcome.plan
+    if args.dry_run:
+        result, code = ("changes_pending", 2) if plan.changed else ("noop", 0)
+    else:
+        result, code = ("converged", 0) if plan.changed else ("noop", 0)
+    if args.json:
+        print(
+            json_result(
+                desired=desired,
+                plan=plan,
+                result=result,
+                host=outcome.observed.hostname,
+                applied=outcome.applied,
+                timings=outcome.timings,
+            )
+        )
+        return code
+    if not plan.changed:
+        print("No changes: the host matches the desired state.")
+    elif args.dry_run:
+        print(f"Dry run: {len(plan.actions)} actions would run. Apply with: reconcile --once")
+    else:
+        seconds = outcome.timings.get("apply_ms", 0) / 1000
+        print(
+            f"Converged: {len(plan.actions)} actions applied in {seconds:.1f} s; verified by observing again."
+        )
+    return code
+
+
+def _fault_point() -> int:
+    """Test-only fault injection: RECONCILER_FAULT_AFTER_ACTION=N kills the apply after action N."""
+    import os
+
+    try:
+        return int(os.environ.get("RECONCILER_FAULT_AFTER_ACTION", "0"))
+    except ValueError:
+        return 0
+
+
+def watch(args: argparse.Namespace) -> int:
+    from reconciler.engine import watch as watch_mod
+
+    setup_logging(args)
+    return watch_mod.run(args, load_desired, lambda d: executor_for(d.target, ssh_options(args)))
+
+
+def run_subcommand(name: str, argv: list[str], add_common: Callable[[argparse.ArgumentParser], None]) -> int:
+    parser = argparse.ArgumentParser(prog=f"reconcile {name}")
+    add_common(parser)
+    if name == "status":
+        parser.add_argument("-n", "--limit", type=int, default=10, help="how many recent runs to show")
+    args = parser.parse_args(argv)
+    args.dry_run = False
+    setup_logging(args)
+    try:
+        desired = load_desired(args)
+    except InvalidDesiredState as exc:
+        return fail(args, exc)
+    if name == "validate":
+        if args.json:
+            print(json_result(desired=desired, plan=None, result="valid"))
+        else:
+            print(
+                f"{args.file}: valid ({desired.app} {desired.release.version}, "
+                f"{desired.strategy}, target {desired.target})"
+            )
+        return 0
+    executor = executor_for(desired.target, ssh_options(args))
+    try:
+        return status(args, desired, executor)
+    except ReconcilerError as exc:
+        return fail(args, exc, desired)
+    finally:
+        executor.close()
+
+
+def status(args: argparse.Namespace, desired: DesiredState, executor: Executor) -> int:
+    import json
+
+    answer = executor.request({"op": "history", "state": desired.layout.state, "limit": args.limit})
+    records: list[dict[str, Any]] = answer.get("records", [])
+    quarantine: dict[str, Any] = answer.get("quarantine", {})
+    if args.json:
+        print(json.dumps({"runs": records, "quarantined": quarantine}, indent=2))
+        return 0
+    if not records:
+        print(f"No runs recorded on {executor.description} for {desired.app} yet.")
+    for r in records:
+        commit = (r.get("commit") or "-")[:12] + ("+dirty" if r.get("dirty") else "")
+        n = len(r.get("actions", []))
+        line = (
+            f"{r.get('finished', '?')}  {r.get('result', '?'):<11} {r.get('version', '?'):<12} "
+            f"{commit:<18} {n} actions  by {r.get('user', '?')}"
+        )
+        if r.get("kind"):
+            line += f"  [{r['kind']}]"
+        print(line)
+        if r.get("error"):
+            print(f"    error: {r['error']}")
+    for version, info in sorted(quarantine.items()):
+        print(f"quarantined: {version} since {info.get('at', '?')}: {info.get('reason', '')}")
+    return 0

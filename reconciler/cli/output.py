@@ -1,0 +1,120 @@
+"""What the user reads: a terraform-like plan with reasons, progress, and a --json object."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import IO, Any
+
+from reconciler.executors.base import Event
+from reconciler.observe.snapshot import Observed
+from reconciler.plan.actions import Plan
+from reconciler.spec.model import DesiredState
+
+SYMBOLS = {
+    "upload": "+",
+    "write": "~",
+    "validate+write": "~",
+    "symlink": "~",
+    "remove": "-",
+    "stop": "-",
+    "disable": "-",
+    "quarantine": "!",
+}
+
+
+def _sym(label: str) -> str:
+    return SYMBOLS.get(label, "*")
+
+
+class HumanReporter:
+    """Prints the plan as soon as it exists, then one line per finished action."""
+
+    def __init__(self, out: IO[str] | None = None) -> None:
+        self.out = out or sys.stdout
+        self.last_progress = -1
+
+    def print(self, text: str = "") -> None:
+        print(text, file=self.out, flush=True)
+
+    def planned(self, desired: DesiredState, plan: Plan, observed: Observed, ms: float) -> None:
+        self.print(
+            f"{desired.app} {desired.release.version} ({desired.strategy}) on {observed.hostname}: "
+            f"observed in {ms:.0f} ms"
+        )
+        if not plan.actions:
+            return
+        self.print(f"Plan: {len(plan.actions)} action{'s' if len(plan.actions) != 1 else ''}")
+        width = max(len(a.summary()["action"]) for a in plan.actions)
+        for i, action in enumerate(plan.actions, 1):
+            s = action.summary()
+            self.print(f"  {i:>2}. {_sym(s['action'])} {s['action']:<{width}}  {s['target']}")
+            self.print(f"      {' ' * width}    because {s['reason']}")
+
+    def event(self, plan: Plan, event: Event) -> None:
+        kind = event.get("event")
+        if kind == "lock_wait":
+            holder = event.get("holder") or {}
+            self.print(f"  waiting for the host lock held by {_holder(holder)}")
+        elif kind == "action_done":
+            i = event["index"]
+            s = plan.actions[i].summary()
+            self.print(
+                f"  ok {i + 1}/{len(plan.actions)} {s['action']} {s['target']} ({_ms(event.get('ms'))})"
+            )
+        elif kind == "action_failed":
+            i = event["index"]
+            s = plan.actions[i].summary()
+            self.print(
+                f"  FAILED {i + 1}/{len(plan.actions)} {s['action']} {s['target']}: {event.get('error')}"
+            )
+        elif kind == "progress" and event.get("total"):
+            pct = int(100 * event["done"] / event["total"])
+            if pct // 25 != self.last_progress // 25 or pct == 100:
+                self.last_progress = pct
+                self.print(f"     upload {pct:>3}% of {event['total'] / 1e6:.1f} MB")
+
+
+def _ms(ms: Any) -> str:
+    if not isinstance(ms, int | float):
+        return "?"
+    return f"{ms:.0f} ms" if ms < 1000 else f"{ms / 1000:.1f} s"
+
+
+def _holder(holder: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in holder.items()) or "another run"
+
+
+def json_result(
+    *,
+    desired: DesiredState | None,
+    plan: Plan | None,
+    result: str,
+    host: str | None = None,
+    error: str | None = None,
+    applied: bool = False,
+    timings: dict[str, float] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> str:
+    obj: dict[str, Any] = {
+        "result": result,
+        "changed": bool(plan and plan.changed),
+        "applied": applied,
+        "actions": plan.summaries() if plan else [],
+    }
+    if desired is not None:
+        obj.update(
+            app=desired.app,
+            version=desired.release.version,
+            strategy=desired.strategy,
+            target=str(desired.target),
+        )
+    if host:
+        obj["host"] = host
+    if timings:
+        obj["timings_ms"] = {k.removesuffix("_ms"): round(v, 1) for k, v in timings.items()}
+    if error:
+        obj["error"] = error
+    if extra:
+        obj.update(extra)
+    return json.dumps(obj, indent=2)

@@ -1,0 +1,221 @@
+"""One reconcile pass: observe, plan, apply, verify. The imperative shell around the pure core.
+
+observe  one agent request: an immutable snapshot of the host
+plan     pure: (desired, snapshot) -> ordered actions with reasons
+apply    one agent request: lock, re-check the snapshot, actions, history, re-observe
+verify   plan again from the snapshot the apply returned; it must be empty
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import socket
+import time
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from reconciler import __version__
+from reconciler.agent.hostagent import fingerprint
+from reconciler.engine import artifact, gitinfo
+from reconciler.errors import (
+    ApplyError,
+    HealthCheckFailed,
+    HostError,
+    LockHeld,
+    NotConverged,
+    PlanStale,
+    Quarantined,
+    TargetError,
+)
+from reconciler.executors.base import Event, Executor, Payload
+from reconciler.log import log
+from reconciler.observe import snapshot
+from reconciler.observe.snapshot import Observed
+from reconciler.plan.actions import Plan, UploadRelease
+from reconciler.plan.planner import plan as make_plan
+from reconciler.spec.model import DesiredState
+
+STALE_RETRIES = 2
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    dry_run: bool = False
+    retry_quarantined: bool = False
+    lock_timeout: float = 0.0
+    fault_after_action: int = 0  # test-only: the host agent kills itself after action N
+
+
+@dataclass
+class Outcome:
+    plan: Plan
+    observed: Observed
+    applied: bool = False
+    after: Observed | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+    rolled_back_to: str | None = None
+    failure: ApplyError | None = None
+
+
+class Reporter(Protocol):
+    def planned(self, desired: DesiredState, plan: Plan, observed: Observed, ms: float) -> None: ...
+    def event(self, plan: Plan, event: Event) -> None: ...
+
+
+class SilentReporter:
+    def planned(self, desired: DesiredState, plan: Plan, observed: Observed, ms: float) -> None:
+        pass
+
+    def event(self, plan: Plan, event: Event) -> None:
+        pass
+
+
+def observe(executor: Executor, desired: DesiredState) -> Observed:
+    answer = executor.request({"op": "observe", "observe": snapshot.request_for(desired)})
+    if answer.get("event") != "result":
+        raise HostError(
+            f"observing the host failed: {answer.get('error')}", hint=answer.get("detail") or None
+        )
+    raw = answer["snapshot"]
+    return snapshot.parse(raw, fingerprint(raw))
+
+
+def reconcile_once(
+    desired: DesiredState,
+    executor: Executor,
+    options: RunOptions | None = None,
+    reporter: Reporter | None = None,
+) -> Outcome:
+    options = options or RunOptions()
+    reporter = reporter or SilentReporter()
+    for attempt in range(STALE_RETRIES + 1):
+        t0 = time.perf_counter()
+        observed = observe(executor, desired)
+        t1 = time.perf_counter()
+        the_plan = make_plan(desired, observed, retry_quarantined=options.retry_quarantined)
+        observe_ms = (t1 - t0) * 1000
+        reporter.planned(desired, the_plan, observed, observe_ms)
+        log.info(
+            "planned",
+            host=executor.description,
+            actions=len(the_plan.actions),
+            observe_ms=round(observe_ms, 1),
+        )
+        outcome = Outcome(the_plan, observed, timings={"observe_ms": observe_ms})
+        if the_plan.quarantined is not None:
+            raise Quarantined(
+                f"release {desired.release.version} is quarantined: {the_plan.quarantined}",
+                hint="deploy a new version, or retry this one on purpose with --retry-quarantined",
+            )
+        if the_plan.blockers:
+            raise HostError("the host needs attention first:\n  " + "\n  ".join(the_plan.blockers))
+        if options.dry_run or not the_plan.changed:
+            return outcome
+        try:
+            return _apply(desired, executor, options, reporter, outcome)
+        except PlanStale:
+            if attempt == STALE_RETRIES:
+                raise
+            log.warning("host changed between observing and applying; planning again")
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _apply(
+    desired: DesiredState,
+    executor: Executor,
+    options: RunOptions,
+    reporter: Reporter,
+    outcome: Outcome,
+) -> Outcome:
+    the_plan = outcome.plan
+    payload: Payload | None = None
+    wires: list[dict[str, Any]] = []
+    for action in the_plan.actions:
+        wire = action.wire()
+        if isinstance(action, UploadRelease):
+            payload = artifact.prepare(desired)
+            wire["size"] = payload.size
+        wires.append(wire)
+    revision = gitinfo.revision_of(desired.file)
+    who = f"{getpass.getuser()}@{socket.gethostname()}"
+    request = {
+        "op": "apply",
+        "observe": snapshot.request_for(desired),
+        "expect": the_plan.fingerprint,
+        "actions": wires,
+        "lock_timeout": options.lock_timeout,
+        "holder": {"user": who, "client_pid": os.getpid(), "version": desired.release.version},
+        "journal": {
+            "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "user": who,
+            "tool": __version__,
+            "file": str(desired.file),
+            "commit": revision.commit,
+            "dirty": revision.dirty,
+            "version": desired.release.version,
+            "strategy": desired.strategy,
+            "actions": the_plan.summaries(),
+        },
+        "fault_after_action": options.fault_after_action,
+    }
+    t0 = time.perf_counter()
+    answer = executor.request(request, payload=payload, on_event=lambda e: _on_event(reporter, the_plan, e))
+    outcome.timings["apply_ms"] = (time.perf_counter() - t0) * 1000
+    if answer.get("event") == "error":
+        raise _agent_error(answer, options)
+    outcome.applied = True
+    after_raw = answer["after"]
+    outcome.after = snapshot.parse(after_raw, fingerprint(after_raw))
+    failure = answer.get("failure")
+    if failure:
+        outcome.failure = _failure_error(the_plan, failure)
+        raise outcome.failure
+    check = make_plan(desired, outcome.after, retry_quarantined=True)
+    if check.changed:
+        raise NotConverged(
+            "the host still differs after applying:\n  "
+            + "\n  ".join(f"{a.summary()['action']} {a.target}: {a.reason}" for a in check.actions)
+        )
+    return outcome
+
+
+def _on_event(reporter: Reporter, the_plan: Plan, event: Event) -> None:
+    kind = event.get("event")
+    if kind == "action_done":
+        action = the_plan.actions[event["index"]]
+        log.info("action.done", **action.summary(), ms=event.get("ms"))
+    elif kind == "action_failed":
+        log.error("action.failed", index=event.get("index"), error=event.get("error"))
+    reporter.event(the_plan, event)
+
+
+def _agent_error(answer: Event, options: RunOptions) -> Exception:
+    code = answer.get("code")
+    if code == "locked":
+        import json
+
+        try:
+            holder = json.loads(answer.get("detail") or "{}")
+        except ValueError:
+            holder = {}
+        return LockHeld(holder, options.lock_timeout)
+    if code == "stale":
+        return PlanStale("the host changed after it was observed; nothing was applied")
+    if code == "missing":
+        return TargetError(answer.get("error", "a required program is missing on the host"))
+    return HostError(f"the host agent failed: {answer.get('error')}", hint=answer.get("detail") or None)
+
+
+def _failure_error(the_plan: Plan, failure: dict[str, Any]) -> ApplyError:
+    index = int(failure["index"])
+    action = the_plan.actions[index] if index < len(the_plan.actions) else None
+    what = f"{action.summary()['action']} {action.target}" if action else "apply"
+    message = f"action {index + 1}/{len(the_plan.actions)} ({what}) failed: {failure['error']}"
+    hint = (
+        f"actions 1-{index} were applied and stay applied; fix the cause and run again to converge"
+        if index
+        else "nothing was changed; fix the cause and run again"
+    )
+    cls = HealthCheckFailed if failure.get("code") == "health" else ApplyError
+    return cls(message, action_index=index, detail=failure.get("detail", ""), hint=hint)

@@ -1,0 +1,35 @@
+"""Runs the host agent in this process: `target: local`. Never imports paramiko."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from reconciler.agent import hostagent
+from reconciler.executors.base import Event, OnEvent, Payload
+
+
+class LocalExecutor:
+    description = "local"
+
+    def __init__(self) -> None:
+        self._cancel = threading.Event()
+
+    def request(
+        self,
+        request: dict[str, Any],
+        *,
+        payload: Payload | None = None,
+        on_event: OnEvent | None = None,
+    ) -> Event:
+        emit = on_event or (lambda _e: None)
+        if payload is None:
+            return hostagent.handle(request, None, emit, self._cancel.is_set)
+        with payload.open() as stream:
+            return hostagent.handle(request, stream, emit, self._cancel.is_set)
+
+    def cancel(self) -> None:
+        self._cancel.set()
+
+    def close(self) -> None:
+        pass

@@ -1,0 +1,15 @@
+"""SSH settings, kept apart from the SSH executor so choosing one never imports paramiko."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class SSHOptions:
+    identity: tuple[str, ...] = ()  # -i files, tried before ~/.ssh/config's IdentityFile
+    known_hosts: str | None = None  # default: the ssh config's UserKnownHostsFile, ~/.ssh/known_hosts
+    accept_new_host_key: bool = False  # like StrictHostKeyChecking=accept-new
+    config_file: str | None = None  # default ~/.ssh/config
+    sudo: bool | None = None  # None: use `sudo -n` when the remote user is not root
+    python: str = "python3"
