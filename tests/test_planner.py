@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from reconciler.errors import InvalidDesiredState
 from reconciler.observe.snapshot import CADDY_UNIT, FileState, LinkState, Observed, ReleaseState, UnitState
 from reconciler.plan.actions import (
     CheckHealth,
@@ -23,8 +24,9 @@ from reconciler.plan.actions import (
     WriteCaddyfile,
     WriteFile,
 )
+from reconciler.plan import bluegreen
 from reconciler.plan.planner import desired_units, plan, render_caddyfile
-from reconciler.render import envfile, units
+from reconciler.render import caddyfile, envfile, units
 from reconciler.spec.load import load_bytes
 from reconciler.spec.model import DesiredState
 from tests.model_host import ModelHost
@@ -40,9 +42,11 @@ def desired(
     mode: str = "static",
     env: dict[str, str] | None = None,
     port: int = 8080,
+    idle: str = "warm",
 ) -> DesiredState:
     env = {"DATABASE_PATH": "/var/lib/choiros/choiros.db"} if env is None else env
     env_yaml = "".join(f"  {k}: {v!r}\n" for k, v in env.items()) or "  {}\n"
+    command = "bin/backend --port {port}" if strategy == "blue-green" else f"bin/backend --port {port}"
     text = f"""
 app: choiros
 target: local
@@ -54,18 +58,24 @@ frontend:
   mode: {mode}
   dev_command: bin/frontend-dev --port 3000
   dev_port: 3000
+blue_green:
+  idle: {idle}
 backend:
-  command: bin/backend --port {port}
+  command: {command}
   port: {port}
 env:
 {env_yaml}"""
     return load_bytes(text.encode(), "desired-state.yaml", base_dir=Path("/src"))
 
 
+BLUE = "choiros-backend-blue.service"
+GREEN = "choiros-backend-green.service"
+ALL_UNITS = (BACKEND, FRONTEND, BLUE, GREEN)
+
+
 def empty_host(caddy_active: bool = True, caddyfile: str | None = "# Debian default\n:80 {\n}\n") -> Observed:
     files: dict[str, FileState | None] = {
-        f"{UNIT_DIR}/{BACKEND}": None,
-        f"{UNIT_DIR}/{FRONTEND}": None,
+        **{f"{UNIT_DIR}/{u}": None for u in ALL_UNITS},
         "/etc/choiros/backend.env": None,
         "/etc/caddy/Caddyfile": None
         if caddyfile is None
@@ -105,22 +115,39 @@ def assert_runs_desired(d: DesiredState, host: Observed) -> None:
     release = f"/opt/choiros/releases/{d.release.version}"
     assert d.release.version in host.releases
     assert host.link("/opt/choiros/current") == LinkState("symlink", f"releases/{d.release.version}", True)
-    wanted = desired_units(d)
-    for name in (BACKEND, FRONTEND):
+    caddy_text = host.content("/etc/caddy/Caddyfile")
+    assert caddy_text is not None
+    if d.strategy == "blue-green":
+        colour = caddyfile.routed_colour(caddy_text)
+        assert colour in ("blue", "green")
+        wanted = {f"choiros-backend-{colour}.service": bluegreen.colour_unit_text(d, colour)}
+        assert host.link(f"/opt/choiros/{colour}") == LinkState("symlink", f"releases/{d.release.version}", True)
+        assert caddy_text == render_caddyfile(
+            d, d.blue_green.port(colour), f"/opt/choiros/{colour}/frontend/dist", colour=colour
+        )
+        for name in (BACKEND, FRONTEND):
+            assert host.content(f"{UNIT_DIR}/{name}") is None and not host.unit(name).is_active
+        idle = bluegreen.other(colour)
+        if d.blue_green.idle == "stop":
+            assert not host.unit(f"choiros-backend-{idle}.service").is_active
+    else:
+        wanted = desired_units(d)
+        assert caddy_text == render_caddyfile(d, d.backend.port)
+        for name in (BLUE, GREEN):
+            assert host.content(f"{UNIT_DIR}/{name}") is None and not host.unit(name).is_active
+    for name, text in wanted.items():
         unit = host.unit(name)
-        text = host.content(f"{UNIT_DIR}/{name}")
-        if name not in wanted:
-            assert text is None and not unit.is_active and not unit.is_enabled
-            continue
-        assert text == wanted[name]
+        assert host.content(f"{UNIT_DIR}/{name}") == text
         assert unit.is_active and unit.is_enabled and not unit.need_daemon_reload
         assert unit.cwd == release
         assert unit.environ.get(units.HASH_VAR) == units.marker_of(text)
+    if FRONTEND not in wanted:
+        assert host.content(f"{UNIT_DIR}/{FRONTEND}") is None and not host.unit(FRONTEND).is_active
     env_text = host.content("/etc/choiros/backend.env")
     assert env_text == envfile.render("choiros", d.env)
-    assert host.unit(BACKEND).environ.get(envfile.HASH_VAR) == envfile.hash_of(env_text)
-    caddy_text = host.content("/etc/caddy/Caddyfile")
-    assert caddy_text == render_caddyfile(d, d.backend.port)
+    for name in wanted:
+        if name != FRONTEND:
+            assert host.unit(name).environ.get(envfile.HASH_VAR) == envfile.hash_of(env_text)
     assert host.unit(CADDY_UNIT).is_active
     assert host.caddy_loaded_sha == hashlib.sha256(caddy_text.encode()).hexdigest()
 
@@ -346,9 +373,13 @@ versions = st.sampled_from(["1.0.0", "1.1.0", "2.0.0"])
 @st.composite
 def hosts(draw: st.DrawFn) -> Observed:
     """Hosts in arbitrary states: partial deploys, drift, stopped units, stale processes."""
-    start = draw(st.sampled_from(["empty", "deployed", "deployed-dev"]))
+    start = draw(st.sampled_from(["empty", "deployed", "deployed-dev", "deployed-bg", "deployed-bg-twice"]))
     if start == "empty":
         host = empty_host(caddy_active=draw(st.booleans()))
+    elif start.startswith("deployed-bg"):
+        host = deployed(desired(draw(versions), strategy="blue-green"))
+        if start == "deployed-bg-twice":
+            _, host = converge(desired(draw(versions), strategy="blue-green", idle=draw(st.sampled_from(["warm", "stop"]))), host)
     else:
         base = desired(draw(versions), mode="dev-server" if start == "deployed-dev" else "static")
         host = deployed(base)
@@ -384,10 +415,12 @@ def hosts(draw: st.DrawFn) -> Observed:
 
 @st.composite
 def desired_states(draw: st.DrawFn) -> DesiredState:
+    strategy = draw(st.sampled_from(["restart", "symlink-swap", "blue-green"]))
     return desired(
         draw(versions),
-        strategy=draw(st.sampled_from(["restart", "symlink-swap"])),
-        mode=draw(st.sampled_from(["static", "dev-server"])),
+        strategy=strategy,
+        mode="static" if strategy == "blue-green" else draw(st.sampled_from(["static", "dev-server"])),
+        idle=draw(st.sampled_from(["warm", "stop"])),
         env=draw(
             st.dictionaries(
                 st.sampled_from(["A", "B", "DATABASE_PATH"]),
@@ -445,3 +478,94 @@ def test_write_file_for_env_is_secret() -> None:
 def test_enable_and_start_target_the_backend(verb: str) -> None:
     p = plan(desired(), empty_host())
     assert any(isinstance(a, Systemctl) and a.verb == verb and a.unit == BACKEND for a in p.actions)
+
+
+# --- blue-green -----------------------------------------------------------------------------
+
+
+def bg(version: str = "1.0.0", idle: str = "warm") -> DesiredState:
+    return desired(version, strategy="blue-green", idle=idle)
+
+
+def test_blue_green_first_deploy_goes_to_blue_and_routes_caddy_there() -> None:
+    p, after = converge(bg(), empty_host())
+    order = labels(p)
+    assert ("symlink", "/opt/choiros/blue -> releases/1.0.0") in order
+    assert order.index(("health-check", "http://127.0.0.1:8081/health")) < order.index(("reload", CADDY_UNIT))
+    assert caddyfile.routed_colour(after.content("/etc/caddy/Caddyfile")) == "blue"
+    assert not plan(bg(), after).changed
+
+
+def test_blue_green_bump_starts_idle_colour_gates_it_then_switches() -> None:
+    host = deployed(bg())
+    p, after = converge(bg("2.0.0"), host)
+    assert labels(p) == [
+        ("upload", "/opt/choiros/releases/2.0.0"),
+        ("symlink", "/opt/choiros/green -> releases/2.0.0"),
+        ("enable", GREEN),
+        ("start", GREEN),
+        ("health-check", "http://127.0.0.1:8082/health"),
+        ("validate+write", "/etc/caddy/Caddyfile"),
+        ("reload", CADDY_UNIT),
+        ("symlink", "/opt/choiros/previous -> releases/1.0.0"),
+        ("symlink", "/opt/choiros/current -> releases/2.0.0"),
+    ]
+    assert after.unit(BLUE).is_active and after.unit(BLUE).cwd == "/opt/choiros/releases/1.0.0"
+    assert not plan(bg("2.0.0"), after).changed
+
+
+def test_blue_green_rollback_is_only_a_caddy_switch() -> None:
+    host = deployed(bg())
+    _, host = converge(bg("2.0.0"), host)
+    p, after = converge(bg("1.0.0"), host)
+    assert [type(a).__name__ for a in p.actions] == ["WriteCaddyfile", "LoadCaddy", "SetSymlink", "SetSymlink"]
+    assert not any(isinstance(a, Systemctl) for a in p.actions)
+    assert caddyfile.routed_colour(after.content("/etc/caddy/Caddyfile")) == "blue"
+
+
+def test_blue_green_idle_stop_stops_the_old_colour_after_the_switch() -> None:
+    host = deployed(bg(idle="stop"))
+    p, after = converge(bg("2.0.0", idle="stop"), host)
+    order = labels(p)
+    assert order.index(("reload", CADDY_UNIT)) < order.index(("stop", BLUE))
+    assert not after.unit(BLUE).is_active
+    # Rolling back then starts blue (already holding 1.0.0): no upload, health-gated, then switch.
+    p2, after2 = converge(bg("1.0.0", idle="stop"), after)
+    order2 = labels(p2)
+    assert not any(a == "upload" for a, _ in order2)
+    assert order2.index(("start", BLUE)) < order2.index(("reload", CADDY_UNIT)) < order2.index(("stop", GREEN))
+    assert not plan(bg("1.0.0", idle="stop"), after2).changed
+
+
+def test_blue_green_never_keeps_a_quarantined_release_warm() -> None:
+    host = deployed(bg())
+    _, host = converge(bg("2.0.0"), host)  # green runs 2.0.0, blue warm on 1.0.0
+    _, host = converge(bg("1.0.0"), host)  # back to blue; green warm on 2.0.0
+    host = replace(host, quarantine=MappingProxyType({"2.0.0": "health check failed"}))
+    p = plan(bg("1.0.0"), host)
+    assert labels(p) == [("stop", GREEN)]
+    assert "quarantined" in p.actions[0].reason
+
+
+def test_switching_to_blue_green_retires_the_single_unit_after_the_switch() -> None:
+    p, after = converge(bg(), deployed())
+    order = labels(p)
+    assert order.index(("reload", CADDY_UNIT)) < order.index(("stop", BACKEND))
+    assert not plan(bg(), after).changed
+    p2, after2 = converge(desired(), after)
+    order2 = labels(p2)
+    assert order2.index(("reload", CADDY_UNIT)) < order2.index(("stop", BLUE))
+    assert not plan(desired(), after2).changed
+
+
+def test_blue_green_requires_port_placeholder() -> None:
+    text = """
+app: choiros
+target: local
+release: {version: "1", source: x}
+strategy: blue-green
+backend: {command: bin/backend --port 8080, port: 8080}
+"""
+    with pytest.raises(InvalidDesiredState) as exc:
+        load_bytes(text.encode(), "d.yaml", base_dir=Path("/"))
+    assert "{port}" in str(exc.value) and "backend.command" in str(exc.value)

@@ -96,7 +96,8 @@ def unit_path(desired: DesiredState, unit: str) -> str:
 def request_for(desired: DesiredState) -> dict[str, Any]:
     """What the agent must look at for this desired state (independent of the version)."""
     layout = desired.layout
-    units = [desired.backend_unit, desired.frontend_unit]
+    colours = ("blue", "green")
+    units = [desired.backend_unit, desired.frontend_unit, *(desired.colour_unit(c) for c in colours)]
     return {
         "state": layout.state,
         "releases": layout.releases,
@@ -105,7 +106,7 @@ def request_for(desired: DesiredState) -> dict[str, Any]:
             layout.env_file,
             desired.proxy.caddyfile,
         ],
-        "links": [layout.current, layout.previous],
+        "links": [layout.current, layout.previous, *(desired.colour_link(c) for c in colours)],
         "units": [*units, CADDY_UNIT],
         "commands": ["caddy", "systemctl"],
     }

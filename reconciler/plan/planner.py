@@ -37,12 +37,11 @@ def plan(desired: DesiredState, observed: Observed, *, retry_quarantined: bool =
     if blockers:
         return Plan((), observed.fingerprint, blockers=blockers)
     if desired.strategy == "blue-green":
-        return Plan(
-            (),
-            observed.fingerprint,
-            blockers=("strategy blue-green is not available yet; use restart or symlink-swap",),
-        )
-    actions = _single_slot_actions(desired, observed)
+        from reconciler.plan import bluegreen
+
+        actions = bluegreen.actions(desired, observed)
+    else:
+        actions = _single_slot_actions(desired, observed)
     ordered = sorted(_merge_daemon_reloads(actions), key=lambda a: a.phase)
     return Plan(tuple(ordered), observed.fingerprint)
 
@@ -104,7 +103,7 @@ def _single_slot_actions(desired: DesiredState, observed: Observed) -> list[Acti
             text,
             want_release=want_dir,
             want_env_hash=env_hash(desired) if is_backend else None,
-            env_reason=_env_reason(desired, observed) if is_backend else "",
+            env_reason=env_reason(desired, observed) if is_backend else "",
             health=backend_health(desired, desired.backend.port, name)
             if is_backend
             else frontend_health(desired),
@@ -112,6 +111,9 @@ def _single_slot_actions(desired: DesiredState, observed: Observed) -> list[Acti
         )
     actions += caddy_actions(desired, observed, render_caddyfile(desired, desired.backend.port))
     actions += retire_frontend(desired, observed)
+    for colour in ("blue", "green"):
+        why = "the strategy is not blue-green"
+        actions += retire_unit(desired, observed, desired.colour_unit(colour), why)
     return actions
 
 
@@ -132,7 +134,11 @@ def upload_if_missing(desired: DesiredState, observed: Observed, version: str) -
 
 def desired_units(desired: DesiredState) -> dict[str, str]:
     """Unit name -> file content, for the units this desired state runs."""
-    out = {desired.backend_unit: units.render_service(backend_spec(desired, desired.layout.current))}
+    out = {
+        desired.backend_unit: units.render_service(
+            backend_spec(desired, desired.layout.current, desired.backend.port)
+        )
+    }
     if desired.frontend.mode == "dev-server":
         out[desired.frontend_unit] = units.render_service(
             units.ServiceSpec(
@@ -146,15 +152,16 @@ def desired_units(desired: DesiredState) -> dict[str, str]:
     return out
 
 
-def backend_spec(desired: DesiredState, workdir: str) -> units.ServiceSpec:
+def backend_spec(desired: DesiredState, workdir: str, port: int, role: str = "backend") -> units.ServiceSpec:
     return units.ServiceSpec(
         app=desired.app,
-        role="backend",
+        role=role,
         argv=desired.backend.command,
         workdir=workdir,
         env_file=desired.layout.env_file,
         user=desired.backend.user,
         state_directory=desired.app,
+        port=port,
     )
 
 
@@ -177,7 +184,7 @@ def env_hash(desired: DesiredState) -> str:
     return envfile.hash_of(envfile.render(desired.app, desired.env)) or ""
 
 
-def _env_reason(desired: DesiredState, observed: Observed) -> str:
+def env_reason(desired: DesiredState, observed: Observed) -> str:
     names = envfile.changed_names(observed.content(desired.layout.env_file), desired.env)
     if names:
         return "environment changed: " + ", ".join(names)
@@ -236,8 +243,10 @@ def _switch_current(desired: DesiredState, observed: Observed) -> list[Action]:
     return out
 
 
-def backend_health(desired: DesiredState, port: int, unit: str) -> CheckHealth:
+def backend_health(desired: DesiredState, port: int, unit: str, version: str | None = None) -> CheckHealth:
+    """Health gate for a backend; `version` defaults to the desired one."""
     h = desired.health
+    version = version or desired.release.version
     return CheckHealth(
         f"{unit} was (re)started",
         url=f"http://127.0.0.1:{port}{desired.backend.health}",
@@ -245,7 +254,7 @@ def backend_health(desired: DesiredState, port: int, unit: str) -> CheckHealth:
         timeout=h.timeout,
         interval=h.interval,
         passes=h.passes,
-        expect_version=desired.release.version if h.expect_version else None,
+        expect_version=version if h.expect_version else None,
     )
 
 
@@ -324,7 +333,9 @@ def stale_reasons(
 # --- Caddy -------------------------------------------------------------------------------
 
 
-def render_caddyfile(desired: DesiredState, backend_port: int, static_root: str | None = None) -> str:
+def render_caddyfile(
+    desired: DesiredState, backend_port: int, static_root: str | None = None, colour: str | None = None
+) -> str:
     static = desired.frontend.mode == "static"
     return caddyfile.render(
         caddyfile.Site(
@@ -336,6 +347,7 @@ def render_caddyfile(desired: DesiredState, backend_port: int, static_root: str 
             if static
             else None,
             frontend_port=None if static else desired.frontend.dev_port,
+            colour=colour,
         )
     )
 
@@ -378,11 +390,14 @@ def retire_frontend(desired: DesiredState, observed: Observed) -> list[Action]:
     """Leaving dev-server mode: stop the dev server only after Caddy stopped routing to it."""
     if desired.frontend.mode == "dev-server":
         return []
-    name = desired.frontend_unit
+    return retire_unit(desired, observed, desired.frontend_unit, "the frontend is served as static files")
+
+
+def retire_unit(desired: DesiredState, observed: Observed, name: str, why: str) -> list[Action]:
+    """Stop, disable and remove a unit this desired state no longer runs (after the proxy switch)."""
     unit = observed.unit(name)
     path = unit_path(desired, name)
     out: list[Action] = []
-    why = "the frontend is served as static files"
     if unit.is_active:
         out.append(Systemctl(why, verb="stop", unit=name, phase=Phase.RETIRE))
     if unit.is_enabled:

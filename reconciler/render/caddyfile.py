@@ -19,6 +19,7 @@ class Site:
     health_path: str
     static_root: str | None = None  # file_server root, or
     frontend_port: int | None = None  # a dev server to proxy to
+    colour: str | None = None  # blue-green: which colour this config routes to
 
 
 def _proxy(port: int) -> list[str]:
@@ -31,8 +32,22 @@ def _proxy(port: int) -> list[str]:
     ]
 
 
+COLOUR_MARK = "# routes to colour: "
+
+
+def routed_colour(text: str | None) -> str | None:
+    """The colour a rendered Caddyfile routes to, read back from its marker line."""
+    for line in (text or "").splitlines():
+        if line.startswith(COLOUR_MARK):
+            return line[len(COLOUR_MARK) :].strip()
+    return None
+
+
 def render(site: Site) -> str:
-    lines = [HEADER.format(app=site.app).rstrip("\n"), f"{site.address} {{", "\tencode gzip"]
+    lines = [HEADER.format(app=site.app).rstrip("\n")]
+    if site.colour:
+        lines.append(COLOUR_MARK + site.colour)
+    lines += [f"{site.address} {{", "\tencode gzip"]
     for matcher in ("/api/*", site.health_path):
         lines += [f"\thandle {matcher} {{", *_proxy(site.backend_port), "\t}"]
     lines.append("\thandle {")

@@ -136,8 +136,11 @@ def quote_arg(arg: str) -> str:
     return '"' + escaped.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def exec_line(argv: tuple[str, ...], workdir: str) -> str:
-    """A first word with a '/' that is not absolute is a program inside the release."""
+def exec_line(argv: tuple[str, ...], workdir: str, port: int | None = None) -> str:
+    """A first word with a '/' that is not absolute is a program inside the release;
+    `{port}` becomes the port this instance listens on."""
+    if port is not None:
+        argv = tuple(w.replace("{port}", str(port)) for w in argv)
     head, *rest = argv
     if "/" in head and not head.startswith("/"):
         head = f"{workdir}/{head.removeprefix('./')}"
@@ -153,6 +156,7 @@ class ServiceSpec:
     env_file: str | None = None
     user: str | None = None
     state_directory: str | None = None
+    port: int | None = None  # exported as PORT and substituted for {port}
 
 
 def render_service(spec: ServiceSpec) -> str:
@@ -165,8 +169,10 @@ def render_service(spec: ServiceSpec) -> str:
         "[Service]",
         "Type=simple",
         f"WorkingDirectory={spec.workdir}",
-        f"ExecStart={exec_line(spec.argv, spec.workdir)}",
+        f"ExecStart={exec_line(spec.argv, spec.workdir, spec.port)}",
     ]
+    if spec.port is not None:
+        lines.append(f"Environment=PORT={spec.port}")
     if spec.env_file:
         lines.append(f"EnvironmentFile={spec.env_file}")
     if spec.user:

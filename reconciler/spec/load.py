@@ -20,6 +20,7 @@ from reconciler.errors import InputProblem, InvalidDesiredState
 from reconciler.spec import yaml_source
 from reconciler.spec.model import (
     Backend,
+    BlueGreen,
     DesiredState,
     EnvVar,
     Frontend,
@@ -30,7 +31,7 @@ from reconciler.spec.model import (
     Strategy,
     Target,
 )
-from reconciler.spec.yaml_source import Path_, SourceDoc
+from reconciler.spec.yaml_source import Path_, SourceDoc, dotted
 
 SCHEMA_FILE = Path(__file__).resolve().parent.parent / "schema" / "desired-state.schema.json"
 
@@ -221,6 +222,7 @@ def semantic_problems(doc: SourceDoc) -> list[InputProblem]:
                 )
             )
     problems.extend(_port_problems(doc))
+    problems.extend(_strategy_problems(doc))
     return problems
 
 
@@ -234,22 +236,52 @@ def _site_port(site: str) -> int | None:
 
 
 def _port_problems(doc: SourceDoc) -> list[InputProblem]:
-    backend_port = _get(doc.data, "backend", "port")
+    """Every port the host will bind must be distinct, and not Caddy's."""
     site = _get(doc.data, "proxy", "site")
     site_port = _site_port(site if isinstance(site, str) else ":80")
-    out: list[InputProblem] = []
-    if not isinstance(backend_port, int):
-        return out
-    taken = {2019: "Caddy's admin endpoint"}
+    backend_port = _get(doc.data, "backend", "port")
+    taken: dict[int, str] = {2019: "Caddy's admin endpoint"}
     if site_port:
         taken[site_port] = "the proxy site"
-    if backend_port in taken:
-        out.append(doc.problem(("backend", "port"), f"port {backend_port} is used by {taken[backend_port]}"))
-    taken[backend_port] = "backend.port"
-    dev_port = _get(doc.data, "frontend", "dev_port")
-    if _get(doc.data, "frontend", "mode") == "dev-server" and dev_port in taken:
-        port = dev_port
-        out.append(doc.problem(("frontend", "dev_port"), f"port {port} is used by {taken[port]}"))
+    wanted: list[tuple[tuple[str, ...], object]] = [(("backend", "port"), backend_port)]
+    if _get(doc.data, "strategy") == "blue-green" and isinstance(backend_port, int):
+        for colour, offset in (("blue", 1), ("green", 2)):
+            port = _get(doc.data, "blue_green", f"{colour}_port")
+            wanted.append((("blue_green", f"{colour}_port"), backend_port + offset if port is None else port))
+    if _get(doc.data, "frontend", "mode") == "dev-server":
+        wanted.append((("frontend", "dev_port"), _get(doc.data, "frontend", "dev_port")))
+    out: list[InputProblem] = []
+    for path, port in wanted:
+        if not isinstance(port, int):
+            continue
+        if port in taken:
+            out.append(doc.problem(path, f"port {port} is already used by {taken[port]}"))
+        else:
+            taken[port] = dotted(path)
+    return out
+
+
+def _strategy_problems(doc: SourceDoc) -> list[InputProblem]:
+    if _get(doc.data, "strategy") != "blue-green":
+        return []
+    out = []
+    command = _get(doc.data, "backend", "command")
+    if isinstance(command, str) and "{port}" not in command:
+        out.append(
+            doc.problem(
+                ("backend", "command"),
+                "blue-green runs two backends on two ports: write {port} where the port goes, "
+                "e.g. `bin/backend --port {port}`",
+            )
+        )
+    if _get(doc.data, "frontend", "mode") == "dev-server":
+        out.append(
+            doc.problem(
+                ("frontend", "mode"),
+                "blue-green switches the static frontend together with the backend; dev-server mode "
+                "is for development hosts: use strategy restart or symlink-swap there",
+            )
+        )
     return out
 
 
@@ -291,6 +323,7 @@ def build(data: dict[str, Any], file: Path, base_dir: Path) -> DesiredState:
     fe = data.get("frontend") or {}
     health = data.get("health") or {}
     proxy = data.get("proxy") or {}
+    bg = data.get("blue_green") or {}
     backend_argv, _ = parse_command(be["command"])
     dev_argv, _ = parse_command(fe["dev_command"]) if fe.get("dev_command") else ([], None)
     return DesiredState(
@@ -304,6 +337,11 @@ def build(data: dict[str, Any], file: Path, base_dir: Path) -> DesiredState:
             keep=rel.get("keep", 5),
         ),
         strategy=cast(Strategy, data.get("strategy", "symlink-swap")),
+        blue_green=BlueGreen(
+            blue_port=bg.get("blue_port", be["port"] + 1),
+            green_port=bg.get("green_port", be["port"] + 2),
+            idle=bg.get("idle", "warm"),
+        ),
         backend=Backend(
             command=tuple(backend_argv or ()),
             port=be["port"],

@@ -60,6 +60,16 @@ class Health:
 
 
 @dataclass(frozen=True)
+class BlueGreen:
+    blue_port: int
+    green_port: int
+    idle: Literal["warm", "stop"] = "warm"
+
+    def port(self, colour: str) -> int:
+        return self.blue_port if colour == "blue" else self.green_port
+
+
+@dataclass(frozen=True)
 class Proxy:
     site: str = ":80"
     caddyfile: str = "/etc/caddy/Caddyfile"
@@ -104,6 +114,7 @@ class DesiredState:
     target: Target
     release: Release
     strategy: Strategy
+    blue_green: BlueGreen
     backend: Backend
     frontend: Frontend
     health: Health
@@ -118,3 +129,9 @@ class DesiredState:
     @property
     def frontend_unit(self) -> str:
         return f"{self.app}-frontend.service"
+
+    def colour_unit(self, colour: str) -> str:
+        return f"{self.app}-backend-{colour}.service"
+
+    def colour_link(self, colour: str) -> str:
+        return f"{self.layout.root}/{colour}"
