@@ -113,6 +113,7 @@ class ApplyError(ReconcilerError):
         super().__init__(message + (f"\n{detail}" if detail else ""), hint=hint)
         self.action_index = action_index
         self.detail = detail
+        self.after: object = None  # the host as observed right after the failure, when known
 
 
 class HealthCheckFailed(ApplyError):
@@ -123,6 +124,7 @@ class RolledBack(ReconcilerError):
     """The desired release failed; the previous release was restored and is healthy."""
 
     exit_code = 3
+    outcome: object = None  # the engine's Outcome: the failed plan and where it left the host
 
 
 class Quarantined(ReconcilerError):

@@ -10,7 +10,7 @@ from typing import Any
 from reconciler import log as logmod
 from reconciler.cli.output import HumanReporter, json_result
 from reconciler.engine.once import Outcome, Reporter, RunOptions, SilentReporter, reconcile_once
-from reconciler.errors import InvalidDesiredState, ReconcilerError
+from reconciler.errors import InvalidDesiredState, Quarantined, ReconcilerError, RolledBack
 from reconciler.executors.base import Executor
 from reconciler.executors.connect import executor_for
 from reconciler.executors.ssh_options import SSHOptions
@@ -45,15 +45,28 @@ def fail(
         print(
             json_result(
                 desired=desired,
-                plan=outcome.plan if outcome else getattr(exc, "plan", None),
-                result="rolled_back" if exc.exit_code == 3 else "failed",
+                plan=outcome.plan if outcome else None,
+                result=_result_name(exc),
                 error=str(exc),
                 applied=bool(outcome and outcome.applied),
+                extra={"rolled_back_to": outcome.rolled_back_to}
+                if outcome and outcome.rolled_back_to
+                else None,
             )
         )
     else:
         print(f"error: {exc}", file=sys.stderr)
     return exc.exit_code
+
+
+def _result_name(exc: ReconcilerError) -> str:
+    if isinstance(exc, RolledBack):
+        return "rolled_back"
+    if isinstance(exc, Quarantined):
+        return "quarantined"
+    if isinstance(exc, InvalidDesiredState):
+        return "invalid"
+    return "failed"
 
 
 def load_desired(args: argparse.Namespace) -> DesiredState:
@@ -124,10 +137,10 @@ def _fault_point() -> int:
 
 
 def watch(args: argparse.Namespace) -> int:
-    from reconciler.engine import watch as watch_mod
+    from reconciler.engine.watch import run as run_watch
 
     setup_logging(args)
-    return watch_mod.run(args, load_desired, lambda d: executor_for(d.target, ssh_options(args)))
+    return run_watch(args, load_desired, lambda d: executor_for(d.target, ssh_options(args)))
 
 
 def run_subcommand(name: str, argv: list[str], add_common: Callable[[argparse.ArgumentParser], None]) -> int:

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 from reconciler import __version__
 from reconciler.agent.hostagent import fingerprint
-from reconciler.engine import artifact, gitinfo
+from reconciler.engine import artifact, gitinfo, rollback
 from reconciler.errors import (
     ApplyError,
     HealthCheckFailed,
@@ -113,12 +113,30 @@ def reconcile_once(
         if options.dry_run or not the_plan.changed:
             return outcome
         try:
-            return _apply(desired, executor, options, reporter, outcome)
+            outcome.after = _apply(desired, executor, options, reporter, the_plan, outcome.timings)
+            outcome.applied = True
+            return outcome
         except PlanStale:
             if attempt == STALE_RETRIES:
                 raise
             log.warning("host changed between observing and applying; planning again")
+        except HealthCheckFailed as failure:
+            outcome.applied = True
+            return rollback.after_failed_gate(desired, executor, options, reporter, outcome, failure)
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def apply_plan(
+    desired: DesiredState,
+    executor: Executor,
+    options: RunOptions,
+    reporter: Reporter,
+    the_plan: Plan,
+    *,
+    kind: str = "deploy",
+) -> Observed:
+    """Apply a plan in one agent request; return the host as observed right after."""
+    return _apply(desired, executor, options, reporter, the_plan, {}, kind=kind)
 
 
 def _apply(
@@ -126,9 +144,11 @@ def _apply(
     executor: Executor,
     options: RunOptions,
     reporter: Reporter,
-    outcome: Outcome,
-) -> Outcome:
-    the_plan = outcome.plan
+    the_plan: Plan,
+    timings: dict[str, float],
+    *,
+    kind: str = "deploy",
+) -> Observed:
     payload: Payload | None = None
     wires: list[dict[str, Any]] = []
     for action in the_plan.actions:
@@ -147,6 +167,7 @@ def _apply(
         "lock_timeout": options.lock_timeout,
         "holder": {"user": who, "client_pid": os.getpid(), "version": desired.release.version},
         "journal": {
+            "kind": kind,
             "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "user": who,
             "tool": __version__,
@@ -161,23 +182,23 @@ def _apply(
     }
     t0 = time.perf_counter()
     answer = executor.request(request, payload=payload, on_event=lambda e: _on_event(reporter, the_plan, e))
-    outcome.timings["apply_ms"] = (time.perf_counter() - t0) * 1000
+    timings["apply_ms"] = (time.perf_counter() - t0) * 1000
     if answer.get("event") == "error":
         raise _agent_error(answer, options)
-    outcome.applied = True
     after_raw = answer["after"]
-    outcome.after = snapshot.parse(after_raw, fingerprint(after_raw))
+    after = snapshot.parse(after_raw, fingerprint(after_raw))
     failure = answer.get("failure")
     if failure:
-        outcome.failure = _failure_error(the_plan, failure)
-        raise outcome.failure
-    check = make_plan(desired, outcome.after, retry_quarantined=True)
+        error = _failure_error(the_plan, failure)
+        error.after = after
+        raise error
+    check = make_plan(desired, after, retry_quarantined=True)
     if check.changed:
         raise NotConverged(
             "the host still differs after applying:\n  "
             + "\n  ".join(f"{a.summary()['action']} {a.target}: {a.reason}" for a in check.actions)
         )
-    return outcome
+    return after
 
 
 def _on_event(reporter: Reporter, the_plan: Plan, event: Event) -> None:

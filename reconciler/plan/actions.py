@@ -147,9 +147,11 @@ class CheckHealth(Action):
     passes: int
     expect_version: str | None = None
     any_status: bool = False  # a dev server is up when it answers at all (< 500)
+    gates: str | None = None  # the release version this gate protects (rollback if it fails)
     phase: Phase = field(default=Phase.VERIFY, kw_only=True)
     kind: ClassVar[str] = "check_health"
     label: ClassVar[str] = "health-check"
+    _local_only: ClassVar[frozenset[str]] = frozenset({"gates"})
 
     @property
     def target(self) -> str:

@@ -18,6 +18,7 @@ from reconciler.plan.actions import (
     LoadCaddy,
     Phase,
     Plan,
+    RecordQuarantine,
     RemoveFile,
     SetSymlink,
     Systemctl,
@@ -42,6 +43,8 @@ def plan(desired: DesiredState, observed: Observed, *, retry_quarantined: bool =
         actions = bluegreen.actions(desired, observed)
     else:
         actions = _single_slot_actions(desired, observed)
+    if retry_quarantined and version in observed.quarantine:
+        actions.append(RecordQuarantine(f"retrying {version} on purpose", version=version, clear=True))
     ordered = sorted(_merge_daemon_reloads(actions), key=lambda a: a.phase)
     return Plan(tuple(ordered), observed.fingerprint)
 
@@ -255,6 +258,7 @@ def backend_health(desired: DesiredState, port: int, unit: str, version: str | N
         interval=h.interval,
         passes=h.passes,
         expect_version=version if h.expect_version else None,
+        gates=version,
     )
 
 
