@@ -1,0 +1,322 @@
+"""Watch mode: the same pass as --once, triggered by file changes, a drift timer and SIGHUP.
+
+Level-triggered: an event only wakes the loop; every pass observes the whole host and plans
+from scratch, so a missed event costs nothing but latency. Failures back off exponentially
+(with jitter, capped) per revision of the desired-state file; a release that failed its
+health gate parks that revision until the file changes. The connection to the host is held
+between passes, so a pass that finds nothing to do is one round trip.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import random
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from reconciler.engine import gitinfo
+from reconciler.engine.once import Outcome, RunOptions, reconcile_once
+from reconciler.errors import (
+    InvalidDesiredState,
+    Quarantined,
+    ReconcilerError,
+    RolledBack,
+)
+from reconciler.executors.base import Event, Executor
+from reconciler.log import log
+from reconciler.observe.snapshot import Observed
+from reconciler.plan.actions import Plan
+from reconciler.spec.model import DesiredState
+
+
+@dataclass
+class Backoff:
+    """Exponential backoff with full jitter, reset when the desired-state revision changes."""
+
+    base: float = 2.0
+    cap: float = 300.0
+    revision: str = ""
+    failures: int = 0
+    until: float = 0.0  # monotonic time before which this revision is not retried
+    parked: bool = False  # failed its health gate: wait for a new revision
+
+    def reset_if_changed(self, revision: str) -> None:
+        if revision != self.revision:
+            self.revision, self.failures, self.until, self.parked = revision, 0, 0.0, False
+
+    def failed(self, now: float) -> float:
+        self.failures += 1
+        delay = min(self.cap, self.base * 2 ** (self.failures - 1))
+        delay = random.uniform(delay / 2, delay)  # noqa: S311 - jitter, not security
+        self.until = now + delay
+        return delay
+
+    def succeeded(self) -> None:
+        self.failures, self.until = 0, 0.0
+
+
+@dataclass
+class WatchSettings:
+    interval: float = 60.0  # drift check period
+    debounce_ms: int = 300
+    follow: str | None = None  # git branch to fast-forward to
+    fetch_interval: float = 60.0
+    require_committed: bool = False
+    max_backoff: float = 300.0
+    lock_timeout: float = 30.0
+
+
+class _LogReporter:
+    """Watch mode talks through structured logs: plans that change something, and progress."""
+
+    def planned(self, desired: DesiredState, plan: Plan, observed: Observed, ms: float) -> None:
+        if plan.changed:
+            log.info(
+                "plan",
+                host=observed.hostname,
+                version=desired.release.version,
+                actions=plan.summaries(),
+                observe_ms=round(ms, 1),
+            )
+
+    def event(self, plan: Plan, event: Event) -> None:
+        kind = event.get("event")
+        if kind == "action_start":
+            action = plan.actions[event["index"]]
+            if action.summary()["action"] in ("upload", "health-check"):
+                log.info("working", step=action.summary()["action"], target=action.target)
+        elif kind == "progress" and event.get("total"):
+            done, total = event["done"], event["total"]
+            if done == total or int(4 * done / total) != int(4 * (done - 65536) / total):
+                log.info("upload", done_bytes=done, total_bytes=total)
+        elif kind == "lock_wait":
+            log.info("waiting for host lock", holder=event.get("holder"))
+
+
+class Watcher:
+    def __init__(
+        self,
+        file: Path,
+        load: Callable[[], DesiredState],
+        make_executor: Callable[[DesiredState], Executor],
+        settings: WatchSettings,
+    ) -> None:
+        self.file = file
+        self.load = load
+        self.make_executor = make_executor
+        self.settings = settings
+        self.wake = threading.Event()
+        self.stop = threading.Event()
+        self.reload = threading.Event()
+        self.backoff = Backoff(cap=settings.max_backoff)
+        self.executor: Executor | None = None
+        self.executor_target: str | None = None
+        self.passes = 0
+        self.last_fetch = 0.0
+        self.reasons: list[str] = ["start"]
+        self._lock = threading.Lock()
+
+    # -- triggers --------------------------------------------------------------------------
+
+    def trigger(self, reason: str) -> None:
+        with self._lock:
+            self.reasons.append(reason)
+        self.wake.set()
+
+    def _take_reasons(self) -> list[str]:
+        with self._lock:
+            reasons, self.reasons = self.reasons, []
+        return reasons
+
+    def watch_file(self) -> None:
+        """watchfiles on the folder: editors that save by rename still count as a change."""
+        from watchfiles import watch
+
+        target = self.file.resolve()
+
+        def only_ours(_change: Any, path: str) -> bool:
+            return Path(path) == target
+
+        for _changes in watch(
+            target.parent,
+            watch_filter=only_ours,
+            debounce=self.settings.debounce_ms,
+            stop_event=self.stop,
+            rust_timeout=1000,
+            yield_on_timeout=False,
+        ):
+            self.trigger("file changed")
+
+    def on_signal(self, signum: int, _frame: FrameType | None) -> None:
+        if signum == signal.SIGHUP:
+            self.reload.set()
+            self.trigger("SIGHUP")
+            return
+        log.info("stopping after the current action", signal=signal.Signals(signum).name)
+        self.stop.set()
+        self.wake.set()
+        executor = self.executor
+        if executor is not None:
+            threading.Thread(target=executor.cancel, daemon=True).start()
+
+    # -- one pass --------------------------------------------------------------------------
+
+    def revision(self) -> str:
+        try:
+            return hashlib.sha256(self.file.read_bytes()).hexdigest()
+        except OSError:
+            return "unreadable"
+
+    def _executor_for(self, desired: DesiredState) -> Executor:
+        target = str(desired.target)
+        if self.executor is None or self.executor_target != target or self.reload.is_set():
+            if self.executor is not None:
+                self.executor.close()
+            self.executor = self.make_executor(desired)
+            self.executor_target = target
+            self.reload.clear()
+        return self.executor
+
+    def run_pass(self, reasons: list[str]) -> Outcome | None:
+        now = time.monotonic()
+        self.backoff.reset_if_changed(self.revision())
+        if self.backoff.parked:
+            log.debug("desired release is quarantined; waiting for a new revision of the file")
+            return None
+        if now < self.backoff.until:
+            log.debug("backing off", seconds=round(self.backoff.until - now, 1))
+            return None
+        self.passes += 1
+        try:
+            desired = self.load()
+        except InvalidDesiredState as exc:
+            # Nothing is touched; wait for the file to change rather than retrying it.
+            self.backoff.parked = True
+            log.error("desired state is invalid; waiting for a fix", problems=[str(p) for p in exc.problems])
+            return None
+        revision = gitinfo.revision_of(desired.file)
+        if self.settings.require_committed and revision.dirty:
+            self.backoff.parked = True
+            log.error("desired-state file has uncommitted changes; refusing (--require-committed)")
+            return None
+        try:
+            executor = self._executor_for(desired)
+            outcome = reconcile_once(
+                desired,
+                executor,
+                RunOptions(lock_timeout=self.settings.lock_timeout),
+                _LogReporter(),
+            )
+        except (RolledBack, Quarantined) as exc:
+            self.backoff.parked = True
+            log.error("release not deployed", error=str(exc), commit=revision.describe())
+            return None
+        except ReconcilerError as exc:
+            if self.stop.is_set():
+                log.info("stopped during apply; the next run converges from here", error=str(exc))
+                return None
+            delay = self.backoff.failed(time.monotonic())
+            log.error(
+                "pass failed", error=str(exc), retry_in_s=round(delay, 1), failures=self.backoff.failures
+            )
+            if self.executor is not None:  # a broken connection is rebuilt on the next pass
+                self.executor.close()
+                self.executor = None
+            return None
+        self.backoff.succeeded()
+        if outcome.plan.changed:
+            log.info(
+                "converged",
+                trigger=", ".join(reasons),
+                actions=len(outcome.plan.actions),
+                commit=revision.describe(),
+                apply_ms=round(outcome.timings.get("apply_ms", 0), 1),
+            )
+        else:
+            log.debug(
+                "no changes", trigger=", ".join(reasons), observe_ms=round(outcome.timings["observe_ms"], 1)
+            )
+        return outcome
+
+    # -- git -------------------------------------------------------------------------------
+
+    def follow_git(self) -> None:
+        branch = self.settings.follow
+        if not branch or time.monotonic() - self.last_fetch < self.settings.fetch_interval:
+            return
+        self.last_fetch = time.monotonic()
+        folder = str(self.file.resolve().parent)
+        fetch = subprocess.run(
+            ["git", "-C", folder, "fetch", "--quiet", "origin", branch],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        if fetch.returncode != 0:
+            log.warning("git fetch failed", error=fetch.stderr.strip()[-300:])
+            return
+        merge = subprocess.run(
+            ["git", "-C", folder, "merge", "--ff-only", "--quiet", f"origin/{branch}"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        if merge.returncode != 0:
+            log.error(
+                "cannot fast-forward; not deploying the remote change", error=merge.stderr.strip()[-300:]
+            )
+
+    # -- the loop --------------------------------------------------------------------------
+
+    def next_wait(self) -> float:
+        jitter = random.uniform(0.9, 1.1)  # noqa: S311 - spreads drift checks of many hosts
+        wait = self.settings.interval * jitter
+        if self.settings.follow:
+            wait = min(wait, self.settings.fetch_interval)
+        if self.backoff.until:
+            wait = min(wait, max(0.0, self.backoff.until - time.monotonic()) + 0.01)
+        return wait
+
+    def loop(self) -> int:
+        while not self.stop.is_set():
+            self.follow_git()
+            self.run_pass(self._take_reasons() or ["drift check"])
+            if self.stop.is_set():
+                break
+            self.wake.wait(self.next_wait())
+            self.wake.clear()
+        if self.executor is not None:
+            self.executor.close()
+        log.info("watch mode stopped", passes=self.passes)
+        return 0
+
+
+def run(
+    args: argparse.Namespace,
+    load_desired: Callable[[argparse.Namespace], DesiredState],
+    make_executor: Callable[[DesiredState], Executor],
+) -> int:
+    settings = WatchSettings(
+        interval=args.interval,
+        follow=args.follow,
+        fetch_interval=args.fetch_interval,
+        require_committed=args.require_committed,
+        max_backoff=args.max_backoff,
+        lock_timeout=args.lock_timeout or 30.0,
+    )
+    watcher = Watcher(Path(args.file), lambda: load_desired(args), make_executor, settings)
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, watcher.on_signal)
+    threading.Thread(target=watcher.watch_file, name="watch-file", daemon=True).start()
+    log.info("watching", file=str(args.file), interval_s=settings.interval, follow=settings.follow)
+    return watcher.loop()
