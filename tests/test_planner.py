@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from reconciler.errors import InvalidDesiredState
 from reconciler.observe.snapshot import CADDY_UNIT, FileState, LinkState, Observed, ReleaseState, UnitState
+from reconciler.plan import bluegreen
 from reconciler.plan.actions import (
     CheckHealth,
     LoadCaddy,
@@ -24,7 +25,6 @@ from reconciler.plan.actions import (
     WriteCaddyfile,
     WriteFile,
 )
-from reconciler.plan import bluegreen
 from reconciler.plan.planner import desired_units, plan, render_caddyfile
 from reconciler.render import caddyfile, envfile, units
 from reconciler.spec.load import load_bytes
@@ -121,7 +121,9 @@ def assert_runs_desired(d: DesiredState, host: Observed) -> None:
         colour = caddyfile.routed_colour(caddy_text)
         assert colour in ("blue", "green")
         wanted = {f"choiros-backend-{colour}.service": bluegreen.colour_unit_text(d, colour)}
-        assert host.link(f"/opt/choiros/{colour}") == LinkState("symlink", f"releases/{d.release.version}", True)
+        assert host.link(f"/opt/choiros/{colour}") == LinkState(
+            "symlink", f"releases/{d.release.version}", True
+        )
         assert caddy_text == render_caddyfile(
             d, d.blue_green.port(colour), f"/opt/choiros/{colour}/frontend/dist", colour=colour
         )
@@ -379,7 +381,10 @@ def hosts(draw: st.DrawFn) -> Observed:
     elif start.startswith("deployed-bg"):
         host = deployed(desired(draw(versions), strategy="blue-green"))
         if start == "deployed-bg-twice":
-            _, host = converge(desired(draw(versions), strategy="blue-green", idle=draw(st.sampled_from(["warm", "stop"]))), host)
+            _, host = converge(
+                desired(draw(versions), strategy="blue-green", idle=draw(st.sampled_from(["warm", "stop"]))),
+                host,
+            )
     else:
         base = desired(draw(versions), mode="dev-server" if start == "deployed-dev" else "static")
         host = deployed(base)
@@ -518,7 +523,12 @@ def test_blue_green_rollback_is_only_a_caddy_switch() -> None:
     host = deployed(bg())
     _, host = converge(bg("2.0.0"), host)
     p, after = converge(bg("1.0.0"), host)
-    assert [type(a).__name__ for a in p.actions] == ["WriteCaddyfile", "LoadCaddy", "SetSymlink", "SetSymlink"]
+    assert [type(a).__name__ for a in p.actions] == [
+        "WriteCaddyfile",
+        "LoadCaddy",
+        "SetSymlink",
+        "SetSymlink",
+    ]
     assert not any(isinstance(a, Systemctl) for a in p.actions)
     assert caddyfile.routed_colour(after.content("/etc/caddy/Caddyfile")) == "blue"
 
@@ -533,7 +543,9 @@ def test_blue_green_idle_stop_stops_the_old_colour_after_the_switch() -> None:
     p2, after2 = converge(bg("1.0.0", idle="stop"), after)
     order2 = labels(p2)
     assert not any(a == "upload" for a, _ in order2)
-    assert order2.index(("start", BLUE)) < order2.index(("reload", CADDY_UNIT)) < order2.index(("stop", GREEN))
+    assert (
+        order2.index(("start", BLUE)) < order2.index(("reload", CADDY_UNIT)) < order2.index(("stop", GREEN))
+    )
     assert not plan(bg("1.0.0", idle="stop"), after2).changed
 
 

@@ -587,6 +587,11 @@ def _systemctl(verb: str, unit: str | None = None) -> None:
 
 
 def do_systemctl(ctx: Context, a: Json) -> Json:
+    if a["verb"] in ("start", "restart"):
+        # A deliberate start is not a crash loop: clear systemd's start-rate counter so a
+        # quick deploy-rollback-deploy sequence is not refused ("start request repeated
+        # too quickly"). Automatic restarts by systemd stay rate-limited.
+        _run(["systemctl", "reset-failed", "--", a["unit"]], timeout=30)
     _systemctl(a["verb"], a["unit"])
     return {}
 
@@ -613,13 +618,24 @@ def _names_version(body: bytes, version: str) -> bool:
     return isinstance(data, dict) and str(data.get("version")) == version
 
 
+def _main_pid(unit: str) -> int:
+    out = _text(_run(["systemctl", "show", "-p", "MainPID", "--value", "--", unit], timeout=10).stdout)
+    return int(out) if out.isdigit() else 0
+
+
 def do_check_health(ctx: Context, a: Json) -> Json:
-    """Poll until `passes` consecutive good answers, or fail with the last answer seen."""
+    """Pass after `passes` consecutive good answers spanning `stable` seconds from one process.
+
+    The same-process rule catches a release that answers at first and then crashes: systemd
+    restarts it under a new PID, which breaks the streak.
+    """
     url, unit = a["url"], a.get("unit")
     deadline = time.monotonic() + float(a["timeout"])
     need, interval = int(a["passes"]), float(a["interval"])
+    stable = float(a.get("stable") or 0)
     version = a.get("expect_version")
     streak = probes = 0
+    streak_since, streak_pid = 0.0, 0
     last = "no answer yet"
     while True:
         probes += 1
@@ -634,9 +650,17 @@ def do_check_health(ctx: Context, a: Json) -> Json:
         except (OSError, urllib.error.URLError) as exc:
             good = False
             last = f"no HTTP answer ({getattr(exc, 'reason', exc)})"
-        streak = streak + 1 if good else 0
-        if streak >= need:
-            return {"probes": probes}
+        if good:
+            if streak == 0:
+                streak_since, streak_pid = time.monotonic(), (_main_pid(unit) if unit and stable else 0)
+            streak += 1
+        else:
+            streak = 0
+        if streak >= need and time.monotonic() - streak_since >= stable:
+            if not (unit and stable) or _main_pid(unit) == streak_pid:
+                return {"probes": probes}
+            streak = 0  # restarted by systemd in between: that is not healthy
+            last = f"{unit} was restarted by systemd while answering (it crashed)"
         if unit and probes % 4 == 0:
             active = _text(_run(["systemctl", "is-active", "--", unit], timeout=10).stdout)
             if active == "failed":

@@ -41,6 +41,8 @@ def fail(
     desired: DesiredState | None = None,
     outcome: Outcome | None = None,
 ) -> int:
+    if outcome is None and isinstance(exc, RolledBack) and isinstance(exc.outcome, Outcome):
+        outcome = exc.outcome
     if args.json:
         print(
             json_result(

@@ -74,9 +74,8 @@ def after_failed_gate(
     record = RecordQuarantine(f"{version} failed its health gate", version=version, why=why)
     good = last_good_release(desired, outcome.observed)
     if good is None:
-        apply_plan(
-            desired, executor, options, reporter, Plan((record,), after.fingerprint), kind="quarantine"
-        )
+        only_record = Plan((record,), after.fingerprint)
+        apply_plan(desired, executor, options, reporter, only_record, kind="quarantine", verify=False)
         failure.hint = (
             f"there was no earlier release to roll back to; {version} is now quarantined: "
             "fix it and deploy a new version, or retry with --retry-quarantined"

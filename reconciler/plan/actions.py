@@ -145,6 +145,7 @@ class CheckHealth(Action):
     timeout: float
     interval: float
     passes: int
+    stable: float = 0.0  # the passing streak must last this long, same process throughout
     expect_version: str | None = None
     any_status: bool = False  # a dev server is up when it answers at all (< 500)
     gates: str | None = None  # the release version this gate protects (rollback if it fails)

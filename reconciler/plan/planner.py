@@ -257,6 +257,7 @@ def backend_health(desired: DesiredState, port: int, unit: str, version: str | N
         timeout=h.timeout,
         interval=h.interval,
         passes=h.passes,
+        stable=h.stable,
         expect_version=version if h.expect_version else None,
         gates=version,
     )

@@ -358,6 +358,7 @@ def build(data: dict[str, Any], file: Path, base_dir: Path) -> DesiredState:
             timeout=float(health.get("timeout", 30)),
             interval=float(health.get("interval", 0.25)),
             passes=int(health.get("passes", 2)),
+            stable=float(health.get("stable", 1.0)),
             expect_version=bool(health.get("expect_version", True)),
         ),
         proxy=Proxy(site=proxy.get("site", ":80"), caddyfile=proxy.get("caddyfile", "/etc/caddy/Caddyfile")),

@@ -56,6 +56,7 @@ class Health:
     timeout: float = 30.0
     interval: float = 0.25
     passes: int = 2
+    stable: float = 1.0
     expect_version: bool = True
 
 
