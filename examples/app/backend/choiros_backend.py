@@ -1,0 +1,532 @@
+"""choiros backend: a tiny JSON API on the Python standard library.
+
+Runs on a bare Debian server with only ``python3`` (3.9+) installed.
+
+* ``--port`` (required) and ``--host`` (default 127.0.0.1) choose where to listen.
+* ``DATABASE_PATH`` (required) is the SQLite file; its parent directory and the
+  ``notes`` table are created on start, the database is switched to WAL mode.
+* ``CORS_ALLOW_ORIGINS`` is a comma-separated allow-list of origins (``*`` = any).
+* The release version comes from the ``VERSION`` file at the release root (the
+  directory that holds ``bin/``), found from this file's real path.
+* A ``FAULT`` file at the release root (baked in at build time) injects a fault
+  for tests: ``health-500``, ``crash`` or ``slow-start``.
+
+SIGTERM and SIGINT stop accepting connections, let in-flight requests finish,
+and exit 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import socketserver
+import sqlite3
+import sys
+import threading
+import time
+import traceback
+from contextlib import closing
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from types import FrameType
+from typing import Any
+from urllib.parse import urlsplit
+
+APP_NAME = "choiros"
+PROG = "choiros-backend"
+DEV_VERSION = "0.0.0-dev"
+
+FAULT_HEALTH_500 = "health-500"
+FAULT_CRASH = "crash"
+FAULT_SLOW_START = "slow-start"
+KNOWN_FAULTS = (FAULT_HEALTH_500, FAULT_CRASH, FAULT_SLOW_START)
+CRASH_AFTER_SECONDS = 1.0
+SLOW_START_SECONDS = 3.0
+
+MAX_BODY_BYTES = 64 * 1024
+MAX_NOTE_CHARS = 10_000
+CORS_ALLOW_METHODS = "GET, POST, OPTIONS"
+CORS_ALLOW_HEADERS = "Content-Type"
+CORS_MAX_AGE = "600"
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+
+
+# --------------------------------------------------------------------------- release
+
+
+def release_root() -> Path:
+    """The release root: the parent of this module's directory, by real path."""
+    return Path(os.path.realpath(__file__)).parent.parent
+
+
+def read_version(root: Path) -> str:
+    """The release version from ``ROOT/VERSION``; a dev marker when running from source."""
+    try:
+        text = (root / "VERSION").read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        return DEV_VERSION
+    return text or DEV_VERSION
+
+
+def read_fault(root: Path) -> str | None:
+    """The fault baked into this release (``ROOT/FAULT``), if any."""
+    try:
+        text = (root / "FAULT").read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        return None
+    return text or None
+
+
+def log(message: str) -> None:
+    """One line to stderr (the systemd journal adds timestamps)."""
+    sys.stderr.write(f"{PROG}: {message}\n")
+    sys.stderr.flush()
+
+
+def sd_notify(state: str) -> None:
+    """Tell systemd about our state when run as a ``Type=notify`` unit (no-op otherwise)."""
+    address = os.environ.get("NOTIFY_SOCKET")
+    if not address:
+        return
+    if address.startswith("@"):
+        address = "\0" + address[1:]
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+            sock.connect(address)
+            sock.sendall(state.encode("utf-8"))
+    except OSError:
+        pass
+
+
+# --------------------------------------------------------------------------- config
+
+
+def parse_origins(raw: str | None) -> frozenset[str]:
+    """Parse ``CORS_ALLOW_ORIGINS`` (comma-separated; trailing slashes ignored)."""
+    if not raw:
+        return frozenset()
+    return frozenset(
+        part.strip().rstrip("/") for part in raw.split(",") if part.strip().rstrip("/")
+    )
+
+
+def origin_allowed(origin: str | None, allowed: frozenset[str]) -> bool:
+    if not origin or not allowed:
+        return False
+    return "*" in allowed or origin.rstrip("/") in allowed
+
+
+class Config:
+    """Everything the request handlers need, fixed at start."""
+
+    def __init__(
+        self,
+        *,
+        version: str,
+        database_path: Path,
+        cors_origins: frozenset[str],
+        fault: str | None,
+    ) -> None:
+        self.version = version
+        self.database_path = database_path
+        self.cors_origins = cors_origins
+        self.fault = fault
+
+
+# --------------------------------------------------------------------------- storage
+
+
+def utc_now() -> str:
+    now = time.time()
+    millis = int((now % 1) * 1000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{millis:03d}Z"
+
+
+def connect(database_path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(str(database_path), timeout=10.0)
+    conn.row_factory = sqlite3.Row
+    conn.execute("PRAGMA busy_timeout = 10000")
+    return conn
+
+
+def init_database(database_path: Path) -> str:
+    """Create the parent directory, switch to WAL and create the schema; returns the mode."""
+    database_path.parent.mkdir(parents=True, exist_ok=True)
+    with closing(connect(database_path)) as conn:
+        row = conn.execute("PRAGMA journal_mode = WAL").fetchone()
+        with conn:
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS notes ("
+                " id INTEGER PRIMARY KEY AUTOINCREMENT,"
+                " text TEXT NOT NULL,"
+                " created_at TEXT NOT NULL)"
+            )
+    return str(row[0]) if row else "unknown"
+
+
+def list_notes(database_path: Path) -> list[dict[str, Any]]:
+    with closing(connect(database_path)) as conn:
+        rows = conn.execute("SELECT id, text, created_at FROM notes ORDER BY id").fetchall()
+    return [{"id": r["id"], "text": r["text"], "created_at": r["created_at"]} for r in rows]
+
+
+def add_note(database_path: Path, text: str) -> dict[str, Any]:
+    created_at = utc_now()
+    with closing(connect(database_path)) as conn, conn:
+        cur = conn.execute("INSERT INTO notes (text, created_at) VALUES (?, ?)", (text, created_at))
+        note_id = cur.lastrowid
+    return {"id": note_id, "text": text, "created_at": created_at}
+
+
+# --------------------------------------------------------------------------- HTTP
+
+
+class RequestError(Exception):
+    """A client error answered as ``{"error": message}`` with ``status``."""
+
+    def __init__(self, status: HTTPStatus, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+class Server(ThreadingHTTPServer):
+    """Threaded server that tracks handler threads so shutdown can wait for them."""
+
+    daemon_threads = False  # server_close() joins in-flight requests
+    block_on_close = True
+
+    def __init__(self, address: tuple[str, int], config: Config) -> None:
+        if ":" in address[0]:
+            self.address_family = socket.AF_INET6
+        self.config = config
+        super().__init__(address, Handler)
+
+    def server_bind(self) -> None:
+        # HTTPServer.server_bind() calls socket.getfqdn(): no reverse DNS for us.
+        socketserver.TCPServer.server_bind(self)
+        host, port = self.server_address[:2]
+        self.server_name = str(host)
+        self.server_port = int(port)
+
+
+class Handler(BaseHTTPRequestHandler):
+    server_version = "choiros-backend"
+    # One request per connection: shutdown never waits on idle keep-alive connections.
+    protocol_version = "HTTP/1.0"
+    timeout = 15  # seconds a client may stall mid-request
+
+    server: Server
+
+    def version_string(self) -> str:
+        return self.server_version
+
+    # ---- plumbing
+
+    @property
+    def config(self) -> Config:
+        return self.server.config
+
+    def _origin(self) -> str | None:
+        headers = getattr(self, "headers", None)
+        return headers.get("Origin") if headers is not None else None
+
+    def _cors_headers(self) -> None:
+        if not self.config.cors_origins:
+            return
+        self.send_header("Vary", "Origin")
+        origin = self._origin()
+        if origin is not None and origin_allowed(origin, self.config.cors_origins):
+            self.send_header("Access-Control-Allow-Origin", origin)
+
+    def _send_json(
+        self,
+        status: HTTPStatus | int,
+        payload: Any,
+        extra_headers: dict[str, str] | None = None,
+    ) -> None:
+        body = (json.dumps(payload) + "\n").encode("utf-8")
+        self.send_response(int(status))
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "no-store")
+        self.send_header("X-Choiros-Version", self.config.version)
+        for name, value in (extra_headers or {}).items():
+            self.send_header(name, value)
+        self._cors_headers()
+        self.end_headers()
+        if getattr(self, "command", None) != "HEAD":
+            self.wfile.write(body)
+
+    def _send_no_content(self, extra_headers: dict[str, str]) -> None:
+        self.send_response(HTTPStatus.NO_CONTENT)
+        self.send_header("X-Choiros-Version", self.config.version)
+        for name, value in extra_headers.items():
+            self.send_header(name, value)
+        self._cors_headers()
+        self.end_headers()
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """JSON instead of the stock HTML error page (also used for malformed requests)."""
+        self.close_connection = True
+        try:
+            phrase = HTTPStatus(code).phrase
+        except ValueError:
+            phrase = "error"
+        self._send_json(code, {"error": message or phrase})
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        code_text = str(int(code)) if isinstance(code, HTTPStatus) else str(code)
+        forwarded = self.headers.get("X-Forwarded-For") if hasattr(self, "headers") else None
+        client = self.client_address[0]
+        if forwarded:
+            client = f"{client} (for {forwarded})"
+        log(f'{client} "{self.requestline}" {code_text}')
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log(f"{self.client_address[0]} {format % args}")
+
+    def _path(self) -> str:
+        path = urlsplit(self.path).path or "/"
+        if len(path) > 1:
+            path = path.rstrip("/")
+        return path
+
+    def _read_json_body(self) -> Any:
+        length_header = self.headers.get("Content-Length")
+        if length_header is None:
+            raise RequestError(HTTPStatus.LENGTH_REQUIRED, "Content-Length required")
+        try:
+            length = int(length_header)
+        except ValueError:
+            raise RequestError(HTTPStatus.BAD_REQUEST, "invalid Content-Length") from None
+        if length < 0:
+            raise RequestError(HTTPStatus.BAD_REQUEST, "invalid Content-Length")
+        if length > MAX_BODY_BYTES:
+            raise RequestError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "request body too large")
+        raw = self.rfile.read(length)
+        if len(raw) != length:
+            raise RequestError(HTTPStatus.BAD_REQUEST, "request body truncated")
+        try:
+            return json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            raise RequestError(HTTPStatus.BAD_REQUEST, "request body is not valid JSON") from None
+
+    def _dispatch(self, method: str) -> None:
+        try:
+            self._route(method, self._path())
+        except RequestError as exc:
+            self._send_json(exc.status, {"error": exc.message})
+        except sqlite3.Error:
+            log("database error:\n" + traceback.format_exc().rstrip())
+            self._send_json(HTTPStatus.INTERNAL_SERVER_ERROR, {"error": "database error"})
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True
+
+    # ---- routes
+
+    def _route(self, method: str, path: str) -> None:
+        get_like = method in ("GET", "HEAD")
+        if path == "/health":
+            if not get_like:
+                raise_method_not_allowed("GET, HEAD")
+            self._health()
+        elif path == "/api/version":
+            if not get_like:
+                raise_method_not_allowed("GET, HEAD")
+            self._send_json(HTTPStatus.OK, {"version": self.config.version})
+        elif path == "/api/notes":
+            if get_like:
+                self._send_json(HTTPStatus.OK, list_notes(self.config.database_path))
+            elif method == "POST":
+                self._create_note()
+            else:
+                raise_method_not_allowed("GET, HEAD, POST")
+        else:
+            raise RequestError(HTTPStatus.NOT_FOUND, "not found")
+
+    def _health(self) -> None:
+        if self.config.fault == FAULT_HEALTH_500:
+            self._send_json(
+                HTTPStatus.INTERNAL_SERVER_ERROR,
+                {"status": "failing", "version": self.config.version, "fault": FAULT_HEALTH_500},
+            )
+            return
+        self._send_json(HTTPStatus.OK, {"status": "ok", "version": self.config.version})
+
+    def _create_note(self) -> None:
+        payload = self._read_json_body()
+        text = payload.get("text") if isinstance(payload, dict) else None
+        if not isinstance(text, str) or not text.strip():
+            raise RequestError(HTTPStatus.BAD_REQUEST, 'expected JSON {"text": "<non-empty>"}')
+        if len(text) > MAX_NOTE_CHARS:
+            raise RequestError(HTTPStatus.BAD_REQUEST, f"text longer than {MAX_NOTE_CHARS}")
+        note = add_note(self.config.database_path, text)
+        self._send_json(
+            HTTPStatus.CREATED, note, extra_headers={"Location": f"/api/notes/{note['id']}"}
+        )
+
+    # ---- verbs
+
+    def do_GET(self) -> None:
+        self._dispatch("GET")
+
+    def do_HEAD(self) -> None:
+        self._dispatch("HEAD")
+
+    def do_POST(self) -> None:
+        self._dispatch("POST")
+
+    def do_PUT(self) -> None:
+        self._dispatch("PUT")
+
+    def do_PATCH(self) -> None:
+        self._dispatch("PATCH")
+
+    def do_DELETE(self) -> None:
+        self._dispatch("DELETE")
+
+    def do_OPTIONS(self) -> None:
+        origin = self._origin()
+        if origin is None:
+            self._send_no_content({"Allow": CORS_ALLOW_METHODS})
+        elif origin_allowed(origin, self.config.cors_origins):
+            self._send_no_content(
+                {
+                    "Allow": CORS_ALLOW_METHODS,
+                    "Access-Control-Allow-Methods": CORS_ALLOW_METHODS,
+                    "Access-Control-Allow-Headers": CORS_ALLOW_HEADERS,
+                    "Access-Control-Max-Age": CORS_MAX_AGE,
+                }
+            )
+        else:
+            self._send_json(HTTPStatus.FORBIDDEN, {"error": "origin not allowed"})
+
+
+def raise_method_not_allowed(allow: str) -> None:
+    raise RequestError(HTTPStatus.METHOD_NOT_ALLOWED, f"method not allowed (allow: {allow})")
+
+
+# --------------------------------------------------------------------------- main
+
+
+def parse_port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"port out of range: {port}")
+    return port
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="choiros backend (JSON API over SQLite). "
+        "Environment: DATABASE_PATH (required), CORS_ALLOW_ORIGINS (optional).",
+    )
+    parser.add_argument("--port", type=parse_port, required=True, help="TCP port to listen on")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+
+    raw_db = os.environ.get("DATABASE_PATH", "").strip()
+    if not raw_db:
+        sys.stderr.write(
+            f"{PROG}: DATABASE_PATH is not set; refusing to start "
+            "(set it to the SQLite file, e.g. /var/lib/choiros/choiros.db)\n"
+        )
+        return EXIT_USAGE
+
+    root = release_root()
+    version = read_version(root)
+    fault = read_fault(root)
+    if fault is not None and fault not in KNOWN_FAULTS:
+        log(f"ignoring unknown FAULT {fault!r} (known: {', '.join(KNOWN_FAULTS)})")
+        fault = None
+
+    database_path = Path(raw_db).expanduser()
+    if not database_path.is_absolute():
+        database_path = Path.cwd() / database_path
+    try:
+        journal_mode = init_database(database_path)
+    except (OSError, sqlite3.Error) as exc:
+        log(f"cannot open database {database_path}: {exc}")
+        return EXIT_FAILURE
+
+    config = Config(
+        version=version,
+        database_path=database_path,
+        cors_origins=parse_origins(os.environ.get("CORS_ALLOW_ORIGINS")),
+        fault=fault,
+    )
+
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        if not stop.is_set():
+            log(f"received {signal.Signals(signum).name}, shutting down")
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+
+    if fault is not None:
+        log(f"FAULT {fault} is active in this release")
+    if fault == FAULT_SLOW_START:
+        log(f"FAULT slow-start: sleeping {SLOW_START_SECONDS:g}s before listening")
+        if stop.wait(SLOW_START_SECONDS):
+            return EXIT_OK
+
+    try:
+        server = Server((args.host, args.port), config)
+    except OSError as exc:
+        log(f"cannot listen on {args.host}:{args.port}: {exc}")
+        return EXIT_FAILURE
+
+    serve_thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.1}, name="serve", daemon=True
+    )
+    serve_thread.start()
+    log(
+        f"{APP_NAME} {version} listening on http://{server.server_name}:{server.server_port} "
+        f"(database {database_path}, journal_mode={journal_mode}, "
+        f"cors={','.join(sorted(config.cors_origins)) or '-'})"
+    )
+    sd_notify(f"READY=1\nSTATUS=listening on {server.server_name}:{server.server_port}")
+
+    exit_code = EXIT_OK
+    started = time.monotonic()
+    while not stop.is_set():
+        if fault == FAULT_CRASH:
+            remaining = CRASH_AFTER_SECONDS - (time.monotonic() - started)
+            if remaining <= 0:
+                log("FAULT crash: exiting with status 1")
+                exit_code = EXIT_FAILURE
+                break
+            stop.wait(min(remaining, 0.5))
+        else:
+            stop.wait(0.5)
+
+    sd_notify("STOPPING=1")
+    server.shutdown()  # stop accepting
+    server.server_close()  # close the socket, wait for in-flight requests
+    serve_thread.join(timeout=5)
+    if exit_code == EXIT_OK:
+        log("stopped")
+    return exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
