@@ -1,0 +1,29 @@
+"""Shared fixtures: built artifacts once per session, one real test host per module."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.deploying import Project, build_artifacts, reset_host
+from tests.testhost import TestHost, boot
+
+
+@pytest.fixture(scope="session")
+def artifacts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    return build_artifacts(tmp_path_factory.mktemp("dist"))
+
+
+@pytest.fixture(scope="module")
+def testhost() -> Iterator[TestHost]:
+    with boot() as host:
+        yield host
+
+
+@pytest.fixture
+def project(testhost: TestHost, artifacts: dict[str, Path], tmp_path: Path) -> Project:
+    """A clean host (app state removed, Caddy back to Debian's default) and a user's folder."""
+    reset_host(testhost)
+    return Project(tmp_path, artifacts, testhost)

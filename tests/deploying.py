@@ -1,0 +1,160 @@
+"""Helpers for integration tests: write a desired-state file, run the real `reconcile` CLI
+against a test host, and look at what the host serves."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tests.testhost import TestHost
+
+REPO = Path(__file__).resolve().parent.parent
+APP = "choiros"
+
+# Everything the reconciler may create for the app; reset between tests.
+RESET_SCRIPT = f"""
+set -u
+for u in $(systemctl list-units --all --plain --no-legend '{APP}-*' | awk '{{print $1}}'); do
+  systemctl stop "$u" 2>/dev/null; systemctl disable "$u" 2>/dev/null
+done
+systemctl reset-failed '{APP}-*' 2>/dev/null
+rm -f /etc/systemd/system/{APP}-*.service
+rm -rf /opt/{APP} /etc/{APP} /var/lib/reconciler /var/lib/{APP} /srv/reconciler
+[ -f /root/Caddyfile.orig ] || cp /etc/caddy/Caddyfile /root/Caddyfile.orig
+cp /root/Caddyfile.orig /etc/caddy/Caddyfile
+rm -f /etc/caddy/.Caddyfile.*
+systemctl daemon-reload
+systemctl restart caddy
+true
+"""
+
+# The paths a reconcile run may touch, for byte-for-byte comparisons.
+WATCHED_PATHS = [
+    "/opt",
+    "/etc/systemd/system",
+    "/etc/caddy",
+    f"/etc/{APP}",
+    "/var/lib/reconciler",
+    f"/var/lib/{APP}",
+]
+
+
+def reset_host(host: TestHost) -> None:
+    host.exec(["bash", "-c", RESET_SCRIPT], timeout=60)
+
+
+@dataclass
+class Run:
+    rc: int
+    stdout: str
+    stderr: str
+
+    @property
+    def json(self) -> dict[str, Any]:
+        return json.loads(self.stdout)  # type: ignore[no-any-return]
+
+    def actions(self) -> list[tuple[str, str]]:
+        return [(a["action"], a["target"]) for a in self.json["actions"]]
+
+
+@dataclass
+class Project:
+    """A folder like a user's repository: desired-state.yaml plus built artifacts."""
+
+    root: Path
+    artifacts: dict[str, Path]
+    host: TestHost
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+    def write(self, version: str = "1.0.0", *, body: str | None = None, **fields: Any) -> Path:
+        """Write desired-state.yaml for `version`; `fields` are top-level YAML snippets."""
+        path = self.root / "desired-state.yaml"
+        if body is None:
+            body = self.render(version, **fields)
+        path.write_text(body, encoding="utf-8")
+        return path
+
+    def render(self, version: str = "1.0.0", **fields: Any) -> str:
+        source = self.artifacts.get(version, Path(f"missing-{version}.tar.gz"))
+        sections = {
+            "strategy": "symlink-swap",
+            "frontend": "mode: static",
+            "backend": "command: bin/backend --port {port}\nport: 8080",
+            "health": "timeout: 15\ninterval: 0.1",
+            "env": "DATABASE_PATH: /var/lib/choiros/choiros.db\nCORS_ALLOW_ORIGINS: https://choir.example",
+        }
+        sections.update({k: v for k, v in fields.items() if v is not None})
+        text = f"""\
+app: {APP}
+target: {self.host.ssh_target}
+release:
+  version: "{version}"
+  source: {source}
+"""
+        for key, value in sections.items():
+            if "\n" in value or ":" in value:
+                text += f"{key}:\n{textwrap.indent(value, '  ')}\n"
+            else:
+                text += f"{key}: {value}\n"
+        return text
+
+    def reconcile(self, *args: str, env: dict[str, str] | None = None, timeout: float = 120) -> Run:
+        cmd = [
+            sys.executable,
+            "-m",
+            "reconciler",
+            *args,
+            "-f",
+            str(self.root / "desired-state.yaml"),
+            "-i",
+            str(self.host.key_path),
+            "--known-hosts",
+            str(self.host.known_hosts),
+        ]
+        full_env = dict(os.environ, PYTHONPATH=str(REPO), **(env or {}))
+        proc = subprocess.run(
+            cmd, capture_output=True, text=True, timeout=timeout, env=full_env, cwd=self.root
+        )
+        return Run(proc.returncode, proc.stdout, proc.stderr)
+
+    def once(self, *args: str, **kw: Any) -> Run:
+        return self.reconcile("--once", "--json", *args, **kw)
+
+
+def serves(host: TestHost) -> str | None:
+    """The release version the site serves: page and health must agree."""
+    page = host.http("/", timeout=5)
+    health = host.http("/health", timeout=5)
+    if page.status != 200 or health.status != 200:
+        return None
+    version = json.loads(health.text)["version"]
+    assert f"choiros {version}" in page.text, f"page and backend disagree: {page.text[:200]}"
+    return str(version)
+
+
+def unit_pid(host: TestHost, unit: str) -> int:
+    out = host.exec(["systemctl", "show", "-p", "MainPID", "--value", unit]).stdout.strip()
+    return int(out or 0)
+
+
+def build_artifacts(out: Path) -> dict[str, Path]:
+    """The example app built as CI would, including releases that fail in known ways."""
+    sys.path.insert(0, str(REPO / "examples" / "app"))
+    import build  # type: ignore[import-not-found]
+
+    artifacts: dict[str, Path] = {}
+    for version in ("1.0.0", "2.0.0", "3.0.0"):
+        artifacts[version], _ = build.build(version, out)
+    artifacts["2.1.0-bad"], _ = build.build("2.1.0-bad", out, fault="health-500")
+    artifacts["2.2.0-crash"], _ = build.build("2.2.0-crash", out, fault="crash")
+    # A release whose backend answers with another version, as an old process would.
+    liar, _ = build.build("2.3.0-liar", out, fmt="dir")
+    (liar / "VERSION").write_text("1.0.0\n")
+    artifacts["2.3.0-liar"] = liar
+    return artifacts

@@ -1,0 +1,202 @@
+"""`reconcile --once` over SSH against a real systemd + sshd + Caddy host."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.deploying import WATCHED_PATHS, Project, serves, unit_pid
+
+pytestmark = pytest.mark.testhost
+
+BACKEND = "choiros-backend.service"
+
+
+def test_deploy_from_scratch_then_nothing_to_do(project: Project) -> None:
+    project.write("1.0.0")
+    run = project.once()
+    assert run.rc == 0, run.stderr
+    assert run.json["result"] == "converged" and run.json["applied"]
+    assert ("upload", "/opt/choiros/releases/1.0.0") in run.actions()
+    assert all(a["reason"] for a in run.json["actions"])
+    assert serves(project.host) == "1.0.0"
+
+    dry = project.once("--dry-run")
+    assert dry.rc == 0 and dry.json["actions"] == [] and dry.json["result"] == "noop"
+    again = project.once()
+    assert again.rc == 0 and again.json["actions"] == [] and not again.json["applied"]
+
+
+def test_bump_plans_only_what_is_needed_and_revert_needs_no_upload(project: Project) -> None:
+    project.write("1.0.0")
+    assert project.once().rc == 0
+    project.write("2.0.0")
+    dry = project.once("--dry-run")
+    assert dry.rc == 2
+    assert dry.actions() == [
+        ("upload", "/opt/choiros/releases/2.0.0"),
+        ("symlink", "/opt/choiros/previous -> releases/1.0.0"),
+        ("symlink", "/opt/choiros/current -> releases/2.0.0"),
+        ("restart", BACKEND),
+        ("health-check", "http://127.0.0.1:8080/health"),
+    ]
+    assert serves(project.host) == "1.0.0", "a dry run changed the host"
+    run = project.once()
+    assert run.rc == 0, run.stderr
+    assert run.actions() == dry.actions()
+    assert serves(project.host) == "2.0.0"
+
+    project.write("1.0.0")  # the revert
+    back = project.once()
+    assert back.rc == 0, back.stderr
+    assert back.actions() == [
+        ("symlink", "/opt/choiros/previous -> releases/2.0.0"),
+        ("symlink", "/opt/choiros/current -> releases/1.0.0"),
+        ("restart", BACKEND),
+        ("health-check", "http://127.0.0.1:8080/health"),
+    ]
+    assert serves(project.host) == "1.0.0"
+    assert project.once("--dry-run").rc == 0
+
+
+def test_static_to_dev_server_and_back(project: Project) -> None:
+    dev = "mode: dev-server\ndev_command: bin/frontend-dev --port 3000\ndev_port: 3000"
+    project.write("1.0.0")
+    assert project.once().rc == 0
+    project.write("1.0.0", frontend=dev)
+    run = project.once()
+    assert run.rc == 0, run.stderr
+    names = [a for a, _ in run.actions()]
+    assert names.index("start") < names.index("reload"), "the dev server must run before Caddy routes to it"
+    page = project.host.http("/")
+    assert page.status == 200 and "dev server" in page.text and page.headers.get("X-Dev-Server") == "1"
+    assert project.once("--dry-run").rc == 0
+
+    project.write("1.0.0")
+    back = project.once()
+    assert back.rc == 0, back.stderr
+    names = [a for a, _ in back.actions()]
+    assert names.index("reload") < names.index("stop"), "Caddy must stop routing before the dev server stops"
+    assert serves(project.host) == "1.0.0" and "dev server" not in project.host.http("/").text
+    assert project.host.read("/etc/systemd/system/choiros-frontend.service") is None
+    assert project.once("--dry-run").rc == 0
+
+
+def test_hand_edited_caddyfile_and_stopped_unit_are_restored(project: Project) -> None:
+    project.write("1.0.0")
+    assert project.once().rc == 0
+    host = project.host
+    host.write("/etc/caddy/Caddyfile", b':80 {\n\trespond "hand edited" 200\n}\n')
+    host.exec(["systemctl", "reload", "caddy"])
+    host.exec(["systemctl", "stop", BACKEND])
+    assert host.http("/").text == "hand edited"
+    run = project.once()
+    assert run.rc == 0, run.stderr
+    assert sorted(run.actions()) == sorted(
+        [
+            ("start", BACKEND),
+            ("health-check", "http://127.0.0.1:8080/health"),
+            ("validate+write", "/etc/caddy/Caddyfile"),
+            ("reload", "caddy.service"),
+        ]
+    )
+    assert serves(host) == "1.0.0"
+    assert project.once("--dry-run").rc == 0
+
+
+def test_unit_description_edit_is_fixed_without_restart(project: Project) -> None:
+    project.write("1.0.0")
+    assert project.once().rc == 0
+    host = project.host
+    path = "/etc/systemd/system/choiros-backend.service"
+    pid = unit_pid(host, BACKEND)
+    host.write(path, (host.read(path) or b"").replace(b"Description=choiros backend", b"Description=edited"))
+    host.exec(["systemctl", "daemon-reload"])
+    run = project.once()
+    assert run.rc == 0, run.stderr
+    assert run.actions() == [("write", path), ("daemon-reload", "systemd")]
+    assert unit_pid(host, BACKEND) == pid
+
+
+def test_env_change_restarts_the_backend_only(project: Project) -> None:
+    dev = "mode: dev-server\ndev_command: bin/frontend-dev --port 3000\ndev_port: 3000"
+    project.write("1.0.0", frontend=dev)
+    assert project.once().rc == 0
+    host = project.host
+    backend, frontend = unit_pid(host, BACKEND), unit_pid(host, "choiros-frontend.service")
+    project.write(
+        "1.0.0",
+        frontend=dev,
+        env="DATABASE_PATH: /var/lib/choiros/choiros.db\nCORS_ALLOW_ORIGINS: https://other.example",
+    )
+    run = project.once()
+    assert run.rc == 0, run.stderr
+    assert run.actions() == [
+        ("write", "/etc/choiros/backend.env"),
+        ("restart", BACKEND),
+        ("health-check", "http://127.0.0.1:8080/health"),
+    ]
+    assert "CORS_ALLOW_ORIGINS" in run.json["actions"][0]["reason"]
+    assert unit_pid(host, BACKEND) != backend
+    assert unit_pid(host, "choiros-frontend.service") == frontend
+    allowed = host.http("/api/version", headers={"Origin": "https://other.example"})
+    assert allowed.headers.get("Access-Control-Allow-Origin") == "https://other.example"
+
+
+def test_restart_strategy(project: Project) -> None:
+    project.write("1.0.0", strategy="restart")
+    assert project.once().rc == 0
+    project.write("2.0.0", strategy="restart")
+    run = project.once()
+    assert run.rc == 0, run.stderr
+    assert not any(t.startswith("/opt/choiros/previous") for _, t in run.actions())
+    assert serves(project.host) == "2.0.0"
+
+
+def test_bad_input_changes_nothing_on_the_host(project: Project) -> None:
+    project.write("1.0.0")
+    assert project.once().rc == 0
+    host = project.host
+    before = host.tree_state(WATCHED_PATHS)
+    body = (
+        project.render("2.0.0")
+        .replace('version: "2.0.0"', 'version: "../../etc"')
+        .replace("port: 8080", "port: eighty")
+    )
+    project.write(body=body)
+    run = project.reconcile("--once")
+    assert run.rc == 1
+    assert "desired-state.yaml:4:" in run.stderr and "release.version" in run.stderr
+    assert "backend.port" in run.stderr and "nothing was changed" in run.stderr
+    assert host.tree_state(WATCHED_PATHS) == before
+
+
+def test_missing_artifact_is_refused_before_touching_the_host(project: Project) -> None:
+    project.write("1.0.0")
+    assert project.once().rc == 0
+    before = project.host.tree_state(WATCHED_PATHS)
+    project.write("9.9.9")
+    run = project.reconcile("--once")
+    assert run.rc == 1 and "release.source" in run.stderr and "does not exist" in run.stderr
+    assert project.host.tree_state(WATCHED_PATHS) == before
+
+
+def test_json_output_shape(project: Project) -> None:
+    project.write("1.0.0")
+    run = project.once("--dry-run")
+    assert run.rc == 2
+    data = json.loads(run.stdout)
+    assert set(data) >= {"actions", "changed", "result", "applied"}
+    assert data["changed"] is True and data["result"] == "changes_pending"
+    assert all(set(a) == {"action", "target", "reason"} for a in data["actions"])
+
+
+def test_history_records_each_apply(project: Project) -> None:
+    project.write("1.0.0")
+    assert project.once().rc == 0
+    status = project.reconcile("status", "--json")
+    assert status.rc == 0, status.stderr
+    runs = json.loads(status.stdout)["runs"]
+    assert runs[-1]["result"] == "ok" and runs[-1]["version"] == "1.0.0"
+    assert runs[-1]["actions"] and "user" in runs[-1]
