@@ -119,7 +119,7 @@ release:
         ]
         full_env = dict(os.environ, PYTHONPATH=str(REPO), **(env or {}))
         proc = subprocess.run(
-            cmd, capture_output=True, text=True, timeout=timeout, env=full_env, cwd=self.root
+            cmd, capture_output=True, text=True, timeout=timeout, env=full_env, cwd=self.root, check=False
         )
         return Run(proc.returncode, proc.stdout, proc.stderr)
 
