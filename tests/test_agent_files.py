@@ -1,0 +1,182 @@
+"""The host agent's file operations, run against local temp folders: atomic writes and links,
+the release archive checks, the lock."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+import pytest
+
+from reconciler.agent import hostagent
+from reconciler.agent.hostagent import (
+    AgentError,
+    HostLock,
+    atomic_symlink,
+    atomic_write,
+    check_tar,
+    extract_release,
+)
+
+
+def tarball(*members: tarfile.TarInfo, data: bytes = b"x") -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for m in members:
+            if m.isfile():
+                m.size = len(data)
+                tar.addfile(m, io.BytesIO(data))
+            else:
+                tar.addfile(m)
+    return buf.getvalue()
+
+
+def member(name: str, kind: bytes = tarfile.REGTYPE, link: str = "") -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type = kind
+    info.linkname = link
+    info.mode = 0o755 if kind == tarfile.DIRTYPE else 0o644
+    return info
+
+
+HOSTILE = {
+    "absolute": [member("/etc/passwd")],
+    "dotdot": [member("../../etc/cron.d/x")],
+    "dotdot-inside": [member("bin/../../x")],
+    "device": [member("dev", tarfile.CHRTYPE)],
+    "fifo": [member("pipe", tarfile.FIFOTYPE)],
+    "hardlink": [member("bin"), member("passwd", tarfile.LNKTYPE, "/etc/passwd")],
+    "symlink-absolute": [member("etc", tarfile.SYMTYPE, "/etc")],
+    "symlink-escape": [member("up", tarfile.SYMTYPE, "../..")],
+    "symlink-deep-escape": [member("a/b/up", tarfile.SYMTYPE, "../../../x")],
+    "write-through-symlink": [member("here", tarfile.SYMTYPE, "."), member("here/x")],
+}
+
+
+@pytest.mark.parametrize("name", sorted(HOSTILE))
+def test_hostile_archives_are_refused_before_and_during_extraction(name: str, tmp_path: Path) -> None:
+    raw = tarball(*HOSTILE[name])
+    with pytest.raises(AgentError, match="refusing release archive"):
+        check_tar(io.BytesIO(raw))
+    dest = tmp_path / "release"
+    with pytest.raises(AgentError, match="refusing release archive"):
+        extract_release(io.BytesIO(raw), str(dest))
+    outside = [p for p in tmp_path.rglob("*") if not str(p).startswith(str(dest))]
+    assert outside == []
+
+
+def test_safe_archive_with_inner_symlink_extracts(tmp_path: Path) -> None:
+    raw = tarball(
+        member("bin", tarfile.DIRTYPE), member("bin/app"), member("current-bin", tarfile.SYMTYPE, "bin")
+    )
+    assert check_tar(io.BytesIO(raw)) == 3
+    files, _ = extract_release(io.BytesIO(raw), str(tmp_path / "r"))
+    assert files == 1 and (tmp_path / "r" / "current-bin" / "app").read_bytes() == b"x"
+
+
+def test_atomic_write_sets_mode_and_leaves_no_temp(tmp_path: Path) -> None:
+    path = tmp_path / "etc" / "f.env"
+    old = os.umask(0o077)
+    try:
+        atomic_write(str(path), b"A=1\n", 0o640)
+    finally:
+        os.umask(old)
+    assert path.read_bytes() == b"A=1\n" and (path.stat().st_mode & 0o777) == 0o640
+    assert [p.name for p in path.parent.iterdir()] == ["f.env"]
+
+
+def test_atomic_write_never_follows_a_planted_temp_symlink(tmp_path: Path) -> None:
+    victim = tmp_path / "victim"
+    victim.write_text("keep")
+    path = tmp_path / "f"
+    (tmp_path / f".f.tmp-{os.getpid()}").symlink_to(victim)
+    with pytest.raises(OSError):
+        atomic_write(str(path), b"new", 0o644)
+    assert victim.read_text() == "keep"
+
+
+def test_atomic_symlink_replaces_link_and_refuses_directories(tmp_path: Path) -> None:
+    (tmp_path / "releases" / "1").mkdir(parents=True)
+    (tmp_path / "releases" / "2").mkdir()
+    link = tmp_path / "current"
+    atomic_symlink(str(link), "releases/1")
+    atomic_symlink(str(link), "releases/2")
+    assert os.readlink(link) == "releases/2"
+    (tmp_path / "previous").mkdir()
+    with pytest.raises(AgentError, match="real directory"):
+        atomic_symlink(str(tmp_path / "previous"), "releases/1")
+
+
+def test_lock_names_its_holder_and_times_out(tmp_path: Path) -> None:
+    events: list[dict[str, object]] = []
+    with HostLock(str(tmp_path), {"user": "alice@ci"}, 0, events.append):
+        state = hostagent._lock_state(str(tmp_path))
+        assert state["held"] and state["holder"]["user"] == "alice@ci"
+        t0 = time.monotonic()
+        with (
+            pytest.raises(AgentError) as caught,
+            HostLock(str(tmp_path), {"user": "bob"}, 0.5, events.append),
+        ):
+            pass
+        assert caught.value.code == "locked" and 0.4 < time.monotonic() - t0 < 2
+        assert json.loads(caught.value.detail)["user"] == "alice@ci"
+        assert events and events[0]["event"] == "lock_wait"
+    assert hostagent._lock_state(str(tmp_path)) == {"held": False}
+
+
+def test_lock_of_a_killed_holder_is_recovered(tmp_path: Path) -> None:
+    code = (
+        "import sys,time; sys.path.insert(0, sys.argv[2]);"
+        "from reconciler.agent.hostagent import HostLock;"
+        "l = HostLock(sys.argv[1], {'user': 'doomed'}, 0, print); l.__enter__();"
+        "print('held', flush=True); time.sleep(60)"
+    )
+    repo = str(Path(__file__).resolve().parent.parent)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, str(tmp_path), repo], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "held"
+        assert hostagent._lock_state(str(tmp_path))["held"]
+        proc.kill()
+        proc.wait(5)
+        with HostLock(str(tmp_path), {"user": "next"}, 0, lambda e: None):
+            pass
+    finally:
+        proc.kill()
+
+
+def test_observe_reads_files_links_and_releases(tmp_path: Path) -> None:
+    (tmp_path / "releases" / "1.0.0").mkdir(parents=True)
+    (tmp_path / "releases" / ".incoming-2.0.0-1").mkdir()
+    (tmp_path / "current").symlink_to("releases/1.0.0")
+    (tmp_path / "f").write_text("hello")
+    snap = hostagent.observe(
+        {
+            "state": str(tmp_path / "state"),
+            "releases": str(tmp_path / "releases"),
+            "files": [str(tmp_path / "f"), str(tmp_path / "missing")],
+            "links": [str(tmp_path / "current"), str(tmp_path / "previous")],
+            "units": [],
+            "commands": ["sh"],
+        }
+    )
+    assert list(snap["releases"]) == ["1.0.0"], "an unfinished upload must be invisible"
+    assert snap["links"][str(tmp_path / "current")]["target"] == "releases/1.0.0"
+    assert snap["links"][str(tmp_path / "previous")] is None
+    assert snap["files"][str(tmp_path / "f")]["content"] == "hello"
+    assert snap["files"][str(tmp_path / "missing")] is None
+    assert not (tmp_path / "state").exists(), "observation must not write"
+
+
+def test_fingerprint_ignores_the_lock() -> None:
+    snap = {"files": {"a": 1}, "lock": {"held": False}, "host": {"hostname": "h"}}
+    held = dict(snap, lock={"held": True, "holder": {"pid": 1}})
+    assert hostagent.fingerprint(snap) == hostagent.fingerprint(held)
+    assert hostagent.fingerprint(snap) != hostagent.fingerprint(dict(snap, files={"a": 2}))
