@@ -16,6 +16,7 @@ from reconciler.plan.actions import (
     DaemonReload,
     LoadCaddy,
     Plan,
+    PruneRelease,
     RecordQuarantine,
     RemoveFile,
     SetSymlink,
@@ -104,7 +105,9 @@ class ModelHost:
     def apply(self, action: Action) -> None:
         if isinstance(action, UploadRelease):
             assert action.version not in self.releases
-            self.releases[action.version] = ReleaseState(action.version, action.sha256)
+            self.releases[action.version] = ReleaseState(
+                action.version, action.sha256, f"t{len(self.releases):04d}"
+            )
         elif isinstance(action, WriteFile):
             self.files[action.path] = file_state(action.content, action.mode)
             name = posixpath.basename(action.path)
@@ -154,6 +157,11 @@ class ModelHost:
                 self.quarantine[action.version] = action.why
         elif isinstance(action, CheckHealth):
             pass
+        elif isinstance(action, PruneRelease):
+            in_use = {posixpath.basename(u.cwd) for u in self.units.values() if u.cwd and u.is_active}
+            links = {posixpath.basename(link.target) for link in self.links.values() if link and link.target}
+            assert action.version not in in_use | links, f"pruned {action.version}, which is in use"
+            del self.releases[action.version]
         else:  # pragma: no cover
             raise AssertionError(f"model cannot apply {action!r}")
 

@@ -43,6 +43,7 @@ def desired(
     env: dict[str, str] | None = None,
     port: int = 8080,
     idle: str = "warm",
+    keep: int = 5,
 ) -> DesiredState:
     env = {"DATABASE_PATH": "/var/lib/choiros/choiros.db"} if env is None else env
     env_yaml = "".join(f"  {k}: {v!r}\n" for k, v in env.items()) or "  {}\n"
@@ -53,6 +54,7 @@ target: local
 release:
   version: "{version}"
   source: dist/choiros-{version}.tar.gz
+  keep: {keep}
 strategy: {strategy}
 frontend:
   mode: {mode}
@@ -426,6 +428,7 @@ def desired_states(draw: st.DrawFn) -> DesiredState:
         strategy=strategy,
         mode="static" if strategy == "blue-green" else draw(st.sampled_from(["static", "dev-server"])),
         idle=draw(st.sampled_from(["warm", "stop"])),
+        keep=draw(st.integers(1, 3)),
         env=draw(
             st.dictionaries(
                 st.sampled_from(["A", "B", "DATABASE_PATH"]),
@@ -581,3 +584,41 @@ backend: {command: bin/backend --port 8080, port: 8080}
     with pytest.raises(InvalidDesiredState) as exc:
         load_bytes(text.encode(), "d.yaml", base_dir=Path("/"))
     assert "{port}" in str(exc.value) and "backend.command" in str(exc.value)
+
+
+# --- pruning and checksums ------------------------------------------------------------------
+
+
+def test_pruning_keeps_release_keep_and_never_current_or_previous() -> None:
+    host = deployed(desired("1.0.0", keep=2))
+    _, host = converge(desired("2.0.0", keep=2), host)
+    p, host = converge(desired("3.0.0", keep=2), host)
+    assert ("prune", "/opt/choiros/releases/1.0.0") in labels(p)
+    assert sorted(host.releases) == ["2.0.0", "3.0.0"]
+    assert labels(p)[-1][0] == "prune", "pruning comes after everything else"
+
+
+def test_keep_one_still_keeps_previous_for_rollback() -> None:
+    host = deployed(desired("1.0.0", keep=1))
+    p, host = converge(desired("2.0.0", keep=1), host)
+    assert not any(a == "prune" for a, _ in labels(p))
+    assert sorted(host.releases) == ["1.0.0", "2.0.0"]
+
+
+def test_release_on_host_with_other_checksum_is_a_blocker() -> None:
+    host = deployed()
+    releases = dict(host.releases)
+    releases["1.0.0"] = ReleaseState("1.0.0", "a" * 64)
+    d = replace(desired(), release=replace(desired().release, sha256="b" * 64))
+    p = plan(d, replace(host, releases=MappingProxyType(releases)))
+    assert not p.actions and "must not change" in p.blockers[0]
+
+
+def test_secret_names_are_marked_and_values_absent() -> None:
+    from reconciler.spec.model import EnvVar
+
+    d = desired()
+    d = replace(d, env=(*d.env, EnvVar("API_TOKEN", "tok-123", secret=True)))
+    p = plan(d, deployed())
+    reasons = " ".join(a.reason for a in p.actions)
+    assert "API_TOKEN (secret)" in reasons and "tok-123" not in repr(p.summaries())

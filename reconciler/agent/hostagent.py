@@ -742,6 +742,19 @@ def do_record_quarantine(ctx: Context, a: Json) -> Json:
     return {}
 
 
+def do_prune_release(ctx: Context, a: Json) -> Json:
+    path = os.path.join(a["releases"], a["version"])
+    if not os.path.isdir(path):
+        return {}
+    trash = os.path.join(a["releases"], f".trash-{a['version']}-{os.getpid()}")
+    os.rename(path, trash)  # gone from view at once; the slow delete happens out of sight
+    _fsync_dir(a["releases"])
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(os.path.join(a["state"], "releases", f"{a['version']}.json"))
+    shutil.rmtree(trash, ignore_errors=True)
+    return {}
+
+
 HANDLERS: dict[str, Callable[[Context, Json], Json]] = {
     "upload_release": do_upload_release,
     "write_file": do_write_file,
@@ -753,6 +766,7 @@ HANDLERS: dict[str, Callable[[Context, Json], Json]] = {
     "write_caddyfile": do_write_caddyfile,
     "load_caddy": do_load_caddy,
     "record_quarantine": do_record_quarantine,
+    "prune_release": do_prune_release,
 }
 
 

@@ -49,6 +49,11 @@ def _common(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="trust and remember an unknown host key on first use (a changed key is still refused)",
     )
+    p.add_argument(
+        "--require-checksum",
+        action="store_true",
+        help="refuse a desired state whose release has no sha256 (a CI policy)",
+    )
     p.add_argument("-v", "--verbose", action="store_true", help="log every step to stderr")
     p.add_argument(
         "--log-format", choices=["console", "json"], help="stderr log format (default: console on a terminal)"

@@ -10,7 +10,7 @@ from typing import Any
 from reconciler import log as logmod
 from reconciler.cli.output import HumanReporter, json_result
 from reconciler.engine.once import Outcome, Reporter, RunOptions, SilentReporter, reconcile_once
-from reconciler.errors import InvalidDesiredState, Quarantined, ReconcilerError, RolledBack
+from reconciler.errors import InputProblem, InvalidDesiredState, Quarantined, ReconcilerError, RolledBack
 from reconciler.executors.base import Executor
 from reconciler.executors.connect import executor_for
 from reconciler.executors.ssh_options import SSHOptions
@@ -72,7 +72,20 @@ def _result_name(exc: ReconcilerError) -> str:
 
 
 def load_desired(args: argparse.Namespace) -> DesiredState:
-    return load(args.file, target_override=args.target)
+    desired = load(args.file, target_override=args.target)
+    if getattr(args, "require_checksum", False) and desired.release.sha256 is None:
+        raise InvalidDesiredState(
+            [
+                InputProblem(
+                    str(args.file),
+                    None,
+                    None,
+                    "release.sha256",
+                    "required by --require-checksum: add the artifact's checksum (sha256sum FILE)",
+                )
+            ]
+        )
+    return desired
 
 
 def once(args: argparse.Namespace) -> int:

@@ -60,6 +60,7 @@ class UnitState:
 class ReleaseState:
     version: str
     sha256: str | None = None
+    uploaded: str = ""  # ISO time the reconciler put it there ("" if unknown)
 
 
 @dataclass(frozen=True)
@@ -125,9 +126,10 @@ def parse(raw: Mapping[str, Any], fingerprint: str = "") -> Observed:
         path: None if v is None else LinkState(v["kind"], v.get("target"), bool(v.get("resolves")))
         for path, v in raw["links"].items()
     }
-    releases = {
-        name: ReleaseState(name, (v.get("meta") or {}).get("sha256")) for name, v in raw["releases"].items()
-    }
+    releases = {}
+    for name, v in raw["releases"].items():
+        meta = v.get("meta") if isinstance(v.get("meta"), dict) else {}
+        releases[name] = ReleaseState(name, meta.get("sha256"), str(meta.get("uploaded") or ""))
     units = {
         name: UnitState(
             name=name,

@@ -25,6 +25,7 @@ class Phase(IntEnum):
     VERIFY = 70  # health gates before the proxy sends traffic
     PROXY = 80  # validated Caddyfile, graceful reload
     RETIRE = 90  # stop and remove what is no longer wanted
+    PRUNE = 95  # old releases beyond release.keep
     RECORD = 100
 
 
@@ -188,6 +189,22 @@ class LoadCaddy(Action):
 
     def summary(self) -> dict[str, str]:
         return {"action": self.verb, "target": self.unit, "reason": self.reason}
+
+
+@dataclass(frozen=True)
+class PruneRelease(Action):
+    """Delete an old release: renamed aside first, so it is never seen half-deleted."""
+
+    version: str
+    releases: str
+    state: str
+    phase: Phase = field(default=Phase.PRUNE, kw_only=True)
+    kind: ClassVar[str] = "prune_release"
+    label: ClassVar[str] = "prune"
+
+    @property
+    def target(self) -> str:
+        return f"{self.releases}/{self.version}"
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from reconciler.plan.actions import (
     LoadCaddy,
     Phase,
     Plan,
+    PruneRelease,
     RecordQuarantine,
     RemoveFile,
     SetSymlink,
@@ -28,6 +29,8 @@ from reconciler.plan.actions import (
 )
 from reconciler.render import caddyfile, envfile, units
 from reconciler.spec.model import DesiredState
+
+COLOURS = ("blue", "green")
 
 
 def plan(desired: DesiredState, observed: Observed, *, retry_quarantined: bool = False) -> Plan:
@@ -45,6 +48,7 @@ def plan(desired: DesiredState, observed: Observed, *, retry_quarantined: bool =
         actions = _single_slot_actions(desired, observed)
     if retry_quarantined and version in observed.quarantine:
         actions.append(RecordQuarantine(f"retrying {version} on purpose", version=version, clear=True))
+    actions += prune(desired, observed, actions)
     ordered = sorted(_merge_daemon_reloads(actions), key=lambda a: a.phase)
     return Plan(tuple(ordered), observed.fingerprint)
 
@@ -58,6 +62,14 @@ def _blockers(desired: DesiredState, observed: Observed) -> Iterable[str]:
         link = observed.link(path)
         if link is not None and link.kind != "symlink":
             yield f"{path} is a real {link.kind}, not a symlink; move it away and run again"
+    have = observed.releases.get(desired.release.version)
+    want_sha = desired.release.sha256
+    if have is not None and want_sha and have.sha256 and have.sha256 != want_sha:
+        yield (
+            f"release {desired.release.version} on the host came from an artifact with sha256 "
+            f"{have.sha256}, but release.sha256 is {want_sha}: a version's content must not change, "
+            "so bump the version (or delete the release on the host on purpose)"
+        )
 
 
 def _merge_daemon_reloads(actions: list[Action]) -> list[Action]:
@@ -187,10 +199,16 @@ def env_hash(desired: DesiredState) -> str:
     return envfile.hash_of(envfile.render(desired.app, desired.env)) or ""
 
 
+def env_names(desired: DesiredState, names: list[str]) -> str:
+    """Changed variable names, secrets marked as such; values are never part of a reason."""
+    secret = {v.name for v in desired.env if v.secret}
+    return ", ".join(f"{n} (secret)" if n in secret else n for n in names)
+
+
 def env_reason(desired: DesiredState, observed: Observed) -> str:
     names = envfile.changed_names(observed.content(desired.layout.env_file), desired.env)
     if names:
-        return "environment changed: " + ", ".join(names)
+        return "environment changed: " + env_names(desired, names)
     return "the running process was started with an older environment file"
 
 
@@ -203,7 +221,7 @@ def env_file_actions(desired: DesiredState, observed: Observed) -> list[Action]:
         reason = "environment file does not exist"
     elif have.content != text:
         names = envfile.changed_names(have.content, desired.env)
-        reason = "environment differs: " + (", ".join(names) if names else "formatting")
+        reason = "environment differs: " + (env_names(desired, names) if names else "formatting")
     else:
         reason = f"environment file has mode {oct(have.mode or 0)}, expected 0o640"
     return [
@@ -410,3 +428,56 @@ def retire_unit(desired: DesiredState, observed: Observed, name: str, why: str) 
     if observed.file(path) is not None:
         out += [RemoveFile(why, path=path), DaemonReload(f"{name} was removed", phase=Phase.RETIRE)]
     return out
+
+
+# --- pruning -----------------------------------------------------------------------------
+
+
+def protected_releases(desired: DesiredState, observed: Observed, actions: list[Action]) -> set[str]:
+    """Releases in use once this plan has run: the desired one, whatever a link names after the
+    plan's symlink swaps, and what a process keeps running because the plan leaves it alone."""
+    links = {
+        path: link_points_to(observed, path)
+        for path in (
+            desired.layout.current,
+            desired.layout.previous,
+            *(desired.colour_link(c) for c in COLOURS),
+        )
+    }
+    touched_units: set[str] = set()
+    for action in actions:
+        if isinstance(action, SetSymlink):
+            links[action.path] = posixpath.normpath(
+                posixpath.join(posixpath.dirname(action.path), action.target_path)
+            )
+        elif isinstance(action, Systemctl):
+            touched_units.add(action.unit)
+    keep = {desired.release.version} | {posixpath.basename(t) for t in links.values() if t}
+    for name in (desired.backend_unit, desired.frontend_unit, *(desired.colour_unit(c) for c in COLOURS)):
+        unit = observed.unit(name)
+        if unit.is_active and unit.cwd and name not in touched_units:
+            keep.add(posixpath.basename(unit.cwd))
+    return keep
+
+
+def prune(desired: DesiredState, observed: Observed, actions: list[Action]) -> list[Action]:
+    """Oldest first, down to release.keep; never a release in use or the one being deployed."""
+    present = set(observed.releases) | {a.version for a in actions if isinstance(a, UploadRelease)}
+    excess = len(present) - desired.release.keep
+    if excess <= 0:
+        return []
+    keep = protected_releases(desired, observed, actions)
+    candidates = sorted(
+        (observed.releases[v] for v in present - keep if v in observed.releases),
+        key=lambda r: (r.uploaded, r.version),
+    )
+    return [
+        PruneRelease(
+            f"more than release.keep={desired.release.keep} releases on the host; "
+            f"{r.version} is the oldest one not in use",
+            version=r.version,
+            releases=desired.layout.releases,
+            state=desired.layout.state,
+        )
+        for r in candidates[:excess]
+    ]

@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import difflib
 import json
+import os
 import shlex
+from collections.abc import Mapping
 from functools import cache
 from pathlib import Path
 from typing import Any, cast
 
 from reconciler.errors import InputProblem, InvalidDesiredState
-from reconciler.spec import yaml_source
+from reconciler.spec import secrets, yaml_source
 from reconciler.spec.model import (
     Backend,
     BlueGreen,
@@ -41,7 +43,9 @@ SHELL_ONLY = set(";|&<>`$")
 
 
 def _verbatim(path: Path_) -> bool:
-    return path == ("release", "version") or (len(path) == 2 and path[0] == "env")
+    if path == ("release", "version"):
+        return True
+    return bool(path) and path[0] == "env" and (len(path) == 2 or (len(path) == 3 and path[2] == "value"))
 
 
 @cache
@@ -66,17 +70,29 @@ def load(file: Path | str, *, target_override: str | None = None) -> DesiredStat
     return load_bytes(raw, shown, base_dir=path.resolve().parent, target_override=target_override)
 
 
-def load_bytes(raw: bytes, shown: str, *, base_dir: Path, target_override: str | None = None) -> DesiredState:
+def load_bytes(
+    raw: bytes,
+    shown: str,
+    *,
+    base_dir: Path,
+    target_override: str | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> DesiredState:
+    """`environ` feeds ${NAME} and from_env (default: this process's environment)."""
     doc = yaml_source.parse(raw, shown, verbatim=_verbatim)
     if target_override is not None and isinstance(doc.data, dict):
         doc.data["target"] = target_override
     problems = schema_problems(doc)
     if isinstance(doc.data, dict):
         problems += semantic_problems(doc)
+    env: tuple[EnvVar, ...] = ()
+    if not problems:
+        env, env_problems = secrets.resolve_env(doc, base_dir, os.environ if environ is None else environ)
+        problems += env_problems
     if problems:
         problems.sort(key=lambda p: (p.line or 0, p.column or 0, p.field))
         raise InvalidDesiredState(problems)
-    return build(doc.data, Path(shown), base_dir)
+    return build(doc.data, Path(shown), base_dir, env)
 
 
 # --- pass 2: the schema ----------------------------------------------------------------
@@ -211,16 +227,6 @@ def semantic_problems(doc: SourceDoc) -> list[InputProblem]:
             _argv, why = parse_command(text)
             if why:
                 problems.append(doc.problem((section, key), why))
-    env = _get(doc.data, "env")
-    for name, value in (env if isinstance(env, dict) else {}).items():
-        if isinstance(value, str) and any((ord(c) < 32 and c != "\t") or ord(c) == 127 for c in value):
-            problems.append(
-                doc.problem(
-                    ("env", name),
-                    "contains a line break or control character; an EnvironmentFile holds one "
-                    "line per variable",
-                )
-            )
     problems.extend(_port_problems(doc))
     problems.extend(_strategy_problems(doc))
     return problems
@@ -308,7 +314,7 @@ def parse_target(text: str) -> Target:
     return Target("ssh", host=host, user=user, port=port)
 
 
-def build(data: dict[str, Any], file: Path, base_dir: Path) -> DesiredState:
+def build(data: dict[str, Any], file: Path, base_dir: Path, env: tuple[EnvVar, ...]) -> DesiredState:
     app: str = data["app"]
     rel = data["release"]
     source = Path(rel["source"])
@@ -362,6 +368,6 @@ def build(data: dict[str, Any], file: Path, base_dir: Path) -> DesiredState:
             expect_version=bool(health.get("expect_version", True)),
         ),
         proxy=Proxy(site=proxy.get("site", ":80"), caddyfile=proxy.get("caddyfile", "/etc/caddy/Caddyfile")),
-        env=tuple(EnvVar(k, v) for k, v in (data.get("env") or {}).items()),
+        env=env,
         layout=layout,
     )

@@ -1,0 +1,97 @@
+"""Env values: verbatim text, ${NAME} from the reconciler's environment, or from a file.
+
+Values that come from the environment or a file are secret unless said otherwise, so secrets
+can stay out of git. A secret's value only ever reaches the host's EnvironmentFile; every
+output names it and says whether it changed, nothing more.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from reconciler.errors import InputProblem
+from reconciler.spec.model import EnvVar
+from reconciler.spec.yaml_source import SourceDoc
+
+_REF = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+MAX_VALUE = 65536
+
+
+def _bad_text(value: str) -> str | None:
+    if any((ord(c) < 32 and c != "\t") or ord(c) == 127 for c in value):
+        return "contains a line break or control character; an EnvironmentFile holds one line per variable"
+    if len(value) > MAX_VALUE:
+        return f"is longer than {MAX_VALUE} characters"
+    return None
+
+
+def interpolate(text: str, environ: Mapping[str, str]) -> tuple[str, bool, list[str]]:
+    """Replace ${NAME}; `$$` is a literal `$`. Returns (value, used_any, missing names)."""
+    used = False
+    missing: list[str] = []
+
+    def one(m: re.Match[str]) -> str:
+        nonlocal used
+        if m.group(0) == "$$":
+            return "$"
+        used = True
+        name = m.group(1)
+        if name not in environ:
+            missing.append(name)
+            return ""
+        return environ[name]
+
+    return _REF.sub(one, text), used, missing
+
+
+def resolve_env(
+    doc: SourceDoc, base_dir: Path, environ: Mapping[str, str]
+) -> tuple[tuple[EnvVar, ...], list[InputProblem]]:
+    raw: dict[str, Any] = doc.data.get("env") or {}
+    out: list[EnvVar] = []
+    problems: list[InputProblem] = []
+    for name, spec in raw.items():
+        path = ("env", name)
+        value, secret, why = _one(spec, base_dir, environ)
+        if why is None and value is not None:
+            why = _bad_text(value)
+        if why is not None or value is None:
+            problems.append(doc.problem(path, why or "has no value"))
+            continue
+        out.append(EnvVar(name, value, secret))
+    return tuple(out), problems
+
+
+def _one(spec: Any, base_dir: Path, environ: Mapping[str, str]) -> tuple[str | None, bool, str | None]:
+    if isinstance(spec, str):
+        value, used, missing = interpolate(spec, environ)
+        if missing:
+            names = ", ".join(missing)
+            return None, True, f"the environment variable {names} is not set where reconcile runs"
+        return value, used, None
+    sources = [k for k in ("value", "from_env", "from_file") if k in spec]
+    if len(sources) != 1:
+        return None, False, "give exactly one of value, from_env, from_file"
+    kind = sources[0]
+    if kind == "value":
+        return spec["value"], bool(spec.get("secret", False)), None
+    secret = bool(spec.get("secret", True))
+    if kind == "from_env":
+        var = spec["from_env"]
+        if var not in environ:
+            return None, secret, f"the environment variable {var} is not set where reconcile runs"
+        return environ[var], secret, None
+    path = Path(spec["from_file"])
+    path = path if path.is_absolute() else base_dir / path
+    try:
+        data = path.read_bytes()[: MAX_VALUE + 2]
+    except OSError as exc:
+        return None, secret, f"cannot read {path}: {exc.strerror}"
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return None, secret, f"{path} is not UTF-8 text"
+    return text.removesuffix("\n"), secret, None
