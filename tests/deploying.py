@@ -86,7 +86,7 @@ class Project:
             "strategy": "symlink-swap",
             "frontend": "mode: static",
             "backend": "command: bin/backend --port {port}\nport: 8080",
-            "health": "timeout: 15\ninterval: 0.1",
+            "health": "timeout: 15\ninterval: 0.1\nstable: 0.3",
             "env": "DATABASE_PATH: /var/lib/choiros/choiros.db\nCORS_ALLOW_ORIGINS: https://choir.example",
         }
         sections.update({k: v for k, v in fields.items() if v is not None})
@@ -104,7 +104,13 @@ release:
                 text += f"{key}: {value}\n"
         return text
 
-    def reconcile(self, *args: str, env: dict[str, str] | None = None, timeout: float = 120) -> Run:
+    def reconcile(
+        self,
+        *args: str,
+        env: dict[str, str] | None = None,
+        timeout: float = 120,
+        known_hosts: Path | None = None,
+    ) -> Run:
         cmd = [
             sys.executable,
             "-m",
@@ -115,7 +121,7 @@ release:
             "-i",
             str(self.host.key_path),
             "--known-hosts",
-            str(self.host.known_hosts),
+            str(known_hosts or self.host.known_hosts),
         ]
         full_env = dict(os.environ, PYTHONPATH=str(REPO), **(env or {}))
         proc = subprocess.run(
@@ -128,12 +134,12 @@ release:
 
 
 def serves(host: TestHost) -> str | None:
-    """The release version the site serves: page and health must agree."""
+    """The release version the site serves: the page and the backend (through Caddy) must agree."""
     page = host.http("/", timeout=5)
-    health = host.http("/health", timeout=5)
-    if page.status != 200 or health.status != 200:
+    api = host.http("/api/version", timeout=5)
+    if page.status != 200 or api.status != 200:
         return None
-    version = json.loads(health.text)["version"]
+    version = json.loads(api.text)["version"]
     assert f"choiros {version}" in page.text, f"page and backend disagree: {page.text[:200]}"
     return str(version)
 
@@ -153,6 +159,7 @@ def build_artifacts(out: Path) -> dict[str, Path]:
         artifacts[version], _ = build.build(version, out)
     artifacts["2.1.0-bad"], _ = build.build("2.1.0-bad", out, fault="health-500")
     artifacts["2.2.0-crash"], _ = build.build("2.2.0-crash", out, fault="crash")
+    artifacts["2.4.0-slow"], _ = build.build("2.4.0-slow", out, fault="slow-start")
     # A release whose backend answers with another version, as an old process would.
     liar, _ = build.build("2.3.0-liar", out, fmt="dir")
     (liar / "VERSION").write_text("1.0.0\n")

@@ -40,6 +40,9 @@ def test_bump_plans_only_what_is_needed_and_revert_needs_no_upload(project: Proj
         ("symlink", "/opt/choiros/current -> releases/2.0.0"),
         ("restart", BACKEND),
         ("health-check", "http://127.0.0.1:8080/health"),
+        # the static frontend switches with the backend, after its health gate
+        ("validate+write", "/etc/caddy/Caddyfile"),
+        ("reload", "caddy.service"),
     ]
     assert serves(project.host) == "1.0.0", "a dry run changed the host"
     run = project.once()
@@ -55,6 +58,8 @@ def test_bump_plans_only_what_is_needed_and_revert_needs_no_upload(project: Proj
         ("symlink", "/opt/choiros/current -> releases/1.0.0"),
         ("restart", BACKEND),
         ("health-check", "http://127.0.0.1:8080/health"),
+        ("validate+write", "/etc/caddy/Caddyfile"),
+        ("reload", "caddy.service"),
     ]
     assert serves(project.host) == "1.0.0"
     assert project.once("--dry-run").rc == 0

@@ -200,6 +200,8 @@ def test_version_bump_uploads_swaps_and_restarts_only_the_backend() -> None:
         ("symlink", "/opt/choiros/current -> releases/2.0.0"),
         ("restart", BACKEND),
         ("health-check", "http://127.0.0.1:8080/health"),
+        ("validate+write", "/etc/caddy/Caddyfile"),
+        ("reload", CADDY_UNIT),
     ]
     restart = p.actions[3]
     assert "runs release 1.0.0, desired 2.0.0" in restart.reason

@@ -573,7 +573,7 @@ def do_daemon_reload(ctx: Context, a: Json) -> Json:
 
 def _journal_tail(unit: str, lines: int = 20) -> str:
     proc = _run(["journalctl", "--no-pager", "-o", "short-precise", "-n", str(lines), "-u", unit], timeout=20)
-    return _text(proc.stdout)
+    return f"last journal lines of {unit}:\n{_text(proc.stdout)}"
 
 
 def _systemctl(verb: str, unit: str | None = None) -> None:
@@ -582,7 +582,7 @@ def _systemctl(verb: str, unit: str | None = None) -> None:
     if proc.returncode != 0:
         detail = _text(proc.stderr)
         if unit and verb in ("start", "restart", "reload", "reload-or-restart"):
-            detail += "\nlast journal lines of " + unit + ":\n" + _journal_tail(unit)
+            detail += "\n" + _journal_tail(unit)
         raise AgentError(f"systemctl {verb} {unit or ''} failed".strip(), detail, code="systemd")
 
 
@@ -670,7 +670,7 @@ def do_check_health(ctx: Context, a: Json) -> Json:
         if time.monotonic() + interval > deadline:
             detail = f"last answer: {last}"
             if unit:
-                detail += f"\nlast journal lines of {unit}:\n{_journal_tail(unit)}"
+                detail += "\n" + _journal_tail(unit)
             raise AgentError(
                 f"{url} was not healthy within {a['timeout']}s ({probes} probes)", detail, code="health"
             )
@@ -709,23 +709,40 @@ def do_write_caddyfile(ctx: Context, a: Json) -> Json:
     return {}
 
 
+def _caddy_reload(path: str) -> None:
+    """What the Caddy unit's ExecReload runs, but with our own timeout.
+
+    Not `systemctl reload caddy`: Caddy before 2.10 tells systemd RELOADING=1 and, when the new
+    config is refused, never READY=1 again (caddyserver/caddy#7385), so systemctl waits forever
+    and the unit stays "reloading". Loading a good config afterwards sends READY=1.
+    """
+    proc = _run(["caddy", "reload", "--config", path, "--adapter", "caddyfile", "--force"], timeout=60)
+    if proc.returncode != 0:
+        text = _text(proc.stderr + b"\n" + proc.stdout)
+        lines = [ln for ln in text.splitlines() if "error" in ln.lower()] or text.splitlines()
+        raise AgentError("Caddy refused to load the new Caddyfile", "\n".join(lines[-3:]), code="caddy")
+
+
 def do_load_caddy(ctx: Context, a: Json) -> Json:
-    """Start or gracefully reload Caddy; if Caddy refuses, put the old file back (it still serves)."""
+    """Start Caddy, or gracefully reload it; when Caddy refuses a reload it keeps serving the
+    old config, so the old file is put back (and loaded again) to keep disk and memory equal."""
     path = a["path"]
-    verb = a.get("verb", "reload")
-    try:
-        _systemctl(verb, a["unit"])
-    except AgentError:
-        if ctx.caddy_backup is not None and verb == "reload":
-            atomic_write(path, ctx.caddy_backup, 0o644)
-        raise
+    if a.get("verb") == "start":
+        _systemctl("start", a["unit"])
+    else:
+        try:
+            _caddy_reload(path)
+        except AgentError as exc:
+            if ctx.caddy_backup is not None:
+                atomic_write(path, ctx.caddy_backup, 0o644)
+                with contextlib.suppress(AgentError):
+                    _caddy_reload(path)
+                exc.message += "; the previous Caddyfile is back in place and still serving"
+            raise
     data = _read_file(path)
     if data and "sha256" in data:
-        atomic_write(
-            os.path.join(ctx.state_dir, "caddy-loaded.json"),
-            json.dumps({"sha256": data["sha256"], "at": _now()}).encode(),
-            0o644,
-        )
+        state = {"sha256": data["sha256"], "at": _now()}
+        atomic_write(os.path.join(ctx.state_dir, "caddy-loaded.json"), json.dumps(state).encode(), 0o644)
     return {}
 
 
@@ -803,6 +820,7 @@ def apply(request: Json, payload: IO[bytes] | None, emit: Emit, cancelled: Calla
     done: list[Json] = []
     failure: Json | None = None
     with HostLock(ctx.state_dir, request.get("holder", {}), float(request.get("lock_timeout", 0)), emit):
+        locked_at = time.time()
         emit({"event": "locked"})
         before = observe(spec)
         if request.get("expect") and fingerprint(before) != request["expect"]:
@@ -832,12 +850,16 @@ def apply(request: Json, payload: IO[bytes] | None, emit: Emit, cancelled: Calla
             emit({"event": "action_done", "index": index, "ms": ms, "result": result})
             if fault_after and index + 1 == fault_after:
                 os.kill(os.getpid(), signal.SIGKILL)  # test-only fault injection
+        if not actions and request.get("record") is False:
+            return {"event": "result", "ok": True, "failure": None, "done": [], "after": before}
         record = dict(request.get("journal", {}))
         record.update(
             finished=_now(),
             seconds=round(time.monotonic() - started, 3),
             result="failed" if failure else "ok",
             actions_done=len(done),
+            locked_at=round(locked_at, 3),
+            finished_at=round(time.time(), 3),
         )
         if failure:
             record["error"] = failure["error"]

@@ -126,6 +126,9 @@ def finish(args: argparse.Namespace, desired: DesiredState, outcome: Outcome) ->
                 host=outcome.observed.hostname,
                 applied=outcome.applied,
                 timings=outcome.timings,
+                extra={"lock_holder": dict(outcome.observed.lock_holder)}
+                if outcome.observed.lock_holder
+                else None,
             )
         )
         return code

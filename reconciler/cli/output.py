@@ -42,6 +42,11 @@ class HumanReporter:
             f"{desired.app} {desired.release.version} ({desired.strategy}) on {observed.hostname}: "
             f"observed in {ms:.0f} ms"
         )
+        if observed.lock_holder is not None:
+            self.print(
+                f"  note: another run holds the lock ({_holder(dict(observed.lock_holder))}); "
+                "this plan may change when it finishes"
+            )
         if not plan.actions:
             return
         self.print(f"Plan: {len(plan.actions)} action{'s' if len(plan.actions) != 1 else ''}")

@@ -92,6 +92,10 @@ def reconcile_once(
     for attempt in range(STALE_RETRIES + 1):
         t0 = time.perf_counter()
         observed = observe(executor, desired)
+        if observed.lock_holder is not None and not options.dry_run:
+            # Another run is applying: what we see may still change (it may roll back), so
+            # wait for its lock like an apply would, and plan from what it leaves behind.
+            observed = _after_lock(desired, executor, options, reporter)
         t1 = time.perf_counter()
         the_plan = make_plan(desired, observed, retry_quarantined=options.retry_quarantined)
         observe_ms = (t1 - t0) * 1000
@@ -124,6 +128,25 @@ def reconcile_once(
             outcome.applied = True
             return rollback.after_failed_gate(desired, executor, options, reporter, outcome, failure)
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _after_lock(
+    desired: DesiredState, executor: Executor, options: RunOptions, reporter: Reporter
+) -> Observed:
+    request = {
+        "op": "apply",
+        "observe": snapshot.request_for(desired),
+        "actions": [],
+        "lock_timeout": options.lock_timeout,
+        "holder": {"user": f"{getpass.getuser()}@{socket.gethostname()}", "client_pid": os.getpid()},
+        "record": False,
+    }
+    empty = Plan((), "")
+    answer = executor.request(request, on_event=lambda e: _on_event(reporter, empty, e))
+    if answer.get("event") == "error":
+        raise _agent_error(answer, options)
+    raw = answer["after"]
+    return snapshot.parse(raw, fingerprint(raw))
 
 
 def apply_plan(

@@ -356,6 +356,12 @@ def stale_reasons(
 # --- Caddy -------------------------------------------------------------------------------
 
 
+def default_static_root(desired: DesiredState) -> str:
+    """The release's own folder, not `current`: the frontend then switches in the same graceful
+    Caddy reload that follows the backend's health gate, never ahead of the backend."""
+    return f"{release_dir(desired, desired.release.version)}/{desired.frontend.static_dir}"
+
+
 def render_caddyfile(
     desired: DesiredState, backend_port: int, static_root: str | None = None, colour: str | None = None
 ) -> str:
@@ -366,9 +372,7 @@ def render_caddyfile(
             address=desired.proxy.site,
             backend_port=backend_port,
             health_path=desired.backend.health,
-            static_root=(static_root or f"{desired.layout.current}/{desired.frontend.static_dir}")
-            if static
-            else None,
+            static_root=(static_root or default_static_root(desired)) if static else None,
             frontend_port=None if static else desired.frontend.dev_port,
             colour=colour,
         )
