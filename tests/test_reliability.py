@@ -73,7 +73,7 @@ def run_on_host(
     host = project.host
     share = Path(host.share) / "project"
     share.mkdir(parents=True, exist_ok=True)
-    for version, artifact in project.artifacts.items():
+    for artifact in project.artifacts.values():
         target = share / artifact.name
         if artifact.is_file() and not target.exists():
             target.write_bytes(artifact.read_bytes())
@@ -177,7 +177,7 @@ def test_concurrent_runs_never_interleave(project: Project) -> None:
     assert first.returncode == 0, out + err
     runs = json.loads(project.reconcile("status", "--json", "-n", "50").stdout)["runs"]
     spans = sorted((r["locked_at"], r["finished_at"]) for r in runs if "locked_at" in r)
-    assert all(a_end <= b_start for (_, a_end), (b_start, _) in zip(spans, spans[1:])), spans
+    assert all(a_end <= b_start for (_, a_end), (b_start, _) in zip(spans, spans[1:], strict=False)), spans
     assert serves(host) == "2.4.0-slow"
 
 

@@ -266,9 +266,7 @@ def main(argv: list[str] | None = None) -> int:
         help=f"output directory (default {DEFAULT_OUT_DIR})",
     )
     parser.add_argument("--format", choices=FORMATS, default="tar.gz", dest="fmt")
-    parser.add_argument(
-        "--fault", choices=FAULTS, default=None, help="bake a test fault into the release"
-    )
+    parser.add_argument("--fault", choices=FAULTS, default=None, help="bake a test fault into the release")
     args = parser.parse_args(argv)
     if not VERSION_RE.fullmatch(args.version):
         parser.error(f"invalid version {args.version!r}: must match {VERSION_RE.pattern}")

@@ -18,11 +18,11 @@ from reconciler.spec.load import load
 from reconciler.spec.model import DesiredState
 
 
-def setup_logging(args: argparse.Namespace) -> None:
-    # Human output on a terminal already says everything; logs add detail when asked (-v)
-    # or when nobody watches (CI, a service), where stderr becomes a JSON-lines record.
-    quiet_terminal = sys.stdout.isatty() and not args.json
-    level = "info" if args.verbose or not quiet_terminal else "warning"
+def setup_logging(args: argparse.Namespace, *, service: bool = False) -> None:
+    """--once prints its own account of the run on stdout, so stderr logs only warnings unless
+    -v asks for every step; watch mode has no other voice, so it logs at info. The format is a
+    console renderer on a terminal and JSON lines otherwise (journald, CI logs)."""
+    level = "info" if args.verbose or service else "warning"
     fmt = None if args.log_format is None else args.log_format == "json"
     logmod.configure(level, fmt)
 
@@ -157,7 +157,7 @@ def _fault_point() -> int:
 def watch(args: argparse.Namespace) -> int:
     from reconciler.engine.watch import run as run_watch
 
-    setup_logging(args)
+    setup_logging(args, service=True)
     return run_watch(args, load_desired, lambda d: executor_for(d.target, ssh_options(args)))
 
 

@@ -77,7 +77,11 @@ class HumanReporter:
             pct = int(100 * event["done"] / event["total"])
             if pct // 25 != self.last_progress // 25 or pct == 100:
                 self.last_progress = pct
-                self.print(f"     upload {pct:>3}% of {event['total'] / 1e6:.1f} MB")
+                self.print(f"     upload {pct:>3}% of {_size(event['total'])}")
+
+
+def _size(n: int) -> str:
+    return f"{n / 1e6:.1f} MB" if n >= 1e6 else f"{n / 1e3:.0f} kB"
 
 
 def _ms(ms: Any) -> str:

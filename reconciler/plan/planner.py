@@ -386,8 +386,7 @@ def caddy_actions(desired: DesiredState, observed: Observed, text: str) -> list[
     have = observed.content(path)
     sha = hashlib.sha256(text.encode()).hexdigest()
     if have != text:
-        why = "does not exist" if have is None else "differs from the rendered one"
-        out.append(WriteCaddyfile(f"{path} {why}", path=path, content=text))
+        out.append(WriteCaddyfile(f"{path} {_text_change(have, text)}", path=path, content=text))
         if caddy.is_active:
             out.append(LoadCaddy("the Caddyfile changed", verb="reload", path=path, unit=CADDY_UNIT))
     elif caddy.is_active and observed.caddy_loaded_sha != sha:
@@ -411,6 +410,19 @@ def caddy_actions(desired: DesiredState, observed: Observed, text: str) -> list[
             )
         )
     return out
+
+
+def _text_change(old: str | None, new: str) -> str:
+    """A short account of how a managed file differs: the one changed line, or how many."""
+    if old is None:
+        return "does not exist"
+    a = [ln.strip() for ln in old.splitlines()]
+    b = [ln.strip() for ln in new.splitlines()]
+    if len(a) == len(b):
+        pairs = [(x, y) for x, y in zip(a, b, strict=True) if x != y]
+        if len(pairs) == 1:
+            return f"differs: {pairs[0][0]!r} -> {pairs[0][1]!r}"
+    return "differs from the rendered one (edited by hand, or the desired state changed)"
 
 
 def retire_frontend(desired: DesiredState, observed: Observed) -> list[Action]:

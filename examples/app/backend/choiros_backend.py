@@ -112,9 +112,7 @@ def parse_origins(raw: str | None) -> frozenset[str]:
     """Parse ``CORS_ALLOW_ORIGINS`` (comma-separated; trailing slashes ignored)."""
     if not raw:
         return frozenset()
-    return frozenset(
-        part.strip().rstrip("/") for part in raw.split(",") if part.strip().rstrip("/")
-    )
+    return frozenset(part.strip().rstrip("/") for part in raw.split(",") if part.strip().rstrip("/"))
 
 
 def origin_allowed(origin: str | None, allowed: frozenset[str]) -> bool:
@@ -369,9 +367,7 @@ class Handler(BaseHTTPRequestHandler):
         if len(text) > MAX_NOTE_CHARS:
             raise RequestError(HTTPStatus.BAD_REQUEST, f"text longer than {MAX_NOTE_CHARS}")
         note = add_note(self.config.database_path, text)
-        self._send_json(
-            HTTPStatus.CREATED, note, extra_headers={"Location": f"/api/notes/{note['id']}"}
-        )
+        self._send_json(HTTPStatus.CREATED, note, extra_headers={"Location": f"/api/notes/{note['id']}"})
 
     # ---- verbs
 

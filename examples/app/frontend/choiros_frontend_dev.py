@@ -162,9 +162,7 @@ class Handler(BaseHTTPRequestHandler):
         path = urlsplit(self.path).path or "/"
         if path == HEALTH_PATH:
             version = read_version(self.server.root)
-            self._send_json(
-                HTTPStatus.OK, {"status": "ok", "mode": MODE_DEV_SERVER, "version": version}
-            )
+            self._send_json(HTTPStatus.OK, {"status": "ok", "mode": MODE_DEV_SERVER, "version": version})
             return
         target = self._resolve(path)
         if target is None:
