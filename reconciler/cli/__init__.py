@@ -82,6 +82,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--retry-quarantined", action="store_true", help="deploy the desired release even if it failed before"
     )
+    p.add_argument(
+        "--require-committed",
+        action="store_true",
+        help="refuse to apply a desired-state file with uncommitted changes",
+    )
+    w = p.add_argument_group("watch mode")
+    w.add_argument(
+        "--interval",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="drift check period (default 60, with +-10%% jitter)",
+    )
+    w.add_argument(
+        "--follow",
+        metavar="BRANCH",
+        help="git fetch this branch of origin and fast-forward to it, so a push deploys",
+    )
+    w.add_argument(
+        "--fetch-interval",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="how often --follow fetches (default 60)",
+    )
+    w.add_argument(
+        "--max-backoff",
+        type=float,
+        default=300.0,
+        metavar="SECONDS",
+        help="longest wait between retries of a failing revision (default 300)",
+    )
     _common(p)
     return p
 

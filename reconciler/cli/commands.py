@@ -9,6 +9,7 @@ from typing import Any
 
 from reconciler import log as logmod
 from reconciler.cli.output import HumanReporter, json_result
+from reconciler.engine import gitinfo
 from reconciler.engine.once import Outcome, Reporter, RunOptions, SilentReporter, reconcile_once
 from reconciler.errors import InputProblem, InvalidDesiredState, Quarantined, ReconcilerError, RolledBack
 from reconciler.executors.base import Executor
@@ -73,18 +74,15 @@ def _result_name(exc: ReconcilerError) -> str:
 
 def load_desired(args: argparse.Namespace) -> DesiredState:
     desired = load(args.file, target_override=args.target)
+    problems = []
     if getattr(args, "require_checksum", False) and desired.release.sha256 is None:
-        raise InvalidDesiredState(
-            [
-                InputProblem(
-                    str(args.file),
-                    None,
-                    None,
-                    "release.sha256",
-                    "required by --require-checksum: add the artifact's checksum (sha256sum FILE)",
-                )
-            ]
-        )
+        why = "required by --require-checksum: add the artifact's checksum (sha256sum FILE)"
+        problems.append(InputProblem(str(args.file), None, None, "release.sha256", why))
+    if getattr(args, "require_committed", False) and gitinfo.revision_of(desired.file).dirty:
+        why = "has uncommitted changes, refused by --require-committed: commit it first"
+        problems.append(InputProblem(str(args.file), None, None, "", why))
+    if problems:
+        raise InvalidDesiredState(problems)
     return desired
 
 

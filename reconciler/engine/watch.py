@@ -69,7 +69,6 @@ class WatchSettings:
     debounce_ms: int = 300
     follow: str | None = None  # git branch to fast-forward to
     fetch_interval: float = 60.0
-    require_committed: bool = False
     max_backoff: float = 300.0
     lock_timeout: float = 30.0
 
@@ -203,10 +202,6 @@ class Watcher:
             log.error("desired state is invalid; waiting for a fix", problems=[str(p) for p in exc.problems])
             return None
         revision = gitinfo.revision_of(desired.file)
-        if self.settings.require_committed and revision.dirty:
-            self.backoff.parked = True
-            log.error("desired-state file has uncommitted changes; refusing (--require-committed)")
-            return None
         try:
             executor = self._executor_for(desired)
             outcome = reconcile_once(
@@ -310,7 +305,6 @@ def run(
         interval=args.interval,
         follow=args.follow,
         fetch_interval=args.fetch_interval,
-        require_committed=args.require_committed,
         max_backoff=args.max_backoff,
         lock_timeout=args.lock_timeout or 30.0,
     )
