@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -9,6 +11,10 @@ import pytest
 
 from tests.deploying import Project, build_artifacts, reset_host
 from tests.testhost import TestHost, boot
+
+# The loader remembers files that passed the schema; tests (and the CLI runs they start)
+# keep that memory to themselves.
+os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="reconciler-test-cache-")
 
 
 @pytest.fixture(scope="session")

@@ -201,3 +201,26 @@ def test_fuzz_mutations_of_a_valid_file(data: st.DataObject) -> None:
     else:
         lines = lines[:i]
     _only_refusals("\n".join(lines).encode())
+
+
+def test_schema_verdicts_are_cached_by_content_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    good = (REPO / "desired-state.yaml").read_bytes()
+    calls: list[int] = []
+    real = loader.schema_problems
+
+    def counting(doc: object) -> list[object]:
+        calls.append(1)
+        return real(doc)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(loader, "schema_problems", counting)
+    load_bytes(good, "a.yaml", base_dir=REPO)
+    load_bytes(good, "b.yaml", base_dir=REPO)
+    assert len(calls) == 1, "the same bytes were validated twice"
+    bad = good.replace(b"port: 8080", b"port: 0")
+    for _ in range(2):
+        with pytest.raises(InvalidDesiredState, match="backend.port"):
+            load_bytes(bad, "c.yaml", base_dir=REPO)
+    assert len(calls) == 3, "a failing file must be validated every time"
+    load_bytes(good, "d.yaml", base_dir=REPO, target_override="ssh://root@h")
+    assert len(calls) == 4, "another target is another document"

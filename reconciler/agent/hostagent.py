@@ -28,13 +28,13 @@ import socket
 import stat
 import subprocess
 import sys
-import tarfile
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # imported where used: observing (the common case) needs neither
+    import tarfile
 
 Json = dict[str, Any]
 Emit = Callable[[Json], None]
@@ -400,6 +400,8 @@ def check_tar(fileobj: IO[bytes]) -> int:
     """Refuse a tarball with any hostile member before anything is written; count members."""
     check = MemberCheck()
     count = 0
+    import tarfile
+
     with tarfile.open(fileobj=fileobj, mode="r|*") as tar:
         for member in tar:
             check(member)
@@ -412,6 +414,8 @@ def extract_release(stream: IO[bytes], dest: str) -> tuple[int, int]:
     os.mkdir(dest, 0o755)
     check = MemberCheck()
     files = total = 0
+    import tarfile
+
     with tarfile.open(fileobj=stream, mode="r|*") as tar:
         for member in tar:
             rel = check(member)
@@ -597,6 +601,9 @@ def do_systemctl(ctx: Context, a: Json) -> Json:
 
 
 def _http_get(url: str, timeout: float) -> tuple[int, bytes]:
+    import urllib.error
+    import urllib.request
+
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     try:
         with opener.open(url, timeout=timeout) as resp:
@@ -647,7 +654,7 @@ def do_check_health(ctx: Context, a: Json) -> Json:
                 last = f"HTTP {status} but the answer does not name version {version}: {_text(body)[:200]}"
             elif not good:
                 last = f"HTTP {status}: {_text(body)[:200]}"
-        except (OSError, urllib.error.URLError) as exc:
+        except OSError as exc:  # URLError is an OSError
             good = False
             last = f"no HTTP answer ({getattr(exc, 'reason', exc)})"
         if good:

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 from reconciler import __version__
 from reconciler.agent.hostagent import fingerprint
-from reconciler.engine import artifact, gitinfo, rollback
+from reconciler.engine import gitinfo, rollback
 from reconciler.errors import (
     ApplyError,
     HealthCheckFailed,
@@ -179,6 +179,8 @@ def _apply(
     for action in the_plan.actions:
         wire = action.wire()
         if isinstance(action, UploadRelease):
+            from reconciler.engine import artifact  # tar and temp-file machinery: uploads only
+
             payload = artifact.prepare(desired)
             wire["size"] = payload.size
         wires.append(wire)

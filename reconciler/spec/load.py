@@ -9,7 +9,9 @@ Nothing here touches the network or the host.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
+import hashlib
 import json
 import os
 import shlex
@@ -82,7 +84,7 @@ def load_bytes(
     doc = yaml_source.parse(raw, shown, verbatim=_verbatim)
     if target_override is not None and isinstance(doc.data, dict):
         doc.data["target"] = target_override
-    problems = schema_problems(doc)
+    problems = schema_problems_cached(doc, raw, target_override)
     if isinstance(doc.data, dict):
         problems += semantic_problems(doc)
     env: tuple[EnvVar, ...] = ()
@@ -98,8 +100,36 @@ def load_bytes(
 # --- pass 2: the schema ----------------------------------------------------------------
 
 
+def _cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "reconciler" / "valid"
+
+
+def _validated_key(raw: bytes, target_override: str | None) -> str:
+    digest = hashlib.sha256(SCHEMA_FILE.read_bytes())
+    digest.update(b"\0" + raw + b"\0" + (target_override or "").encode())
+    return digest.hexdigest()
+
+
+def schema_problems_cached(doc: SourceDoc, raw: bytes, target_override: str | None) -> list[InputProblem]:
+    """The schema pass, skipped when these exact bytes already passed this exact schema.
+
+    Validating is deterministic, and importing jsonschema costs more than a whole local
+    no-op run should take; a marker file per (schema, file) pair that passed is enough.
+    """
+    marker = _cache_dir() / _validated_key(raw, target_override)
+    if marker.exists():
+        return []
+    problems = schema_problems(doc)
+    if not problems:
+        with contextlib.suppress(OSError):
+            marker.parent.mkdir(parents=True, exist_ok=True)
+            marker.touch()
+    return problems
+
+
 def schema_problems(doc: SourceDoc) -> list[InputProblem]:
-    import jsonschema  # deferred: ~60 ms of imports the no-op path should not pay twice
+    import jsonschema  # deferred: see schema_problems_cached
 
     validator = jsonschema.Draft202012Validator(schema())
     problems: list[InputProblem] = []

@@ -109,6 +109,9 @@ def parse(raw: bytes, file: str, *, verbatim: Callable[[Path_], bool] = lambda _
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         what = " ".join(x for x in (exc.context, exc.problem) if x)
+        lines = text.splitlines()
+        if mark is not None and mark.line < len(lines) and "{" in lines[mark.line]:
+            what += ' (a value containing { or }, such as "bin/backend --port {port}", must be quoted)'
         raise _refused(
             InputProblem(
                 file,
