@@ -39,6 +39,13 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--target", help="converge this target instead of the file's (local or ssh://user@host:port)"
     )
+    p.add_argument(
+        "--limit",
+        action="append",
+        default=[],
+        metavar="HOST|GROUP",
+        help="act only on these hosts or groups of a fleet (repeatable, or comma-separated)",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     p.add_argument(
         "-i", "--identity", action="append", default=[], metavar="KEY", help="SSH private key (repeatable)"

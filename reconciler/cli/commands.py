@@ -92,14 +92,16 @@ def once(args: argparse.Namespace) -> int:
         desired = load_desired(args)
     except InvalidDesiredState as exc:
         return fail(args, exc)
-    executor = executor_for(desired.target, ssh_options(args))
-    reporter: Reporter = SilentReporter() if args.json else HumanReporter()
     options = RunOptions(
         dry_run=args.dry_run,
         retry_quarantined=args.retry_quarantined,
         lock_timeout=args.lock_timeout,
         fault_after_action=_fault_point(),
     )
+    if desired.is_fleet or args.limit:
+        return fleet_once(args, desired, options)
+    executor = executor_for(desired.target, ssh_options(args))
+    reporter: Reporter = SilentReporter() if args.json else HumanReporter()
     try:
         outcome = reconcile_once(desired, executor, options, reporter)
     except ReconcilerError as exc:
@@ -107,6 +109,34 @@ def once(args: argparse.Namespace) -> int:
     finally:
         executor.close()
     return finish(args, desired, outcome)
+
+
+def fleet_once(args: argparse.Namespace, desired: DesiredState, options: RunOptions) -> int:
+    from reconciler.cli.output import FleetHumanReporter, fleet_json, fleet_summary
+    from reconciler.engine import fleet as fleet_mod
+
+    executors = fleet_mod.Executors(lambda d: executor_for(d.target, ssh_options(args)), desired)
+    reporter: fleet_mod.FleetReporter = fleet_mod.SilentFleetReporter() if args.json else FleetHumanReporter()
+    try:
+        run = fleet_mod.reconcile_fleet(desired, executors, options, reporter, args.limit)
+    except InvalidDesiredState as exc:
+        return fail(args, exc, desired)
+    finally:
+        executors.close()
+    code = run.exit_code
+    if code == 2 and not args.dry_run:  # cannot happen outside a dry run; keep the contract
+        code = 0
+    if args.json:
+        names = {
+            0: "converged" if any(r.result == "converged" for r in run.runs) else "noop",
+            1: "failed",
+            2: "changes_pending",
+            3: "stopped" if run.stopped else "rolled_back",
+        }
+        print(fleet_json(desired, run, names[code]))
+    else:
+        print(fleet_summary(run))
+    return code
 
 
 def finish(args: argparse.Namespace, desired: DesiredState, outcome: Outcome) -> int:
@@ -163,7 +193,7 @@ def run_subcommand(name: str, argv: list[str], add_common: Callable[[argparse.Ar
     parser = argparse.ArgumentParser(prog=f"reconcile {name}")
     add_common(parser)
     if name == "status":
-        parser.add_argument("-n", "--limit", type=int, default=10, help="how many recent runs to show")
+        parser.add_argument("-n", "--runs", type=int, default=10, help="how many recent runs to show")
     args = parser.parse_args(argv)
     args.dry_run = False
     setup_logging(args)
@@ -180,19 +210,31 @@ def run_subcommand(name: str, argv: list[str], add_common: Callable[[argparse.Ar
                 f"{desired.strategy}, target {desired.target})"
             )
         return 0
-    executor = executor_for(desired.target, ssh_options(args))
+    from reconciler.engine.fleet import select
+
     try:
-        return status(args, desired, executor)
-    except ReconcilerError as exc:
+        hosts = select(desired, args.limit)
+    except InvalidDesiredState as exc:
         return fail(args, exc, desired)
-    finally:
-        executor.close()
+    code = 0
+    for host in hosts:
+        one = desired.for_host(host)
+        if len(hosts) > 1 and not args.json:
+            print(f"== {host.name} ({host.target})")
+        executor = executor_for(one.target, ssh_options(args))
+        try:
+            status(args, one, executor)
+        except ReconcilerError as exc:
+            code = fail(args, exc, one)
+        finally:
+            executor.close()
+    return code
 
 
 def status(args: argparse.Namespace, desired: DesiredState, executor: Executor) -> int:
     import json
 
-    answer = executor.request({"op": "history", "state": desired.layout.state, "limit": args.limit})
+    answer = executor.request({"op": "history", "state": desired.layout.state, "limit": args.runs})
     records: list[dict[str, Any]] = answer.get("records", [])
     quarantine: dict[str, Any] = answer.get("quarantine", {})
     if args.json:

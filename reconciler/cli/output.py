@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import IO, Any
+import threading
+from typing import IO, TYPE_CHECKING, Any
 
 from reconciler.executors.base import Event
 from reconciler.observe.snapshot import Observed
 from reconciler.plan.actions import Plan
-from reconciler.spec.model import DesiredState
+from reconciler.spec.model import DesiredState, HostSpec
+
+if TYPE_CHECKING:
+    from reconciler.engine.fleet import FleetRun
 
 SYMBOLS = {
     "upload": "+",
@@ -28,16 +32,38 @@ def _sym(label: str) -> str:
 
 
 class HumanReporter:
-    """Prints the plan as soon as it exists, then one line per finished action."""
+    """Prints the plan as soon as it exists, then one line per finished action.
 
-    def __init__(self, out: IO[str] | None = None) -> None:
+    With a prefix (a host's name in a fleet) every line carries it, and a plan is printed as
+    one block, so hosts reporting at once do not interleave their plans."""
+
+    def __init__(
+        self, out: IO[str] | None = None, prefix: str = "", lock: threading.Lock | None = None
+    ) -> None:
         self.out = out or sys.stdout
         self.last_progress = -1
+        self.prefix = f"[{prefix}] " if prefix else ""
+        self.lock = lock or threading.Lock()
+        self.block: list[str] | None = None
 
     def print(self, text: str = "") -> None:
-        print(text, file=self.out, flush=True)
+        line = f"{self.prefix}{text}"
+        if self.block is not None:
+            self.block.append(line)
+            return
+        with self.lock:
+            print(line, file=self.out, flush=True)
 
     def planned(self, desired: DesiredState, plan: Plan, observed: Observed, ms: float) -> None:
+        self.block = []
+        try:
+            self._plan_lines(desired, plan, observed, ms)
+        finally:
+            lines, self.block = self.block, None
+            with self.lock:
+                print("\n".join(lines), file=self.out, flush=True)
+
+    def _plan_lines(self, desired: DesiredState, plan: Plan, observed: Observed, ms: float) -> None:
         self.print(
             f"{desired.app} {desired.release.version} ({desired.strategy}) on {observed.hostname}: "
             f"observed in {ms:.0f} ms"
@@ -127,3 +153,65 @@ def json_result(
     if extra:
         obj.update(extra)
     return json.dumps(obj, indent=2)
+
+
+class FleetHumanReporter:
+    """One HumanReporter per host, all writing through one lock."""
+
+    def __init__(self, out: IO[str] | None = None) -> None:
+        self.out = out or sys.stdout
+        self.lock = threading.Lock()
+
+    def for_host(self, host: HostSpec) -> HumanReporter:
+        return HumanReporter(self.out, prefix=host.name, lock=self.lock)
+
+    def batch(self, number: int, total: int, names: list[str]) -> None:
+        with self.lock:
+            print(f"-- batch {number}/{total}: {', '.join(names)}", file=self.out, flush=True)
+
+
+def fleet_summary(fleet: FleetRun) -> str:
+    width = max(len(r.host.name) for r in fleet.runs)
+    lines = ["Summary:"]
+    for r in fleet.runs:
+        serving = f"serves {r.serving}" if r.serving else "serves nothing we manage"
+        line = f"  {r.host.name:<{width}}  {r.result:<15} {serving}"
+        if r.error is not None:
+            line += f"\n  {'':<{width}}  {str(r.error).splitlines()[0]}"
+        lines.append(line)
+    if fleet.stopped:
+        lines.append("The rollout stopped: more hosts failed than rollout.max_failed allows.")
+    return "\n".join(lines)
+
+
+def fleet_json(desired: DesiredState, fleet: FleetRun, result: str) -> str:
+    hosts: dict[str, Any] = {}
+    for r in fleet.runs:
+        entry: dict[str, Any] = {
+            "target": str(r.host.target),
+            "group": r.host.group,
+            "result": r.result,
+            "actions": r.outcome.plan.summaries() if r.outcome else [],
+            "applied": bool(r.outcome and r.outcome.applied),
+            "serving": r.serving,
+        }
+        if r.error is not None:
+            entry["error"] = str(r.error)
+        hosts[r.host.name] = entry
+    by_result: dict[str, list[str]] = {}
+    for r in fleet.runs:
+        by_result.setdefault(r.result, []).append(r.host.name)
+    return json.dumps(
+        {
+            "result": result,
+            "changed": any(r.outcome and r.outcome.plan.changed for r in fleet.runs),
+            "app": desired.app,
+            "version": desired.release.version,
+            "strategy": desired.strategy,
+            "hosts": hosts,
+            "summary": by_result,
+            "batches": fleet.batches,
+            "stopped": fleet.stopped,
+        },
+        indent=2,
+    )

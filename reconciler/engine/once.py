@@ -87,43 +87,55 @@ def reconcile_once(
     options: RunOptions | None = None,
     reporter: Reporter | None = None,
 ) -> Outcome:
+    """Observe, plan, and (unless a dry run or nothing to do) apply and verify."""
     options = options or RunOptions()
     reporter = reporter or SilentReporter()
-    for attempt in range(STALE_RETRIES + 1):
-        t0 = time.perf_counter()
-        observed = observe(executor, desired)
-        if observed.lock_holder is not None and not options.dry_run:
-            # Another run is applying: what we see may still change (it may roll back), so
-            # wait for its lock like an apply would, and plan from what it leaves behind.
-            observed = _after_lock(desired, executor, options, reporter)
-        t1 = time.perf_counter()
-        the_plan = make_plan(desired, observed, retry_quarantined=options.retry_quarantined)
-        observe_ms = (t1 - t0) * 1000
-        reporter.planned(desired, the_plan, observed, observe_ms)
-        log.info(
-            "planned",
-            host=executor.description,
-            actions=len(the_plan.actions),
-            observe_ms=round(observe_ms, 1),
+    outcome = plan_host(desired, executor, options, reporter)
+    return converge(desired, executor, options, reporter, outcome)
+
+
+def plan_host(desired: DesiredState, executor: Executor, options: RunOptions, reporter: Reporter) -> Outcome:
+    """Observe the host (waiting for another run's lock unless a dry run) and plan.
+
+    Raises Quarantined or HostError when the plan must not be applied."""
+    t0 = time.perf_counter()
+    observed = observe(executor, desired)
+    if observed.lock_holder is not None and not options.dry_run:
+        # Another run is applying: what we see may still change (it may roll back), so
+        # wait for its lock like an apply would, and plan from what it leaves behind.
+        observed = _after_lock(desired, executor, options, reporter)
+    observe_ms = (time.perf_counter() - t0) * 1000
+    the_plan = make_plan(desired, observed, retry_quarantined=options.retry_quarantined)
+    reporter.planned(desired, the_plan, observed, observe_ms)
+    log.info(
+        "planned", host=executor.description, actions=len(the_plan.actions), observe_ms=round(observe_ms, 1)
+    )
+    if the_plan.quarantined is not None:
+        raise Quarantined(
+            f"release {desired.release.version} is quarantined: {the_plan.quarantined}",
+            hint="deploy a new version, or retry this one on purpose with --retry-quarantined",
         )
-        outcome = Outcome(the_plan, observed, timings={"observe_ms": observe_ms})
-        if the_plan.quarantined is not None:
-            raise Quarantined(
-                f"release {desired.release.version} is quarantined: {the_plan.quarantined}",
-                hint="deploy a new version, or retry this one on purpose with --retry-quarantined",
-            )
-        if the_plan.blockers:
-            raise HostError("the host needs attention first:\n  " + "\n  ".join(the_plan.blockers))
-        if options.dry_run or not the_plan.changed:
+    if the_plan.blockers:
+        raise HostError("the host needs attention first:\n  " + "\n  ".join(the_plan.blockers))
+    return Outcome(the_plan, observed, timings={"observe_ms": observe_ms})
+
+
+def converge(
+    desired: DesiredState, executor: Executor, options: RunOptions, reporter: Reporter, outcome: Outcome
+) -> Outcome:
+    """Apply a planned outcome: rolled back if its gate fails, planned again if the host moved."""
+    for attempt in range(STALE_RETRIES + 1):
+        if options.dry_run or not outcome.plan.changed:
             return outcome
         try:
-            outcome.after = _apply(desired, executor, options, reporter, the_plan, outcome.timings)
+            outcome.after = _apply(desired, executor, options, reporter, outcome.plan, outcome.timings)
             outcome.applied = True
             return outcome
         except PlanStale:
             if attempt == STALE_RETRIES:
                 raise
             log.warning("host changed between observing and applying; planning again")
+            outcome = plan_host(desired, executor, options, reporter)
         except HealthCheckFailed as failure:
             outcome.applied = True
             return rollback.after_failed_gate(desired, executor, options, reporter, outcome, failure)

@@ -17,9 +17,8 @@ from typing import TYPE_CHECKING
 from reconciler.errors import ApplyError, HealthCheckFailed, ReconcilerError, RolledBack
 from reconciler.log import log
 from reconciler.observe.snapshot import Observed
-from reconciler.plan import bluegreen
 from reconciler.plan.actions import CheckHealth, Plan, RecordQuarantine
-from reconciler.plan.planner import link_points_to
+from reconciler.plan.planner import link_points_to, serving_release
 from reconciler.plan.planner import plan as make_plan
 from reconciler.spec.model import DesiredState
 
@@ -30,19 +29,10 @@ if TYPE_CHECKING:
 
 def last_good_release(desired: DesiredState, before: Observed) -> str | None:
     """The release that served traffic before this run, if any (never the desired one)."""
-    version = None
-    if desired.strategy == "blue-green":
-        colour = bluegreen.routed_colour(desired, before)
-        if colour is not None and before.unit(desired.colour_unit(colour)).is_active:
-            target = link_points_to(before, desired.colour_link(colour))
-            version = posixpath.basename(target) if target else None
-    else:
-        unit = before.unit(desired.backend_unit)
-        if unit.is_active and unit.cwd:
-            version = posixpath.basename(unit.cwd)
-        else:
-            target = link_points_to(before, desired.layout.current)
-            version = posixpath.basename(target) if target else None
+    version = serving_release(desired, before)
+    if version is None and desired.strategy != "blue-green":
+        target = link_points_to(before, desired.layout.current)
+        version = posixpath.basename(target) if target else None
     if version is None or version == desired.release.version or version not in before.releases:
         return None
     return version

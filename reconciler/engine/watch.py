@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from reconciler.engine import gitinfo
 from reconciler.engine.once import Outcome, RunOptions, reconcile_once
@@ -34,7 +34,10 @@ from reconciler.executors.base import Event, Executor
 from reconciler.log import log
 from reconciler.observe.snapshot import Observed
 from reconciler.plan.actions import Plan
-from reconciler.spec.model import DesiredState
+from reconciler.spec.model import DesiredState, HostSpec
+
+if TYPE_CHECKING:
+    from reconciler.engine.fleet import Executors
 
 
 @dataclass
@@ -71,16 +74,20 @@ class WatchSettings:
     fetch_interval: float = 60.0
     max_backoff: float = 300.0
     lock_timeout: float = 30.0
+    limit: tuple[str, ...] = ()
 
 
 class _LogReporter:
     """Watch mode talks through structured logs: plans that change something, and progress."""
 
+    def __init__(self, host: str | None = None) -> None:
+        self.host = host
+
     def planned(self, desired: DesiredState, plan: Plan, observed: Observed, ms: float) -> None:
         if plan.changed:
             log.info(
                 "plan",
-                host=observed.hostname,
+                host=self.host or observed.hostname,
                 version=desired.release.version,
                 actions=plan.summaries(),
                 observe_ms=round(ms, 1),
@@ -100,6 +107,14 @@ class _LogReporter:
             log.info("waiting for host lock", holder=event.get("holder"))
 
 
+class _FleetLogReporter:
+    def for_host(self, host: HostSpec) -> _LogReporter:
+        return _LogReporter(host.name)
+
+    def batch(self, number: int, total: int, names: list[str]) -> None:
+        log.info("batch", number=number, of=total, hosts=names)
+
+
 class Watcher:
     def __init__(
         self,
@@ -116,6 +131,8 @@ class Watcher:
         self.stop = threading.Event()
         self.reload = threading.Event()
         self.backoff = Backoff(cap=settings.max_backoff)
+        self.host_backoff: dict[str, Backoff] = {}
+        self.fleet_executors: Executors | None = None
         self.executor: Executor | None = None
         self.executor_target: str | None = None
         self.passes = 0
@@ -162,8 +179,10 @@ class Watcher:
         log.info("stopping after the current action", signal=signal.Signals(signum).name)
         self.stop.set()
         self.wake.set()
-        executor = self.executor
-        if executor is not None:
+        executors = [self.executor] if self.executor is not None else []
+        if self.fleet_executors is not None:
+            executors += list(self.fleet_executors.cache.values())
+        for executor in executors:
             threading.Thread(target=executor.cancel, daemon=True).start()
 
     # -- one pass --------------------------------------------------------------------------
@@ -202,6 +221,9 @@ class Watcher:
             log.error("desired state is invalid; waiting for a fix", problems=[str(p) for p in exc.problems])
             return None
         revision = gitinfo.revision_of(desired.file)
+        if desired.is_fleet or self.settings.limit:
+            self.fleet_pass(desired, reasons, revision.describe())
+            return None
         try:
             executor = self._executor_for(desired)
             outcome = reconcile_once(
@@ -240,6 +262,48 @@ class Watcher:
                 "no changes", trigger=", ".join(reasons), observe_ms=round(outcome.timings["observe_ms"], 1)
             )
         return outcome
+
+    def fleet_pass(self, desired: DesiredState, reasons: list[str], commit: str) -> None:
+        """Each host backs off on its own: an unreachable host never holds the others back."""
+        from reconciler.engine import fleet
+
+        if self.fleet_executors is None or self.reload.is_set():
+            if self.fleet_executors is not None:
+                self.fleet_executors.close()
+            self.fleet_executors = fleet.Executors(self.make_executor, desired)
+            self.reload.clear()
+        executors = self.fleet_executors
+        executors.desired = desired
+        now = time.monotonic()
+        ready = []
+        for host in fleet.select(desired, self.settings.limit):
+            backoff = self.host_backoff.setdefault(host.name, Backoff(cap=self.settings.max_backoff))
+            backoff.reset_if_changed(self.backoff.revision)
+            if not backoff.parked and now >= backoff.until:
+                ready.append(host.name)
+        if not ready:
+            return
+        run = fleet.reconcile_fleet(
+            desired,
+            executors,
+            RunOptions(lock_timeout=self.settings.lock_timeout),
+            _FleetLogReporter(),
+            ready,
+        )
+        for r in run.runs:
+            backoff = self.host_backoff[r.host.name]
+            if r.result in (fleet.ROLLED_BACK, fleet.QUARANTINED):
+                backoff.parked = True
+                log.error("release not deployed", host=r.host.name, error=str(r.error), commit=commit)
+            elif r.result == fleet.FAILED:
+                delay = backoff.failed(time.monotonic())
+                executors.drop(r.host.name)  # a broken connection is rebuilt next time
+                log.error("pass failed", host=r.host.name, error=str(r.error), retry_in_s=round(delay, 1))
+            else:
+                backoff.succeeded()
+        changed = run.by_result(fleet.CONVERGED)
+        if changed:
+            log.info("converged", trigger=", ".join(reasons), hosts=changed, commit=commit)
 
     # -- git -------------------------------------------------------------------------------
 
@@ -292,6 +356,8 @@ class Watcher:
             self.wake.clear()
         if self.executor is not None:
             self.executor.close()
+        if self.fleet_executors is not None:
+            self.fleet_executors.close()
         log.info("watch mode stopped", passes=self.passes)
         return 0
 
@@ -306,6 +372,7 @@ def run(
         follow=args.follow,
         fetch_interval=args.fetch_interval,
         max_backoff=args.max_backoff,
+        limit=tuple(args.limit),
         lock_timeout=args.lock_timeout or 30.0,
     )
     watcher = Watcher(Path(args.file), lambda: load_desired(args), make_executor, settings)

@@ -497,3 +497,19 @@ def prune(desired: DesiredState, observed: Observed, actions: list[Action]) -> l
         )
         for r in candidates[:excess]
     ]
+
+
+def serving_release(desired: DesiredState, observed: Observed) -> str | None:
+    """The release that serves traffic on this host, judged from the running processes."""
+    if desired.strategy == "blue-green":
+        from reconciler.plan import bluegreen
+
+        colour = bluegreen.routed_colour(desired, observed)
+        if colour is None or not observed.unit(desired.colour_unit(colour)).is_active:
+            return None
+        target = link_points_to(observed, desired.colour_link(colour))
+        return posixpath.basename(target) if target else None
+    unit = observed.unit(desired.backend_unit)
+    if unit.is_active and unit.cwd:
+        return posixpath.basename(unit.cwd)
+    return None

@@ -22,6 +22,7 @@ from typing import Any, cast
 
 from reconciler.errors import InputProblem, InvalidDesiredState
 from reconciler.spec import secrets, yaml_source
+from reconciler.spec.hosts import resolve_hosts
 from reconciler.spec.model import (
     Backend,
     BlueGreen,
@@ -29,11 +30,12 @@ from reconciler.spec.model import (
     EnvVar,
     Frontend,
     Health,
+    HostSpec,
     Layout,
     Proxy,
     Release,
+    Rollout,
     Strategy,
-    Target,
 )
 from reconciler.spec.yaml_source import Path_, SourceDoc, dotted
 
@@ -45,9 +47,13 @@ SHELL_ONLY = set(";|&<>`$")
 
 
 def _verbatim(path: Path_) -> bool:
+    """release.version and env values (top-level or a host's) keep the text as written."""
     if path == ("release", "version"):
         return True
-    return bool(path) and path[0] == "env" and (len(path) == 2 or (len(path) == 3 and path[2] == "value"))
+    if "env" not in path:
+        return False
+    after = len(path) - path.index("env") - 1
+    return after == 1 or (after == 2 and path[-1] == "value")
 
 
 @cache
@@ -88,13 +94,16 @@ def load_bytes(
     if isinstance(doc.data, dict):
         problems += semantic_problems(doc)
     env: tuple[EnvVar, ...] = ()
+    host_specs: tuple[HostSpec, ...] = ()
     if not problems:
-        env, env_problems = secrets.resolve_env(doc, base_dir, os.environ if environ is None else environ)
-        problems += env_problems
+        env_source = os.environ if environ is None else environ
+        env, env_problems = secrets.resolve_env(doc, base_dir, env_source)
+        host_specs, host_problems = resolve_hosts(doc, env, base_dir, env_source)
+        problems += env_problems + host_problems
     if problems:
         problems.sort(key=lambda p: (p.line or 0, p.column or 0, p.field))
         raise InvalidDesiredState(problems)
-    return build(doc.data, Path(shown), base_dir, env)
+    return build(doc.data, Path(shown), base_dir, env, host_specs)
 
 
 # --- pass 2: the schema ----------------------------------------------------------------
@@ -324,27 +333,9 @@ def _strategy_problems(doc: SourceDoc) -> list[InputProblem]:
 # --- building the model -----------------------------------------------------------------
 
 
-def parse_target(text: str) -> Target:
-    if text == "local":
-        return Target("local")
-    rest = text.removeprefix("ssh://")
-    user = None
-    if "@" in rest:
-        user, rest = rest.split("@", 1)
-    port = None
-    if rest.startswith("["):
-        host, _, tail = rest[1:].partition("]")
-        if tail.startswith(":"):
-            port = int(tail[1:])
-    elif ":" in rest:
-        host, port_text = rest.rsplit(":", 1)
-        port = int(port_text)
-    else:
-        host = rest
-    return Target("ssh", host=host, user=user, port=port)
-
-
-def build(data: dict[str, Any], file: Path, base_dir: Path, env: tuple[EnvVar, ...]) -> DesiredState:
+def build(
+    data: dict[str, Any], file: Path, base_dir: Path, env: tuple[EnvVar, ...], hosts: tuple[HostSpec, ...]
+) -> DesiredState:
     app: str = data["app"]
     rel = data["release"]
     source = Path(rel["source"])
@@ -360,12 +351,19 @@ def build(data: dict[str, Any], file: Path, base_dir: Path, env: tuple[EnvVar, .
     health = data.get("health") or {}
     proxy = data.get("proxy") or {}
     bg = data.get("blue_green") or {}
+    rollout = data.get("rollout") or {}
     backend_argv, _ = parse_command(be["command"])
     dev_argv, _ = parse_command(fe["dev_command"]) if fe.get("dev_command") else ([], None)
     return DesiredState(
         file=file,
         app=app,
-        target=parse_target(data["target"]),
+        target=hosts[0].target,
+        hosts=hosts,
+        rollout=Rollout(
+            max_unavailable=rollout.get("max_unavailable", 1),
+            max_failed=rollout.get("max_failed", 0),
+            concurrency=rollout.get("concurrency", 8),
+        ),
         release=Release(
             version=rel["version"],
             source=source if source.is_absolute() else base_dir / source,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
@@ -25,6 +25,28 @@ class Target:
         user = f"{self.user}@" if self.user else ""
         port = f":{self.port}" if self.port else ""
         return f"ssh://{user}{self.host}{port}"
+
+
+@dataclass(frozen=True)
+class HostSpec:
+    """One host of the desired state: where it is, what it is called, its env overrides."""
+
+    name: str
+    target: Target
+    group: str | None = None
+    env: tuple[EnvVar, ...] = ()  # the whole env for this host, overrides already applied
+
+
+@dataclass(frozen=True)
+class Rollout:
+    max_unavailable: int | str = 1  # hosts at once, or "25%"
+    max_failed: int = 0
+    concurrency: int = 8
+
+    def batch_size(self, hosts: int) -> int:
+        if isinstance(self.max_unavailable, str):
+            return max(1, hosts * int(self.max_unavailable.rstrip("%")) // 100)
+        return max(1, self.max_unavailable)
 
 
 @dataclass(frozen=True)
@@ -112,7 +134,7 @@ class Layout:
 class DesiredState:
     file: Path
     app: str
-    target: Target
+    target: Target  # the first (often only) host's target
     release: Release
     strategy: Strategy
     blue_green: BlueGreen
@@ -122,6 +144,16 @@ class DesiredState:
     proxy: Proxy
     env: tuple[EnvVar, ...]
     layout: Layout
+    hosts: tuple[HostSpec, ...] = ()
+    rollout: Rollout = Rollout()
+
+    @property
+    def is_fleet(self) -> bool:
+        return len(self.hosts) > 1
+
+    def for_host(self, host: HostSpec) -> DesiredState:
+        """The desired state of one host: its target and its env."""
+        return replace(self, target=host.target, env=host.env, hosts=(host,))
 
     @property
     def backend_unit(self) -> str:

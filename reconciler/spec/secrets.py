@@ -48,13 +48,20 @@ def interpolate(text: str, environ: Mapping[str, str]) -> tuple[str, bool, list[
 
 
 def resolve_env(
-    doc: SourceDoc, base_dir: Path, environ: Mapping[str, str]
+    doc: SourceDoc,
+    base_dir: Path,
+    environ: Mapping[str, str],
+    at: tuple[str | int, ...] = ("env",),
 ) -> tuple[tuple[EnvVar, ...], list[InputProblem]]:
-    raw: dict[str, Any] = doc.data.get("env") or {}
+    """Resolve the env mapping found at path `at` of the document."""
+    raw: Any = doc.data
+    for key in at:
+        raw = raw.get(key) if isinstance(raw, dict) else raw[key] if isinstance(key, int) else None
+    raw = raw or {}
     out: list[EnvVar] = []
     problems: list[InputProblem] = []
     for name, spec in raw.items():
-        path = ("env", name)
+        path = (*at, name)
         value, secret, why = _one(spec, base_dir, environ)
         if why is None and value is not None:
             why = _bad_text(value)

@@ -1,0 +1,197 @@
+"""Several hosts: observe and plan them all in parallel, then roll out in health-gated batches.
+
+Every host is reconciled exactly as a single host would be (same plan, same gates, same
+rollback); this module only decides which hosts go when. Hosts with nothing to do are never
+touched. A batch must pass before the next starts; once more hosts failed than
+rollout.max_failed allows, the rollout stops and the hosts not reached keep their release.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from reconciler.engine.once import Outcome, Reporter, RunOptions, SilentReporter, converge, plan_host
+from reconciler.errors import InputProblem, InvalidDesiredState, Quarantined, ReconcilerError, RolledBack
+from reconciler.executors.base import Executor
+from reconciler.log import log
+from reconciler.plan.planner import serving_release
+from reconciler.spec.model import DesiredState, HostSpec
+
+# Per-host results, in the words --json and the summary use.
+NOOP, PENDING, CONVERGED, ROLLED_BACK, QUARANTINED, FAILED, SKIPPED = (
+    "noop",
+    "changes_pending",
+    "converged",
+    "rolled_back",
+    "quarantined",
+    "failed",
+    "not_reached",
+)
+
+
+@dataclass
+class HostRun:
+    host: HostSpec
+    desired: DesiredState
+    outcome: Outcome | None = None
+    result: str = NOOP
+    error: ReconcilerError | None = None
+
+    @property
+    def serving(self) -> str | None:
+        if self.outcome is None:
+            return None
+        observed = self.outcome.after or self.outcome.observed
+        return serving_release(self.desired, observed)
+
+
+@dataclass
+class FleetRun:
+    runs: list[HostRun]
+    batches: list[list[str]] = field(default_factory=list)
+    stopped: bool = False  # the failure budget ran out
+
+    def by_result(self, result: str) -> list[str]:
+        return [r.host.name for r in self.runs if r.result == result]
+
+    @property
+    def exit_code(self) -> int:
+        results = {r.result for r in self.runs}
+        if FAILED in results:
+            return 1
+        if results & {ROLLED_BACK, QUARANTINED} or self.stopped:
+            return 3
+        return 2 if PENDING in results else 0
+
+
+class FleetReporter(Protocol):
+    """What the fleet engine tells its caller: a Reporter per host, and each batch as it starts."""
+
+    def for_host(self, host: HostSpec) -> Reporter: ...
+    def batch(self, number: int, total: int, names: list[str]) -> None: ...
+
+
+def select(desired: DesiredState, limit: Iterable[str]) -> list[HostSpec]:
+    """Hosts named by --limit (host names or group names); all hosts without a limit."""
+    wanted = [w for item in limit for w in item.split(",") if w]
+    if not wanted:
+        return list(desired.hosts)
+    known = {h.name for h in desired.hosts} | {h.group for h in desired.hosts if h.group}
+    unknown = [w for w in wanted if w not in known]
+    if unknown:
+        raise InvalidDesiredState(
+            [
+                InputProblem(
+                    str(desired.file),
+                    None,
+                    None,
+                    "target",
+                    f"--limit names {', '.join(unknown)}, which is neither a host nor a group here "
+                    f"(known: {', '.join(sorted(known))})",
+                )
+            ]
+        )
+    return [h for h in desired.hosts if h.name in wanted or h.group in wanted]
+
+
+def reconcile_fleet(
+    desired: DesiredState,
+    executor_for: Callable[[HostSpec], Executor],
+    options: RunOptions,
+    reporter: FleetReporter,
+    limit: Iterable[str] = (),
+) -> FleetRun:
+    runs = [HostRun(h, desired.for_host(h)) for h in select(desired, limit)]
+    fleet = FleetRun(runs)
+    workers = max(1, min(desired.rollout.concurrency, len(runs)))
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="host") as pool:
+        list(pool.map(lambda r: _plan(r, executor_for, options, reporter), runs))
+        changing = [r for r in runs if r.result == PENDING]
+        if options.dry_run or not changing:
+            return fleet
+        size = desired.rollout.batch_size(len(runs))
+        batches = [changing[i : i + size] for i in range(0, len(changing), size)]
+        failures = 0
+        for number, batch in enumerate(batches, 1):
+            if failures > desired.rollout.max_failed:
+                fleet.stopped = True
+                for r in batch:
+                    r.result = SKIPPED
+                continue
+            names = [r.host.name for r in batch]
+            fleet.batches.append(names)
+            reporter.batch(number, len(batches), names)
+            list(pool.map(lambda r: _apply(r, executor_for, options, reporter), batch))
+            failures += sum(r.result in (FAILED, ROLLED_BACK) for r in batch)
+            if failures > desired.rollout.max_failed and number < len(batches):
+                log.warning("rollout stopped", failed=failures, max_failed=desired.rollout.max_failed)
+    return fleet
+
+
+def _plan(
+    run: HostRun, executor_for: Callable[[HostSpec], Executor], options: RunOptions, reporter: FleetReporter
+) -> None:
+    try:
+        run.outcome = plan_host(run.desired, executor_for(run.host), options, reporter.for_host(run.host))
+        run.result = PENDING if run.outcome.plan.changed else NOOP
+    except Quarantined as exc:
+        run.result, run.error = QUARANTINED, exc
+    except ReconcilerError as exc:
+        run.result, run.error = FAILED, exc
+        log.error("host failed", host=run.host.name, error=str(exc))
+
+
+def _apply(
+    run: HostRun, executor_for: Callable[[HostSpec], Executor], options: RunOptions, reporter: FleetReporter
+) -> None:
+    assert run.outcome is not None
+    try:
+        run.outcome = converge(
+            run.desired, executor_for(run.host), options, reporter.for_host(run.host), run.outcome
+        )
+        run.result = CONVERGED
+    except RolledBack as exc:
+        run.result, run.error = ROLLED_BACK, exc
+        if isinstance(exc.outcome, Outcome):
+            run.outcome = exc.outcome
+    except ReconcilerError as exc:
+        run.result, run.error = FAILED, exc
+        log.error("host failed", host=run.host.name, error=str(exc))
+
+
+class Executors:
+    """One executor (one connection) per host, created on first use and kept for reuse."""
+
+    def __init__(self, make: Callable[[DesiredState], Executor], desired: DesiredState) -> None:
+        self.make = make
+        self.desired = desired
+        self.cache: dict[str, Executor] = {}
+        self.lock = threading.Lock()
+
+    def __call__(self, host: HostSpec) -> Executor:
+        with self.lock:
+            if host.name not in self.cache:
+                self.cache[host.name] = self.make(self.desired.for_host(host))
+            return self.cache[host.name]
+
+    def drop(self, name: str) -> None:
+        with self.lock:
+            executor = self.cache.pop(name, None)
+        if executor is not None:
+            executor.close()
+
+    def close(self) -> None:
+        for name in list(self.cache):
+            self.drop(name)
+
+
+class SilentFleetReporter:
+    def for_host(self, host: HostSpec) -> Reporter:
+        return SilentReporter()
+
+    def batch(self, number: int, total: int, names: list[str]) -> None:
+        pass
