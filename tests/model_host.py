@@ -15,6 +15,7 @@ from reconciler.plan.actions import (
     CheckHealth,
     DaemonReload,
     LoadCaddy,
+    LoadImage,
     Plan,
     PruneRelease,
     RecordQuarantine,
@@ -40,6 +41,7 @@ class ModelHost:
         self.units: dict[str, UnitState] = dict(observed.units)
         self.caddy_loaded = observed.caddy_loaded_sha
         self.quarantine = dict(observed.quarantine)
+        self.images = set(observed.images)
         self.base = observed
         self.units_dir = units_dir
 
@@ -75,18 +77,39 @@ class ModelHost:
         assert not unit.need_daemon_reload, f"start of {name} before daemon-reload"
         parsed = units.parse(text)
         service = dict(parsed.get("Service", []))
+        exec_start = service.get("ExecStart", "")
+        container = exec_start.startswith(units.PODMAN)
+        args = dict(w.split("=", 1) for w in exec_start.split() if w.startswith("--") and "=" in w)
         workdir = service.get("WorkingDirectory", "/")
         environ: dict[str, Any] = {}
         marker = units.marker_of(text)
         if marker:
             environ[units.HASH_VAR] = marker
-        env_path = service.get("EnvironmentFile")
+        env_path = args.get("--env-file") if container else service.get("EnvironmentFile")
         if env_path:
             env = self.files.get(env_path)
             assert env is not None, "EnvironmentFile missing at start"
             h = envfile.hash_of(env.content)
             if h:
                 environ[envfile.HASH_VAR] = h
+        if container:
+            release = None
+            for word in exec_start.split():
+                if word.startswith(f"--env={units.RELEASE_VAR}="):
+                    release = word.split("=", 2)[2]
+            assert release in self.releases, f"{name} started with missing release {release}"
+            assert self.releases[release].image in self.images, f"{name} started without its image"
+            environ[units.RELEASE_VAR] = release
+            self.units[name] = replace(
+                unit,
+                load="loaded",
+                active="active",
+                sub="running",
+                main_pid=1000,
+                cwd=None,
+                environ=MappingProxyType(environ),
+            )
+            return
         cwd = self.resolve(workdir)
         version = posixpath.basename(cwd)
         assert version in self.releases, f"{name} started in missing release {cwd}"
@@ -103,7 +126,16 @@ class ModelHost:
     # -- actions ---------------------------------------------------------------------------
 
     def apply(self, action: Action) -> None:
-        if isinstance(action, UploadRelease):
+        if isinstance(action, LoadImage):
+            self.images.add(action.image)
+            held = self.releases.get(action.version)
+            self.releases[action.version] = ReleaseState(
+                action.version,
+                action.sha256,
+                held.uploaded if held else f"t{len(self.releases):04d}",
+                action.image,
+            )
+        elif isinstance(action, UploadRelease):
             assert action.version not in self.releases
             self.releases[action.version] = ReleaseState(
                 action.version, action.sha256, f"t{len(self.releases):04d}"
@@ -158,6 +190,8 @@ class ModelHost:
         elif isinstance(action, CheckHealth):
             pass
         elif isinstance(action, PruneRelease):
+            if action.image:
+                self.images.discard(action.image)
             in_use = {posixpath.basename(u.cwd) for u in self.units.values() if u.cwd and u.is_active}
             links = {posixpath.basename(link.target) for link in self.links.values() if link and link.target}
             assert action.version not in in_use | links, f"pruned {action.version}, which is in use"
@@ -179,4 +213,5 @@ class ModelHost:
             units=MappingProxyType(dict(self.units)),
             caddy_loaded_sha=self.caddy_loaded,
             quarantine=MappingProxyType(dict(self.quarantine)),
+            images=frozenset(self.images),
         )

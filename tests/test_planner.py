@@ -44,17 +44,21 @@ def desired(
     port: int = 8080,
     idle: str = "warm",
     keep: int = 5,
+    image: bool = False,
 ) -> DesiredState:
     env = {"DATABASE_PATH": "/var/lib/choiros/choiros.db"} if env is None else env
     env_yaml = "".join(f"  {k}: {v!r}\n" for k, v in env.items()) or "  {}\n"
     command = "bin/backend --port {port}" if strategy == "blue-green" else f"bin/backend --port {port}"
+    image_line = f"  image: localhost/choiros:{version}\n" if image else ""
+    if image:
+        command = "python3 " + command
     text = f"""
 app: choiros
 target: local
 release:
   version: "{version}"
   source: dist/choiros-{version}.tar.gz
-  keep: {keep}
+{image_line}  keep: {keep}
 strategy: {strategy}
 frontend:
   mode: {mode}
@@ -143,7 +147,11 @@ def assert_runs_desired(d: DesiredState, host: Observed) -> None:
         unit = host.unit(name)
         assert host.content(f"{UNIT_DIR}/{name}") == text
         assert unit.is_active and unit.is_enabled and not unit.need_daemon_reload
-        assert unit.cwd == release
+        if d.release.image:
+            assert unit.environ.get(units.RELEASE_VAR) == d.release.version
+            assert d.release.image in host.images
+        else:
+            assert unit.cwd == release
         assert unit.environ.get(units.HASH_VAR) == units.marker_of(text)
     if FRONTEND not in wanted:
         assert host.content(f"{UNIT_DIR}/{FRONTEND}") is None and not host.unit(FRONTEND).is_active
@@ -425,10 +433,14 @@ def hosts(draw: st.DrawFn) -> Observed:
 @st.composite
 def desired_states(draw: st.DrawFn) -> DesiredState:
     strategy = draw(st.sampled_from(["restart", "symlink-swap", "blue-green"]))
+    image = draw(st.booleans())
     return desired(
         draw(versions),
+        image=image,
         strategy=strategy,
-        mode="static" if strategy == "blue-green" else draw(st.sampled_from(["static", "dev-server"])),
+        mode="static"
+        if strategy == "blue-green" or image
+        else draw(st.sampled_from(["static", "dev-server"])),
         idle=draw(st.sampled_from(["warm", "stop"])),
         keep=draw(st.integers(1, 3)),
         env=draw(
@@ -624,3 +636,51 @@ def test_secret_names_are_marked_and_values_absent() -> None:
     p = plan(d, deployed())
     reasons = " ".join(a.reason for a in p.actions)
     assert "API_TOKEN (secret)" in reasons and "tok-123" not in repr(p.summaries())
+
+
+# --- container images -------------------------------------------------------------------------
+
+
+def test_image_release_loads_the_image_and_runs_a_podman_unit() -> None:
+    p, after = converge(desired(image=True), empty_host())
+    assert labels(p)[0] == ("load-image", "localhost/choiros:1.0.0")
+    unit = after.content(f"{UNIT_DIR}/{BACKEND}")
+    assert unit is not None and "/usr/bin/podman run" in unit and "localhost/choiros:1.0.0" in unit
+    assert "--network=host" in unit and "--env=RECONCILER_RELEASE=1.0.0" in unit
+    assert not plan(desired(image=True), after).changed
+
+
+def test_image_rollback_by_revert_reloads_nothing() -> None:
+    host = deployed(desired(image=True))
+    _, host = converge(desired("2.0.0", image=True), host)
+    p, after = converge(desired("1.0.0", image=True), host)
+    assert not any(a == "load-image" for a, _ in labels(p)), "the old image is still on the host"
+    assert ("restart", BACKEND) in labels(p)
+    assert after.unit(BACKEND).environ.get(units.RELEASE_VAR) == "1.0.0"
+
+
+def test_a_missing_image_is_loaded_again_even_if_the_release_folder_exists() -> None:
+    host = deployed(desired(image=True))
+    host = replace(host, images=frozenset())
+    p = plan(desired(image=True), host)
+    assert labels(p)[0] == ("load-image", "localhost/choiros:1.0.0")
+    assert "image localhost/choiros:1.0.0 is not on the host" in p.actions[0].reason
+
+
+def test_blue_green_with_images_keeps_the_idle_colour_on_its_own_image() -> None:
+    d1 = desired("1.0.0", strategy="blue-green", image=True)
+    host = deployed(d1)
+    p, host = converge(desired("2.0.0", strategy="blue-green", image=True), host)
+    assert ("restart", BLUE) not in labels(p) and ("write", f"{UNIT_DIR}/{BLUE}") not in labels(p)
+    back, host = converge(d1, host)
+    assert not any(isinstance(a, Systemctl) for a in back.actions), labels(back)
+    assert not plan(d1, host).changed
+
+
+def test_pruning_an_image_release_removes_its_image() -> None:
+    host = deployed(desired("1.0.0", keep=2, image=True))
+    _, host = converge(desired("2.0.0", keep=2, image=True), host)
+    p, host = converge(desired("3.0.0", keep=2, image=True), host)
+    pruned = [a for a in p.actions if a.summary()["action"] == "prune"]
+    assert [getattr(a, "image", None) for a in pruned] == ["localhost/choiros:1.0.0"]
+    assert "localhost/choiros:1.0.0" not in host.images

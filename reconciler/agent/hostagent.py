@@ -213,18 +213,56 @@ def _systemctl_show(units: list[str]) -> dict[str, Json]:
     return out
 
 
-def _process_facts(pid: int) -> Json:
-    """What the running process really uses: its working directory and our markers in its env."""
-    facts: Json = {"cwd": None, "environ": {}}
-    with contextlib.suppress(OSError):
-        facts["cwd"] = os.readlink(f"/proc/{pid}/cwd")
+def _markers(pid: int) -> Json:
+    out: Json = {}
     with contextlib.suppress(OSError), open(f"/proc/{pid}/environ", "rb") as fh:
         for item in fh.read().split(b"\0"):
             key, _, value = item.partition(b"=")
             name = key.decode("ascii", "replace")
             if name.startswith(ENV_PREFIX):
-                facts["environ"][name] = value.decode("utf-8", "replace")
+                out[name] = value.decode("utf-8", "replace")
+    return out
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children", encoding="ascii") as fh:
+            return [int(x) for x in fh.read().split()]
+    except (OSError, ValueError):
+        return []
+
+
+def _process_facts(pid: int) -> Json:
+    """What the running process really uses: its working directory and our markers in its env.
+
+    A container's main PID is conmon, whose environment is not the container's: then the
+    markers are read from the first descendant that has them (the container's init), and the
+    working directory, which is inside the container, is not reported."""
+    facts: Json = {"cwd": None, "environ": _markers(pid)}
+    if facts["environ"]:
+        with contextlib.suppress(OSError):
+            facts["cwd"] = os.readlink(f"/proc/{pid}/cwd")
+        return facts
+    queue = _children(pid)
+    for _ in range(16):  # a short, bounded search: conmon -> init -> app
+        if not queue:
+            break
+        child = queue.pop(0)
+        found = _markers(child)
+        if found:
+            facts["environ"] = found
+            return facts
+        queue += _children(child)
+    with contextlib.suppress(OSError):
+        facts["cwd"] = os.readlink(f"/proc/{pid}/cwd")
     return facts
+
+
+def _images(wanted: bool) -> list[str]:
+    if not wanted or not shutil.which("podman"):
+        return []
+    proc = _run(["podman", "image", "ls", "--format", "{{.Repository}}:{{.Tag}}"], timeout=60)
+    return sorted(set(_text(proc.stdout).split())) if proc.returncode == 0 else []
 
 
 def _lock_state(state_dir: str) -> Json:
@@ -296,6 +334,7 @@ def observe(spec: Json) -> Json:
             "quarantine": _read_json(os.path.join(state_dir, "quarantine.json")) or {},
         },
         "lock": _lock_state(state_dir),
+        "images": _images(bool(spec.get("images"))),
     }
     return snap
 
@@ -547,6 +586,106 @@ def do_upload_release(ctx: Context, a: Json) -> Json:
     return {"files": files, "bytes": total}
 
 
+def _podman(*args: str, timeout: float = 600) -> str:
+    proc = _run(["podman", *args], timeout=timeout)
+    if proc.returncode != 0:
+        raise AgentError(f"podman {args[0]} failed", _text(proc.stderr)[-800:], code="podman")
+    return _text(proc.stdout)
+
+
+def _receive_to_file(ctx: Context, size: int, path: str) -> str:
+    """Save the payload to `path`, reporting progress; returns its sha256."""
+    if ctx.payload is None:
+        raise AgentError("no image archive was sent")
+    last = [0.0]
+
+    def progress(seen: int) -> None:
+        now = time.monotonic()
+        if now - last[0] > 0.5 or seen == size:
+            last[0] = now
+            ctx.emit({"event": "progress", "what": "upload", "done": seen, "total": size})
+
+    reader = _HashingReader(ctx.payload, size, progress)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        while True:
+            chunk = reader.read(CHUNK)
+            if not chunk:
+                break
+            out.write(chunk)
+    return reader.sha.hexdigest()
+
+
+def _is_image_archive(path: str) -> bool:
+    """docker-archive and oci-archive are loaded; anything else is a root filesystem to import."""
+    import tarfile
+
+    with tarfile.open(path) as tar:
+        names = {m.name.lstrip("./") for m in tar.getmembers()[:64]}
+    return "manifest.json" in names or "oci-layout" in names
+
+
+def _put_image(ctx: Context, a: Json) -> None:
+    image = a["image"]
+    if not a.get("size"):
+        ref = f"{image.rsplit(':', 1)[0]}@{a['digest']}" if a.get("digest") else image
+        _podman("pull", "--quiet", ref)
+        if ref != image:
+            _podman("tag", ref, image)
+        return
+    tmp = os.path.join(a["releases"], f".incoming-{a['version']}-{os.getpid()}.image")
+    try:
+        digest = _receive_to_file(ctx, int(a["size"]), tmp)
+        if a.get("sha256") and digest != a["sha256"]:
+            raise AgentError(f"image archive arrived with sha256 {digest}, expected {a['sha256']}")
+        if _is_image_archive(tmp):
+            out = _podman("load", "--quiet", "-i", tmp)  # "Loaded image: NAME" (or "image(s)")
+            loaded = out.splitlines()[-1].split(": ", 1)[-1].strip() if out else ""
+            if loaded and loaded != image:
+                _podman("tag", loaded, image)
+        else:
+            _podman("import", "--quiet", "--change", f"WORKDIR={a['image_root']}", tmp, image)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+
+
+def do_load_image(ctx: Context, a: Json) -> Json:
+    """The image into podman's storage, and its static frontend out into releases/<version>."""
+    releases, version, image = a["releases"], a["version"], a["image"]
+    _makedirs(releases)
+    _put_image(ctx, a)
+    dest = os.path.join(releases, version)
+    meta_path = os.path.join(ctx.state_dir, "releases", f"{version}.json")
+    if not os.path.isdir(dest):
+        staging = os.path.join(releases, f".incoming-{version}-{os.getpid()}")
+        shutil.rmtree(staging, ignore_errors=True)
+        os.mkdir(staging, 0o755)
+        try:
+            if a.get("static_dir"):
+                name = f"reconciler-extract-{os.getpid()}"
+                _podman("create", "--name", name, image, "true", timeout=120)
+                try:
+                    inner = f"{a['image_root'].rstrip('/')}/{a['static_dir']}"
+                    _makedirs(os.path.dirname(os.path.join(staging, a["static_dir"])))
+                    _podman("cp", f"{name}:{inner}", os.path.join(staging, a["static_dir"]), timeout=300)
+                finally:
+                    _run(["podman", "rm", "-f", name], timeout=60)
+            os.rename(staging, dest)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+    meta = {
+        "version": version,
+        "image": image,
+        "sha256": a.get("sha256") or a.get("digest"),
+        "uploaded": _now(),
+    }
+    atomic_write(meta_path, json.dumps(meta).encode(), 0o644)
+    _fsync_dir(releases)
+    return {}
+
+
 def do_write_file(ctx: Context, a: Json) -> Json:
     atomic_write(
         a["path"],
@@ -776,6 +915,8 @@ def do_prune_release(ctx: Context, a: Json) -> Json:
     with contextlib.suppress(FileNotFoundError):
         os.unlink(os.path.join(a["state"], "releases", f"{a['version']}.json"))
     shutil.rmtree(trash, ignore_errors=True)
+    if a.get("image") and shutil.which("podman"):
+        _run(["podman", "rmi", a["image"]], timeout=120)  # refused while a container uses it: fine
     return {}
 
 
@@ -791,6 +932,7 @@ HANDLERS: dict[str, Callable[[Context, Json], Json]] = {
     "load_caddy": do_load_caddy,
     "record_quarantine": do_record_quarantine,
     "prune_release": do_prune_release,
+    "load_image": do_load_image,
 }
 
 

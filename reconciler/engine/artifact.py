@@ -48,6 +48,10 @@ def _tar_directory(root: Path) -> IO[bytes]:
 def prepare(desired: DesiredState) -> Payload:
     """Open, verify and measure the artifact; raise InvalidDesiredState when it cannot be used."""
     source = desired.release.source
+    if source is None:
+        raise _problem(desired, "no release.source to upload")
+    if desired.release.image is not None:
+        return _prepare_image_archive(desired, source)
     if not source.exists():
         raise _problem(
             desired, f"{source} does not exist; build the release first (the host does not have it)"
@@ -72,6 +76,17 @@ def prepare(desired: DesiredState) -> Payload:
         if actual != expected:
             raise _problem(desired, f"{source} has sha256 {actual}, but release.sha256 says {expected}")
     _refuse_hostile(desired, lambda: source.open("rb"))
+    return Payload(size=source.stat().st_size, open=lambda: source.open("rb"), label=str(source))
+
+
+def _prepare_image_archive(desired: DesiredState, source: Path) -> Payload:
+    """An image archive or root filesystem goes to podman as is, which unpacks it into its own
+    storage; what is checked here is that it exists and is the artifact release.sha256 names."""
+    if not source.is_file():
+        raise _problem(desired, f"{source} does not exist; build the image archive first")
+    expected = desired.release.sha256
+    if expected is not None and sha256_of(source) != expected:
+        raise _problem(desired, f"{source} does not have the sha256 release.sha256 says ({expected})")
     return Payload(size=source.stat().st_size, open=lambda: source.open("rb"), label=str(source))
 
 

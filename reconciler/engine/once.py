@@ -32,7 +32,7 @@ from reconciler.executors.base import Event, Executor, Payload
 from reconciler.log import log
 from reconciler.observe import snapshot
 from reconciler.observe.snapshot import Observed
-from reconciler.plan.actions import Plan, UploadRelease
+from reconciler.plan.actions import LoadImage, Plan, UploadRelease
 from reconciler.plan.planner import plan as make_plan
 from reconciler.spec.model import DesiredState
 
@@ -190,7 +190,7 @@ def _apply(
     wires: list[dict[str, Any]] = []
     for action in the_plan.actions:
         wire = action.wire()
-        if isinstance(action, UploadRelease):
+        if isinstance(action, UploadRelease) or (isinstance(action, LoadImage) and action.source):
             from reconciler.engine import artifact  # tar and temp-file machinery: uploads only
 
             payload = artifact.prepare(desired)

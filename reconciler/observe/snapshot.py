@@ -61,6 +61,7 @@ class ReleaseState:
     version: str
     sha256: str | None = None
     uploaded: str = ""  # ISO time the reconciler put it there ("" if unknown)
+    image: str | None = None  # the container image this release runs, for image releases
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,7 @@ class Observed:
     caddy_loaded_sha: str | None
     quarantine: Mapping[str, str]  # version -> why
     lock_holder: Mapping[str, Any] | None
+    images: frozenset[str] = frozenset()  # container images present (repo:tag), when asked
     fingerprint: str = ""
 
     def file(self, path: str) -> FileState | None:
@@ -109,7 +111,8 @@ def request_for(desired: DesiredState) -> dict[str, Any]:
         ],
         "links": [layout.current, layout.previous, *(desired.colour_link(c) for c in colours)],
         "units": [*units, CADDY_UNIT],
-        "commands": ["caddy", "systemctl"],
+        "commands": ["caddy", "systemctl", "podman"],
+        "images": desired.release.image is not None,
     }
 
 
@@ -129,7 +132,9 @@ def parse(raw: Mapping[str, Any], fingerprint: str = "") -> Observed:
     releases = {}
     for name, v in raw["releases"].items():
         meta = v.get("meta") if isinstance(v.get("meta"), dict) else {}
-        releases[name] = ReleaseState(name, meta.get("sha256"), str(meta.get("uploaded") or ""))
+        releases[name] = ReleaseState(
+            name, meta.get("sha256"), str(meta.get("uploaded") or ""), meta.get("image")
+        )
     units = {
         name: UnitState(
             name=name,
@@ -161,5 +166,6 @@ def parse(raw: Mapping[str, Any], fingerprint: str = "") -> Observed:
         caddy_loaded_sha=loaded.get("sha256") if isinstance(loaded, dict) else None,
         quarantine=_freeze(quarantine),
         lock_holder=_freeze(lock.get("holder") or {}) if lock.get("held") else None,
+        images=frozenset(raw.get("images") or ()),
         fingerprint=fingerprint,
     )

@@ -71,6 +71,30 @@ class UploadRelease(Action):
 
 
 @dataclass(frozen=True)
+class LoadImage(Action):
+    """Put a release's container image on the host (podman load/import of the archive sent
+    along, or podman pull), and copy its static frontend out into releases/<version>."""
+
+    version: str
+    image: str
+    releases: str
+    state: str
+    source: Path | None  # the archive on this machine; None: pull
+    sha256: str | None = None
+    digest: str | None = None
+    image_root: str = "/app"
+    static_dir: str | None = None  # inside image_root; None: no static frontend to copy out
+    phase: Phase = field(default=Phase.STAGE, kw_only=True)
+    kind: ClassVar[str] = "load_image"
+    label: ClassVar[str] = "load-image"
+    _local_only: ClassVar[frozenset[str]] = frozenset({"source"})
+
+    @property
+    def target(self) -> str:
+        return self.image
+
+
+@dataclass(frozen=True)
 class WriteFile(Action):
     path: str
     content: str
@@ -198,6 +222,7 @@ class PruneRelease(Action):
     version: str
     releases: str
     state: str
+    image: str | None = None  # the release's image, removed with it
     phase: Phase = field(default=Phase.PRUNE, kw_only=True)
     kind: ClassVar[str] = "prune_release"
     label: ClassVar[str] = "prune"

@@ -10,6 +10,7 @@ validated Caddyfile switches traffic; the old colour then stays warm or stops.
 from __future__ import annotations
 
 import posixpath
+from dataclasses import replace
 
 from reconciler.observe.snapshot import Observed, unit_path
 from reconciler.plan.actions import Action, Phase, SetSymlink, Systemctl
@@ -26,8 +27,10 @@ from reconciler.plan.planner import (
     retire_frontend,
     retire_unit,
     run_actions,
+    running_release,
     unit_file_actions,
     upload_if_missing,
+    want_release_dir,
 )
 from reconciler.render import caddyfile, units
 from reconciler.spec.model import DesiredState
@@ -48,7 +51,7 @@ def runs_release(desired: DesiredState, observed: Observed, colour: str, release
     unit = observed.unit(desired.colour_unit(colour))
     return (
         unit.is_active
-        and unit.cwd == release
+        and running_release(unit) == posixpath.basename(release)
         and link_points_to(observed, desired.colour_link(colour)) == release
     )
 
@@ -67,7 +70,17 @@ def choose_colour(desired: DesiredState, observed: Observed) -> str:
     return "blue"
 
 
-def colour_unit_text(desired: DesiredState, colour: str) -> str:
+def colour_unit_text(desired: DesiredState, colour: str, observed: Observed | None = None) -> str | None:
+    """The colour's unit. A folder release runs from the colour's link, so the text is the same
+    whatever the colour runs; an image release names its image, so for a colour that keeps an
+    older release (`observed` given) it is that release's image, and None when unknown."""
+    if observed is not None and desired.release.image:
+        target = link_points_to(observed, desired.colour_link(colour))
+        version = posixpath.basename(target) if target else None
+        held = observed.releases.get(version) if version else None
+        if held is None or held.image is None:
+            return None
+        desired = replace(desired, release=replace(desired.release, version=held.version, image=held.image))
     spec = backend_spec(
         desired, desired.colour_link(colour), desired.blue_green.port(colour), role=f"backend ({colour})"
     )
@@ -81,14 +94,17 @@ def actions(desired: DesiredState, observed: Observed) -> list[Action]:
     idle = other(target)
     out: list[Action] = []
     out += upload_if_missing(desired, observed, version)
-    texts = {c: colour_unit_text(desired, c) for c in COLOURS}
-    for colour in COLOURS:
-        out += unit_file_actions(desired, observed, desired.colour_unit(colour), texts[colour])
+    target_text = colour_unit_text(desired, target)
+    idle_text = colour_unit_text(desired, idle, observed)
+    assert target_text is not None
+    out += unit_file_actions(desired, observed, desired.colour_unit(target), target_text)
+    if idle_text is not None:
+        out += unit_file_actions(desired, observed, desired.colour_unit(idle), idle_text)
     out += env_file_actions(desired, observed)
     why = f"{target} is the colour for {version}"
     out += _point(desired, observed, desired.colour_link(target), want, why)
-    out += _run_colour(desired, observed, target, want, texts[target])
-    out += _idle_colour(desired, observed, idle, texts[idle])
+    out += _run_colour(desired, observed, target, want, target_text)
+    out += _idle_colour(desired, observed, idle, idle_text)
     static_root = f"{desired.colour_link(target)}/{desired.frontend.static_dir}"
     caddy_text = render_caddyfile(desired, desired.blue_green.port(target), static_root, colour=target)
     out += caddy_actions(desired, observed, caddy_text)
@@ -123,7 +139,7 @@ def _run_colour(
     return run_actions(
         observed.unit(name),
         text,
-        want_release=release,
+        want_release=want_release_dir(desired, release),
         want_env_hash=env_hash(desired),
         env_reason=env_reason(desired, observed),
         health=health,
@@ -131,14 +147,14 @@ def _run_colour(
     )
 
 
-def _idle_colour(desired: DesiredState, observed: Observed, colour: str, text: str) -> list[Action]:
+def _idle_colour(desired: DesiredState, observed: Observed, colour: str, text: str | None) -> list[Action]:
     """warm: keep running what its link names (unless quarantined); stop: not running."""
     name = desired.colour_unit(colour)
     unit = observed.unit(name)
     release = link_points_to(observed, desired.colour_link(colour))
     version = posixpath.basename(release) if release else None
     usable = version is not None and version in observed.releases and version not in observed.quarantine
-    if desired.blue_green.idle == "warm" and usable and release is not None:
+    if desired.blue_green.idle == "warm" and usable and release is not None and text is not None:
         return _run_colour(desired, observed, colour, release, text)
     if not unit.is_active:
         return []

@@ -16,6 +16,7 @@ from reconciler.plan.actions import (
     CheckHealth,
     DaemonReload,
     LoadCaddy,
+    LoadImage,
     Phase,
     Plan,
     PruneRelease,
@@ -116,7 +117,7 @@ def _single_slot_actions(desired: DesiredState, observed: Observed) -> list[Acti
         actions += run_actions(
             observed.unit(name),
             text,
-            want_release=want_dir,
+            want_release=want_release_dir(desired, want_dir) if is_backend else want_dir,
             want_env_hash=env_hash(desired) if is_backend else None,
             env_reason=env_reason(desired, observed) if is_backend else "",
             health=backend_health(desired, desired.backend.port, name)
@@ -133,15 +134,38 @@ def _single_slot_actions(desired: DesiredState, observed: Observed) -> list[Acti
 
 
 def upload_if_missing(desired: DesiredState, observed: Observed, version: str) -> list[Action]:
+    rel = desired.release
     have = observed.releases.get(version)
-    if have is None:
+    if rel.image is not None:
+        if have is not None and rel.image in observed.images:
+            return []
+        why = (
+            f"release {version} is not on the host"
+            if have is None
+            else f"image {rel.image} is not on the host"
+        )
+        return [
+            LoadImage(
+                why,
+                version=version,
+                image=rel.image,
+                releases=desired.layout.releases,
+                state=desired.layout.state,
+                source=rel.source,
+                sha256=rel.sha256,
+                digest=rel.digest,
+                image_root=rel.image_root,
+                static_dir=desired.frontend.static_dir if desired.frontend.mode == "static" else None,
+            )
+        ]
+    if have is None and rel.source is not None:
         return [
             UploadRelease(
                 f"release {version} is not on the host",
                 version=version,
                 releases=desired.layout.releases,
-                source=desired.release.source,
-                sha256=desired.release.sha256,
+                source=rel.source,
+                sha256=rel.sha256,
             )
         ]
     return []
@@ -168,16 +192,24 @@ def desired_units(desired: DesiredState) -> dict[str, str]:
 
 
 def backend_spec(desired: DesiredState, workdir: str, port: int, role: str = "backend") -> units.ServiceSpec:
+    rel = desired.release
     return units.ServiceSpec(
         app=desired.app,
         role=role,
         argv=desired.backend.command,
-        workdir=workdir,
+        workdir=rel.image_root if rel.image else workdir,
         env_file=desired.layout.env_file,
         user=desired.backend.user,
         state_directory=desired.app,
         port=port,
+        image=rel.image,
+        release=rel.version,
     )
+
+
+def want_release_dir(desired: DesiredState, release: str) -> str | None:
+    """What a backend's working directory must be; an image release is judged by its unit."""
+    return None if desired.release.image else release
 
 
 def unit_file_actions(desired: DesiredState, observed: Observed, name: str, text: str) -> list[Action]:
@@ -471,14 +503,26 @@ def protected_releases(desired: DesiredState, observed: Observed, actions: list[
     keep = {desired.release.version} | {posixpath.basename(t) for t in links.values() if t}
     for name in (desired.backend_unit, desired.frontend_unit, *(desired.colour_unit(c) for c in COLOURS)):
         unit = observed.unit(name)
-        if unit.is_active and unit.cwd and name not in touched_units:
-            keep.add(posixpath.basename(unit.cwd))
+        running = running_release(unit)
+        if unit.is_active and running and name not in touched_units:
+            keep.add(running)
     return keep
+
+
+def running_release(unit: UnitState) -> str | None:
+    """The release a unit's process runs: named in its environment (image releases), or the
+    folder it runs in."""
+    named = unit.environ.get(units.RELEASE_VAR)
+    if named:
+        return named
+    return posixpath.basename(unit.cwd) if unit.cwd else None
 
 
 def prune(desired: DesiredState, observed: Observed, actions: list[Action]) -> list[Action]:
     """Oldest first, down to release.keep; never a release in use or the one being deployed."""
-    present = set(observed.releases) | {a.version for a in actions if isinstance(a, UploadRelease)}
+    present = set(observed.releases) | {
+        a.version for a in actions if isinstance(a, UploadRelease | LoadImage)
+    }
     excess = len(present) - desired.release.keep
     if excess <= 0:
         return []
@@ -494,6 +538,7 @@ def prune(desired: DesiredState, observed: Observed, actions: list[Action]) -> l
             version=r.version,
             releases=desired.layout.releases,
             state=desired.layout.state,
+            image=r.image,
         )
         for r in candidates[:excess]
     ]
@@ -510,6 +555,4 @@ def serving_release(desired: DesiredState, observed: Observed) -> str | None:
         target = link_points_to(observed, desired.colour_link(colour))
         return posixpath.basename(target) if target else None
     unit = observed.unit(desired.backend_unit)
-    if unit.is_active and unit.cwd:
-        return posixpath.basename(unit.cwd)
-    return None
+    return running_release(unit) if unit.is_active else None

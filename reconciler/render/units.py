@@ -13,6 +13,7 @@ import hashlib
 from dataclasses import dataclass
 
 HASH_VAR = "RECONCILER_UNIT_HASH"
+RELEASE_VAR = "RECONCILER_RELEASE"  # named in a container's environment: its release
 HEADER = "# Managed by reconciler ({app}): edits here are reverted on the next run.\n"
 
 # [Unit] keys that change nothing about a running process (after NixOS's switch logic).
@@ -157,9 +158,13 @@ class ServiceSpec:
     user: str | None = None
     state_directory: str | None = None
     port: int | None = None  # exported as PORT and substituted for {port}
+    image: str | None = None  # run in this container image with Podman
+    release: str | None = None  # the release version, told to a container as RECONCILER_RELEASE
 
 
 def render_service(spec: ServiceSpec) -> str:
+    if spec.image is not None:
+        return render_container_service(spec)
     lines = [
         HEADER.format(app=spec.app).rstrip("\n"),
         "[Unit]",
@@ -192,14 +197,80 @@ def render_service(spec: ServiceSpec) -> str:
 
 
 def with_marker(body: str) -> str:
-    """Insert the runtime-hash marker right after ExecStart (or at the end of [Service])."""
+    """Insert the runtime-hash marker as the first line of [Service]."""
     marker = f"Environment={HASH_VAR}={runtime_hash(body)}"
     out, placed = [], False
     for line in body.splitlines():
         out.append(line)
-        if not placed and line.startswith("ExecStart="):
+        if not placed and line.strip() == "[Service]":
             out.append(marker)
             placed = True
     if not placed:
-        out.append(marker)
+        out += ["[Service]", marker]
     return "\n".join(out) + "\n"
+
+
+PODMAN = "/usr/bin/podman"
+
+
+def render_container_service(spec: ServiceSpec) -> str:
+    """A unit wrapping `podman run` so systemctl, restarts and the journal work as for a folder.
+
+    Type=notify with --sdnotify=conmon: systemd tracks conmon and the unit is "active" once the
+    container runs. --init: a Python PID 1 would ignore SIGTERM. Host networking: the app binds
+    127.0.0.1:PORT exactly as a folder release does, so health checks and Caddy are unchanged.
+    The unit's hash and the release reach the container's environment, where the next
+    observation reads them back.
+    """
+    assert spec.image is not None
+    argv = tuple(w.replace("{port}", str(spec.port)) for w in spec.argv) if spec.port else spec.argv
+    run = [
+        f"{PODMAN} run",
+        "--cidfile=%t/%n.ctr-id",
+        "--cgroups=no-conmon",
+        "--rm",
+        "--init",
+        "--sdnotify=conmon",
+        "--replace",
+        "-d",
+        "--name=%N",
+        "--network=host",
+        f"--workdir={spec.workdir}",
+        f"--env={HASH_VAR}",  # no value: podman passes on the one systemd set below
+        f"--env={RELEASE_VAR}={spec.release}",
+    ]
+    if spec.port is not None:
+        run.append(f"--env=PORT={spec.port}")
+    if spec.env_file:
+        run.append(f"--env-file={spec.env_file}")
+    if spec.state_directory:
+        run.append(f"--volume=/var/lib/{spec.state_directory}:/var/lib/{spec.state_directory}")
+    if spec.user:
+        run.append(f"--user={spec.user}")
+    run.append(spec.image)
+    run += [quote_arg(w) for w in argv]
+    lines = [
+        HEADER.format(app=spec.app).rstrip("\n"),
+        "[Unit]",
+        f"Description={spec.app} {spec.role} (container)",
+        "After=network.target",
+        "",
+        "[Service]",
+        "Type=notify",
+        "NotifyAccess=all",
+        "ExecStart=" + " \\\n    ".join(run),
+        f"ExecStop={PODMAN} stop --ignore -t 10 --cidfile=%t/%n.ctr-id",
+        f"ExecStopPost={PODMAN} rm -f --ignore --cidfile=%t/%n.ctr-id",
+        "SuccessExitStatus=143",
+    ]
+    if spec.state_directory:
+        lines.append(f"StateDirectory={spec.state_directory}")
+    lines += [
+        "Restart=on-failure",
+        "RestartSec=1s",
+        "TimeoutStopSec=30s",
+        "",
+        "[Install]",
+        "WantedBy=multi-user.target",
+    ]
+    return with_marker("\n".join(lines) + "\n")

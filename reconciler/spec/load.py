@@ -268,6 +268,7 @@ def semantic_problems(doc: SourceDoc) -> list[InputProblem]:
                 problems.append(doc.problem((section, key), why))
     problems.extend(_port_problems(doc))
     problems.extend(_strategy_problems(doc))
+    problems.extend(_release_problems(doc))
     return problems
 
 
@@ -306,6 +307,26 @@ def _port_problems(doc: SourceDoc) -> list[InputProblem]:
     return out
 
 
+def _release_problems(doc: SourceDoc) -> list[InputProblem]:
+    release = _get(doc.data, "release")
+    if not isinstance(release, dict):
+        return []
+    out = []
+    if "source" not in release and "image" not in release:
+        out.append(doc.problem(("release",), "give `source` (a release folder or .tar.gz) or `image`"))
+    if "image" in release and _get(doc.data, "frontend", "mode") == "dev-server":
+        out.append(
+            doc.problem(
+                ("frontend", "mode"),
+                "an image release serves its frontend statically; dev-server mode needs a release folder",
+            )
+        )
+    for key in ("digest", "image_root"):
+        if key in release and "image" not in release:
+            out.append(doc.problem(("release", key), "only means something together with release.image"))
+    return out
+
+
 def _strategy_problems(doc: SourceDoc) -> list[InputProblem]:
     if _get(doc.data, "strategy") != "blue-green":
         return []
@@ -338,7 +359,7 @@ def build(
 ) -> DesiredState:
     app: str = data["app"]
     rel = data["release"]
-    source = Path(rel["source"])
+    source = Path(rel["source"]) if "source" in rel else None
     paths = data.get("paths") or {}
     layout = Layout(
         root=paths.get("root", f"/opt/{app}"),
@@ -366,9 +387,12 @@ def build(
         ),
         release=Release(
             version=rel["version"],
-            source=source if source.is_absolute() else base_dir / source,
+            source=None if source is None else source if source.is_absolute() else base_dir / source,
             sha256=rel.get("sha256"),
             keep=rel.get("keep", 5),
+            image=rel.get("image"),
+            digest=rel.get("digest"),
+            image_root=rel.get("image_root", "/app"),
         ),
         strategy=cast(Strategy, data.get("strategy", "symlink-swap")),
         blue_green=BlueGreen(

@@ -52,9 +52,12 @@ class Rollout:
 @dataclass(frozen=True)
 class Release:
     version: str
-    source: Path  # absolute, on the machine that runs the reconciler
+    source: Path | None  # absolute, on the machine that runs the reconciler; None: pull `image`
     sha256: str | None = None
     keep: int = 5
+    image: str | None = None  # run from this container image (Podman) instead of a folder
+    digest: str | None = None  # for a pulled image
+    image_root: str = "/app"  # where the release lives inside the image
 
 
 @dataclass(frozen=True)
