@@ -1,9 +1,9 @@
 """Disposable real test hosts for integration tests.
 
 A host is a Debian bookworm container booted with systemd-nspawn: real systemd
-as PID 1, sshd (key auth only) and Caddy inside, reachable from this machine at
-10.231.<index>.2 over a private veth. tests/testhost/README.md explains the
-choices and the pitfalls of this machine kind they work around.
+as PID 1, sshd (key auth only), Caddy and rootful Podman inside, reachable from
+this machine at 10.231.<index>.2 over a private veth. tests/testhost/README.md
+explains the choices and the pitfalls of this machine kind they work around.
 
     from tests.testhost import boot
 

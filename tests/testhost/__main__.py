@@ -2,7 +2,8 @@
 
 build    build (or confirm) the cached rootfs and print how long it took
 boot     boot one host, show how to reach it, tear it down (--keep: wait for Ctrl-C)
-cleanup  remove leftovers of crashed runs (only things this harness made)
+cleanup  remove leftovers of crashed runs (only things this harness made) and
+         rootfs caches of other recipes that no running host uses
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from tests.testhost import lifecycle
 from tests.testhost.errors import TesthostError
 from tests.testhost.host import boot
 from tests.testhost.rootfs import cache_entry, ensure_rootfs
-from tests.testhost.teardown import cleanup
+from tests.testhost.teardown import cleanup, remove_outdated_rootfs
 
 
 def _build(args: argparse.Namespace) -> int:
@@ -61,6 +62,7 @@ def _boot(args: argparse.Namespace) -> int:
 
 def _cleanup(args: argparse.Namespace) -> int:
     report = cleanup(force=args.force)
+    report += [f"removed outdated rootfs cache {p}" for p in remove_outdated_rootfs()]
     for line in report:
         print(line)
     if not report:

@@ -92,6 +92,8 @@ class TestHost:
         self.state_dir = state_dir(self.name)
         self.merged = self.state_dir / "merged"
         self.share = self.state_dir / "share"
+        #: /var/lib/containers inside (Podman's images and containers); removed with the state dir.
+        self.container_storage = self.state_dir / "containers"
         self.key_path = self.state_dir / "ssh" / "id_ed25519"
         self.known_hosts = self.state_dir / "ssh" / "known_hosts"
         self.log_path = self.state_dir / "nspawn.log"
@@ -140,6 +142,7 @@ class TestHost:
         """State dir, overlay, and the per-boot files written before systemd starts."""
         self.state_dir.mkdir(parents=True, mode=0o700)
         self.share.mkdir()
+        self.container_storage.mkdir(mode=0o700)
         mount_overlay(self.rootfs, self.state_dir / "upper", self.state_dir / "work", self.merged)
         client_pub = keys.generate_ed25519(self.key_path, f"reconciler-testhost@{self.name}")
         host_key = self.state_dir / "ssh" / "ssh_host_ed25519_key"
@@ -167,7 +170,7 @@ class TestHost:
 
     def _launch(self, deadline: float) -> None:
         paths = cgroups.create(self.name)
-        command = nspawn.argv(self.name, self.merged, self.share, REPO_ROOT)
+        command = nspawn.argv(self.name, self.merged, self.share, REPO_ROOT, self.container_storage)
         self._proc = nspawn.start(command, paths, self.log_path)
         alive = self._nspawn_alive
         network.wait_for_link(self.veth, timeout=self._left(deadline), alive=alive)

@@ -26,7 +26,7 @@ _CGROUP_EXEC = (
 )
 
 
-def argv(name: str, merged: Path, share: Path, repo: Path) -> list[str]:
+def argv(name: str, merged: Path, share: Path, repo: Path, container_storage: Path) -> list[str]:
     # --register=no --keep-unit: there is no systemd/machined on this machine to
     # register with ("Failed to open system bus" otherwise).
     # --network-veth: the container gets host0, this machine ve-<name>; traffic
@@ -46,6 +46,11 @@ def argv(name: str, merged: Path, share: Path, repo: Path) -> list[str]:
         "--link-journal=no",
         f"--bind-ro={repo}:/src",
         f"--bind={share}:/share",
+        # Podman's storage, fresh per boot, on this machine's file system: on the
+        # host's own root (an overlay) Podman's overlay driver refuses to work
+        # ("'overlay' is not supported over overlayfs, a mount_program is
+        # required") and there is no /dev/fuse for fuse-overlayfs.
+        f"--bind={container_storage}:/var/lib/containers",
         # Arguments for the container's systemd: print unit status lines to the
         # console (= our log file) even though it is not a tty, so a failed
         # boot's error message shows what failed.

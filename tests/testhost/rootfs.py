@@ -36,6 +36,22 @@ from tests.testhost.mounts import lowerdirs_in_use, mounts_under, unmount_all_un
 log = logging.getLogger(__name__)
 
 SUITE = "bookworm"
+#: Rootful Podman (bookworm: 4.3.1) for container deployments. Listed one by one
+#: because debootstrap installs no Recommends: netavark and aardvark-dns are the
+#: network stack (`--publish`, named networks), iptables writes netavark's port
+#: forwarding rules, catatonit is `podman run --init`. fuse-overlayfs,
+#: slirp4netns and uidmap are what rootless Podman needs; ~1 MB together.
+PODMAN_PACKAGES: tuple[str, ...] = (
+    "podman",
+    "crun",
+    "netavark",
+    "aardvark-dns",
+    "iptables",
+    "fuse-overlayfs",
+    "slirp4netns",
+    "uidmap",
+    "catatonit",
+)
 PACKAGES: tuple[str, ...] = (
     "systemd",
     "systemd-sysv",
@@ -48,6 +64,7 @@ PACKAGES: tuple[str, ...] = (
     "procps",
     "curl",
     "sqlite3",
+    *PODMAN_PACKAGES,
 )
 VENV = "/opt/reconciler-venv"
 
@@ -71,6 +88,32 @@ MASKED_UNITS: tuple[str, ...] = (
     "getty.target",
     "systemd-pstore.service",
 )
+
+#: Units Debian's podman package enables: the API service (in default.target,
+#: so it would start at every boot) and its socket, the boot-time restart of
+#: `--restart=always` containers (waits for network-online) and the daily
+#: auto-update. Enabled they add ~0.1 s to every boot. Disabled, not masked: a
+#: test that wants the API can still start podman.socket.
+DISABLED_UNITS: tuple[str, ...] = (
+    "podman.service",
+    "podman.socket",
+    "podman-restart.service",
+    "podman-auto-update.service",
+    "podman-auto-update.timer",
+)
+
+#: Podman settings for running inside an nspawn container (see the README):
+#: nspawn's seccomp filter refuses keyctl() ("create keyring: Operation not
+#: permitted"), and it mounts the cgroup v1 controllers read-only, so Podman can
+#: create no per-container cgroups (and so sets no resource limits here).
+CONTAINERS_CONF = """\
+[containers]
+keyring = false
+cgroups = "disabled"
+
+[network]
+network_backend = "netavark"
+"""
 
 #: Clean environment for commands run inside the rootfs: this machine's pip
 #: settings (index URLs, find-links, constraints) must not leak into the chroot.
@@ -132,6 +175,7 @@ def recipe_hash() -> str:
         "packages": PACKAGES,
         "requirements": wheels.runtime_requirements(),
         "masked": MASKED_UNITS,
+        "disabled": DISABLED_UNITS,
     }
     digest.update(json.dumps(recipe, sort_keys=True).encode())
     return digest.hexdigest()
@@ -308,6 +352,7 @@ def _apply_fixups(rootfs: Path) -> None:
         if link.exists() or link.is_symlink():
             link.unlink()
         link.symlink_to("/dev/null")
+    run(["chroot", rootfs, "systemctl", "disable", *DISABLED_UNITS], env=CHROOT_ENV)
     # Static addressing is per boot (80-container-host0.network written at
     # boot); networkd applies it. Without the drop-in, wait-online waits for
     # every link and the boot stalls.
@@ -320,6 +365,9 @@ def _apply_fixups(rootfs: Path) -> None:
     root_ssh = rootfs / "root/.ssh"
     root_ssh.mkdir(mode=0o700, exist_ok=True)
     root_ssh.chmod(0o700)
+    # Podman's storage (/var/lib/containers) is not set up here: every boot
+    # bind-mounts its own empty directory there (nspawn.argv).
+    _write(rootfs, "/etc/containers/containers.conf", CONTAINERS_CONF)
 
 
 def _install_venv(rootfs: Path, wheel_dir: Path, requirements: list[str], log_path: Path) -> None:

@@ -14,10 +14,10 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from tests.testhost import cgroups, lifecycle, network, nspawn
+from tests.testhost import cgroups, lifecycle, network, nspawn, rootfs
 from tests.testhost.errors import TesthostError
-from tests.testhost.layout import STATE_ROOT, index_of, state_dir, veth_name
-from tests.testhost.mounts import mounts, mounts_under, unmount_all_under
+from tests.testhost.layout import STATE_ROOT, cache_dir, index_of, state_dir, veth_name
+from tests.testhost.mounts import lowerdirs_in_use, mounts, mounts_under, unmount_all_under
 from tests.testhost.rootfs import remove_interrupted_builds
 
 #: nspawn's per-machine directory on this machine; it cannot remove it itself
@@ -118,3 +118,27 @@ def cleanup(*, force: bool = False) -> list[str]:
     cgroups.remove_parents_if_empty()
     report += [f"removed interrupted rootfs build {p}" for p in remove_interrupted_builds()]
     return report
+
+
+def remove_outdated_rootfs() -> list[Path]:
+    """Cache entries of other recipes that no running host boots from any more.
+
+    A build removes the outdated entries itself, except those in use at that moment
+    (a recipe changed while another session's hosts ran): nothing else would ever
+    remove those. Only for the command line's `cleanup`, not cleanup(): tests call
+    that, and a checkout with another recipe sharing the cache would lose its entry
+    on every test run. (Here, not in rootfs.py: its source is part of the recipe hash.)
+    """
+    current = rootfs.cache_entry()
+    if not cache_dir().is_dir():
+        return []
+    removed: list[Path] = []
+    with rootfs._locked(cache_dir() / ".build.lock", wait=False) as locked:
+        if not locked:
+            return []  # a build is running; it cleans up after itself
+        in_use = lowerdirs_in_use()
+        for entry in sorted([*cache_dir().glob("rootfs-*"), *cache_dir().glob(".trash-rootfs-*")]):
+            if entry != current and entry.is_dir() and entry / "rootfs" not in in_use:
+                shutil.rmtree(entry)
+                removed.append(entry)
+    return removed
