@@ -226,8 +226,7 @@ def render_container_service(spec: ServiceSpec) -> str:
     argv = tuple(w.replace("{port}", str(spec.port)) for w in spec.argv) if spec.port else spec.argv
     run = [
         f"{PODMAN} run",
-        "--cidfile=%t/%n.ctr-id",
-        "--cgroups=no-conmon",
+        "--cidfile=%t/%n.ctr-id",  # cgroup handling is left to the host's containers.conf
         "--rm",
         "--init",
         "--sdnotify=conmon",
@@ -258,6 +257,8 @@ def render_container_service(spec: ServiceSpec) -> str:
         "[Service]",
         "Type=notify",
         "NotifyAccess=all",
+        # podman 4.3's rm --cidfile leaves the file, and run refuses to start over it.
+        "ExecStartPre=/bin/rm -f %t/%n.ctr-id",
         "ExecStart=" + " \\\n    ".join(run),
         f"ExecStop={PODMAN} stop --ignore -t 10 --cidfile=%t/%n.ctr-id",
         f"ExecStopPost={PODMAN} rm -f --ignore --cidfile=%t/%n.ctr-id",
