@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from reconciler import log as logmod
@@ -186,6 +187,10 @@ def watch(args: argparse.Namespace) -> int:
     from reconciler.engine.watch import run as run_watch
 
     setup_logging(args, service=True)
+    if not Path(args.file).exists():
+        # Later a broken or vanished file is waited out; at start it is a mistake to report.
+        print(f"error: {args.file}: no such file; pass the desired state with -f FILE", file=sys.stderr)
+        return 1
     return run_watch(args, load_desired, lambda d: executor_for(d.target, ssh_options(args)))
 
 
