@@ -205,3 +205,23 @@ def test_history_records_each_apply(project: Project) -> None:
     runs = json.loads(status.stdout)["runs"]
     assert runs[-1]["result"] == "ok" and runs[-1]["version"] == "1.0.0"
     assert runs[-1]["actions"] and "user" in runs[-1]
+
+
+def test_many_requests_on_one_connection(project: Project) -> None:
+    """The agent leaves as soon as it has answered: sshd allows ten sessions per connection,
+    so a lingering agent would refuse watch mode's fast no-op passes."""
+    from reconciler.executors.ssh import SSHExecutor
+    from reconciler.executors.ssh_options import SSHOptions
+    from reconciler.spec.model import Target
+
+    host = project.host
+    options = SSHOptions(identity=(str(host.key_path),), known_hosts=str(host.known_hosts))
+    executor = SSHExecutor(Target("ssh", host=host.address, user="root", port=22), options)
+    try:
+        answers = [
+            executor.request({"op": "history", "state": "/var/lib/reconciler/x", "limit": 1})
+            for _ in range(25)
+        ]
+    finally:
+        executor.close()
+    assert [a["event"] for a in answers] == ["result"] * 25

@@ -1077,24 +1077,24 @@ def main() -> None:
 
     request = json.loads(stdin.readline())
     size = int(request.get("payload_size") or 0)
-    payload: IO[bytes] | None = stdin if size else None
+    payload_read = threading.Event()
 
     def watch_stdin() -> None:
         # After the payload, stdin stays open while the client lives: EOF or any line = stop.
-        if size:
-            request["_payload_read"].wait()
+        payload_read.wait()
         stdin.readline()
         gone.set()
 
-    request["_payload_read"] = threading.Event()
     if not size:
-        request["_payload_read"].set()
+        payload_read.set()
     threading.Thread(target=watch_stdin, daemon=True).start()
-    if payload is not None:
-        payload = io.BufferedReader(_PayloadDone(stdin, size, request["_payload_read"]), CHUNK)
-    result = handle(request, payload, emit, gone.is_set)
-    del request["_payload_read"]
-    emit(result)
+    payload = io.BufferedReader(_PayloadDone(stdin, size, payload_read), CHUNK) if size else None
+    emit(handle(request, payload, emit, gone.is_set))
+    # The watcher still blocks in readline() holding stdin's lock: a normal interpreter exit
+    # would wait a second for it and then abort, keeping the SSH session (and sshd's limit of
+    # ten per connection) busy all that time. The answer is out; leave at once.
+    sys.stdout.flush()
+    os._exit(0)
 
 
 class _PayloadDone(io.RawIOBase):

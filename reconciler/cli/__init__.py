@@ -61,7 +61,9 @@ def _common(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="refuse a desired state whose release has no sha256 (a CI policy)",
     )
-    p.add_argument("-v", "--verbose", action="store_true", help="log every step to stderr")
+    p.add_argument(
+        "-v", "--verbose", action="count", default=0, help="log every step to stderr (-vv: also no-op passes)"
+    )
     p.add_argument(
         "--log-format", choices=["console", "json"], help="stderr log format (default: console on a terminal)"
     )

@@ -24,7 +24,7 @@ def setup_logging(args: argparse.Namespace, *, service: bool = False) -> None:
     """--once prints its own account of the run on stdout, so stderr logs only warnings unless
     -v asks for every step; watch mode has no other voice, so it logs at info. The format is a
     console renderer on a terminal and JSON lines otherwise (journald, CI logs)."""
-    level = "info" if args.verbose or service else "warning"
+    level = "debug" if args.verbose >= 2 else "info" if args.verbose or service else "warning"
     fmt = None if args.log_format is None else args.log_format == "json"
     logmod.configure(level, fmt)
 

@@ -164,7 +164,14 @@ class SSHExecutor:
         transport = client.get_transport()
         if transport is None:  # pragma: no cover - connect() guarantees one
             raise TargetError("SSH connection lost")
-        chan = transport.open_session()
+        try:
+            chan = transport.open_session(timeout=CONNECT_TIMEOUT)
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            self.close()  # the next request reconnects
+            raise TargetError(
+                f"{self.target.host} refused a new SSH session ({exc})",
+                hint="sshd may be at its MaxSessions limit or shutting down; run again",
+            ) from None
         self._active = chan
         try:
             chan.exec_command(bootstrap_command(self.options.python, self._sudo))

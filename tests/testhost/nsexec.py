@@ -56,9 +56,11 @@ def communicate(proc: subprocess.Popen[bytes], input: bytes | None, timeout: flo
     try:
         while True:
             try:
-                # input is only written on the first call; later calls ignore it.
+                # Input may be passed on the first call only: Popen keeps writing it on later
+                # calls and raises ValueError if it is passed again.
                 return proc.communicate(input, timeout=max(0.0, min(0.5, deadline - time.monotonic())))
             except subprocess.TimeoutExpired:
+                input = None
                 if time.monotonic() >= deadline:
                     raise
                 if _stopped(proc.pid):

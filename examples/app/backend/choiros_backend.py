@@ -200,6 +200,9 @@ class Server(ThreadingHTTPServer):
 
     daemon_threads = False  # server_close() joins in-flight requests
     block_on_close = True
+    # Python's default listen backlog of 5 turns a short stall under load into ~1 s client
+    # delays (the kernel drops SYNs and the client retries after a second).
+    request_queue_size = 128
 
     def __init__(self, address: tuple[str, int], config: Config) -> None:
         if ":" in address[0]:
