@@ -143,6 +143,13 @@ class SSHExecutor:
             ) from None
         except (paramiko.SSHException, OSError) as exc:
             sock.close()
+            if "No existing session" in str(exc):  # the server hung up while we offered keys
+                raise AuthError(
+                    f"{user}@{host}:{port} closed the connection during authentication",
+                    hint="it may allow only a few keys per connection (sshd MaxAuthTries) and none "
+                    "offered so far was accepted: pass the right key with -i, or give the host "
+                    "its own IdentityFile in ~/.ssh/config",
+                ) from None
             raise TargetError(f"SSH to {host}:{port} failed: {exc}") from None
         transport = client.get_transport()
         if transport is not None:
