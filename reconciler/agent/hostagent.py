@@ -336,12 +336,13 @@ def observe(spec: Json) -> Json:
         "lock": _lock_state(state_dir),
         "images": _images(bool(spec.get("images"))),
     }
+    snap["fingerprint"] = fingerprint(snap)
     return snap
 
 
 def fingerprint(snap: Json) -> str:
     """Identity of an observation, ignoring the lock (our own apply holds it when checking)."""
-    relevant = {k: v for k, v in snap.items() if k not in ("lock", "host")}
+    relevant = {k: v for k, v in snap.items() if k not in ("lock", "host", "fingerprint")}
     return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()
 
 

@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from reconciler import __version__
-from reconciler.agent.hostagent import fingerprint
 from reconciler.engine import gitinfo, rollback
 from reconciler.errors import (
     ApplyError,
@@ -78,7 +77,7 @@ def observe(executor: Executor, desired: DesiredState) -> Observed:
             f"observing the host failed: {answer.get('error')}", hint=answer.get("detail") or None
         )
     raw = answer["snapshot"]
-    return snapshot.parse(raw, fingerprint(raw))
+    return snapshot.parse(raw)
 
 
 def reconcile_once(
@@ -158,7 +157,7 @@ def _after_lock(
     if answer.get("event") == "error":
         raise _agent_error(answer, options)
     raw = answer["after"]
-    return snapshot.parse(raw, fingerprint(raw))
+    return snapshot.parse(raw)
 
 
 def apply_plan(
@@ -225,7 +224,7 @@ def _apply(
     if answer.get("event") == "error":
         raise _agent_error(answer, options)
     after_raw = answer["after"]
-    after = snapshot.parse(after_raw, fingerprint(after_raw))
+    after = snapshot.parse(after_raw)
     failure = answer.get("failure")
     if failure:
         error = _failure_error(the_plan, failure)

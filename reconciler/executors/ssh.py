@@ -17,20 +17,20 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-import paramiko
-
-from reconciler.agent import hostagent
 from reconciler.errors import AuthError, HostKeyError, TargetError
 from reconciler.executors.base import Event, OnEvent, Payload
+from reconciler.executors.lean_paramiko import paramiko
 from reconciler.executors.ssh_options import SSHOptions
 from reconciler.spec.model import Target
 
 CONNECT_TIMEOUT = 10.0
+# Sent as source, never imported here: the client needs its bytes, not its code.
+AGENT_SOURCE = Path(__file__).resolve().parent.parent / "agent" / "hostagent.py"
 
 
 @cache
 def _agent_blob() -> bytes:
-    source = Path(hostagent.__file__).read_bytes()
+    source = AGENT_SOURCE.read_bytes()
     return zlib.compress(source, 9)
 
 

@@ -120,7 +120,8 @@ def _freeze(d: Mapping[str, Any]) -> Mapping[str, Any]:
     return MappingProxyType(dict(d))
 
 
-def parse(raw: Mapping[str, Any], fingerprint: str = "") -> Observed:
+def parse(raw: Mapping[str, Any]) -> Observed:
+    """The agent's snapshot as values; its fingerprint is computed by the agent itself."""
     files = {
         path: None if v is None else FileState(v["kind"], v.get("content"), v.get("sha256"), v.get("mode"))
         for path, v in raw["files"].items()
@@ -167,5 +168,5 @@ def parse(raw: Mapping[str, Any], fingerprint: str = "") -> Observed:
         quarantine=_freeze(quarantine),
         lock_holder=_freeze(lock.get("holder") or {}) if lock.get("held") else None,
         images=frozenset(raw.get("images") or ()),
-        fingerprint=fingerprint,
+        fingerprint=str(raw.get("fingerprint", "")),
     )

@@ -1,0 +1,191 @@
+"""The desired state as an Ansible playbook, tuned as a careful user would tune it.
+
+Tuning: no fact gathering, pipelining, one persistent SSH master per host (ControlMaster
+/ ControlPersist in ssh_args, without Ansible's default -C: compression only costs CPU on
+a LAN), the Python interpreter named so no discovery runs, a pinned known_hosts and the
+host's key in the inventory, no become (we connect as root).
+
+Semantics mirror ours: unpack the release when its folder is missing; point `previous` at
+what `current` named before when `current` moves; write the unit and EnvironmentFile (0640);
+a changed unit, env file or `current` restarts the backend, then the same health gate as ours
+runs (health_gate.py) before the Caddyfile (validated by `caddy validate`) is written and
+Caddy reloads with the command our agent uses, recording what it loaded like our agent does.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+PLAYBOOK = "playbook.yml"
+
+PLAYBOOK_TEXT = """\
+# The same desired state as desired-<version>.yaml; vars come from -e @state-<version>.json.
+- name: choiros
+  hosts: all
+  gather_facts: false
+  tasks:
+    - name: Look at the release folder
+      ansible.builtin.stat:
+        path: "{{ release_dir }}"
+        get_checksum: false
+        get_mime: false
+        get_attributes: false
+      register: release
+
+    - name: Unpack release {{ version }}
+      when: not release.stat.exists
+      block:
+        - name: Release folder
+          ansible.builtin.file:
+            path: "{{ release_dir }}"
+            state: directory
+            mode: "0755"
+        - name: Release contents
+          ansible.builtin.unarchive:
+            src: "{{ tarball }}"
+            dest: "{{ release_dir }}"
+
+    - name: Look at current
+      ansible.builtin.stat:
+        path: "{{ current }}"
+        get_checksum: false
+        get_mime: false
+        get_attributes: false
+      register: cur
+
+    - name: Keep the release before for rollback
+      ansible.builtin.file:
+        path: "{{ previous }}"
+        src: "{{ cur.stat.lnk_target }}"
+        state: link
+        force: true
+      when: cur.stat.islnk | default(false) and cur.stat.lnk_target != release_link
+
+    - name: Switch current
+      ansible.builtin.file:
+        path: "{{ current }}"
+        src: "{{ release_link }}"
+        state: link
+        force: true
+      notify: backend changed
+
+    - name: Backend unit file
+      ansible.builtin.copy:
+        src: "files/{{ unit_name }}"
+        dest: "{{ unit_path }}"
+        mode: "0644"
+      notify: [unit changed, backend changed]
+
+    - name: Backend EnvironmentFile
+      ansible.builtin.copy:
+        src: files/backend.env
+        dest: "{{ env_path }}"
+        mode: "0640"
+      notify: backend changed
+
+    - name: Backend enabled and running
+      ansible.builtin.systemd_service:
+        name: "{{ unit_name }}"
+        enabled: true
+        state: started
+
+    - name: Restart and gate the backend before Caddy moves on
+      ansible.builtin.meta: flush_handlers
+
+    - name: Caddyfile
+      ansible.builtin.copy:
+        src: "files/Caddyfile-{{ version }}"
+        dest: "{{ caddyfile }}"
+        mode: "0644"
+        validate: caddy validate --adapter caddyfile --config %s
+      notify: caddy changed
+
+  handlers:
+    - name: Reload systemd
+      ansible.builtin.systemd_service:
+        daemon_reload: true
+      listen: unit changed
+
+    - name: Restart the backend
+      ansible.builtin.systemd_service:
+        name: "{{ unit_name }}"
+        state: restarted
+      listen: backend changed
+
+    - name: Wait until the backend is healthy
+      ansible.builtin.script:
+        cmd: "health_gate.py {{ health_args | map('quote') | join(' ') }}"
+      listen: backend changed
+
+    - name: Reload Caddy
+      ansible.builtin.command:
+        argv: [caddy, reload, --config, "{{ caddyfile }}", --adapter, caddyfile, --force]
+      listen: caddy changed
+
+    - name: Record what Caddy loaded
+      ansible.builtin.copy:
+        src: "files/caddy-loaded-{{ version }}.json"
+        dest: "{{ caddy_loaded_path }}"
+        mode: "0644"
+      listen: caddy changed
+"""
+
+
+def ansible_cfg(control_path_dir: Path | str, *, ssh: bool) -> str:
+    lines = [
+        "[defaults]",
+        "gathering = explicit",
+        "interpreter_python = /usr/bin/python3",
+        "host_key_checking = True",
+        "retry_files_enabled = False",
+        "forks = 5",
+        "",
+        "[ssh_connection]",
+        "pipelining = True",
+    ]
+    if ssh:
+        lines += [
+            "ssh_args = -o ControlMaster=auto -o ControlPersist=60s",
+            f"control_path_dir = {control_path_dir}",
+            "control_path = %(directory)s/%%C",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def inventory(address: str, key: Path, known_hosts: Path) -> str:
+    common = f"-o UserKnownHostsFile={known_hosts} -o StrictHostKeyChecking=yes -o IdentitiesOnly=yes"
+    return (
+        "[web]\n"
+        f"testhost ansible_host={address} ansible_port=22 ansible_user=root "
+        f"ansible_ssh_private_key_file={key} ansible_ssh_common_args='{common}'\n"
+    )
+
+
+def write(root: Path, states: dict[str, dict[str, str]]) -> None:
+    """The playbook and the files it copies: the exact bytes our renderer produced."""
+    files = root / "files"
+    files.mkdir(exist_ok=True)
+    (root / PLAYBOOK).write_text(PLAYBOOK_TEXT)
+    (root / "ansible-local.cfg").write_text(ansible_cfg("", ssh=False))
+    for version, state in states.items():
+        (files / state["unit_name"]).write_text(state["unit_text"])
+        (files / "backend.env").write_text(state["env_text"])
+        (files / f"Caddyfile-{version}").write_text(state["caddy_text"])
+        (files / f"caddy-loaded-{version}.json").write_text(state["caddy_loaded_text"])
+
+
+def command(venv_bin: str, project: str, version: str, inventory_arg: str, *, local: bool) -> list[str]:
+    argv = [f"{venv_bin}/ansible-playbook", "-i", inventory_arg, "-e", f"@{project}/state-{version}.json"]
+    if local:
+        argv += ["-c", "local"]
+    return [*argv, f"{project}/{PLAYBOOK}"]
+
+
+def recap_changed(stdout: str) -> tuple[int, int] | None:
+    """(changed, failed+unreachable) from PLAY RECAP, or None when there is no recap."""
+    for line in stdout.splitlines():
+        if " : ok=" in line:
+            fields = dict(part.split("=", 1) for part in line.split(":", 1)[1].split() if "=" in part)
+            bad = int(fields.get("failed", 0)) + int(fields.get("unreachable", 0))
+            return int(fields.get("changed", 0)), bad
+    return None

@@ -1,0 +1,165 @@
+"""The timed phases, interleaved (A B C A B C ...) so drift on a shared machine hits every tool.
+
+Each phase starts with one untimed warm-up round (bytecode, page cache, schema-verdict cache,
+Ansible's first-run set-up), then `runs` timed rounds. Every timed run over SSH is bracketed
+by a journal cursor on the host, so its sessions are counted from sshd's own log.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from benchmarks.peers import hosttime, sshlog
+from benchmarks.peers.paths import FROM_VERSION, HOST_PROJECT, HOST_TOOLS, TO_VERSION
+from benchmarks.peers.tools import LocalTool, Tool, output
+
+if TYPE_CHECKING:
+    from tests.testhost import TestHost
+
+Say = Callable[[str], None]
+
+
+@dataclass
+class Sample:
+    phase: str  # ssh-noop | change | local-noop
+    tool: str
+    run: int  # -1: warm-up (not reported)
+    wall_s: float
+    maxrss_kb: int
+    rc: int
+    verdict: str
+    channels: dict[str, int] | None = None
+    check: str = ""
+    ok: bool = True
+    rss_from: str = ""
+    tail: str = field(default="", repr=False)  # end of the output when something went wrong
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _tail(result: dict[str, Any]) -> str:
+    return (str(result["stdout"])[-1500:] + "\n--- stderr ---\n" + str(result["stderr"])[-1500:]).strip()
+
+
+def timed_ssh_run(host: TestHost, tool: Tool, version: str, phase: str, run: int, expect: str) -> Sample:
+    if tool.before is not None:
+        tool.before()
+    mark = sshlog.cursor(host)
+    result = hosttime.run_timed(tool.argv(version), env=tool.env, cwd=tool.cwd, timeout=300)
+    channels = sshlog.since(host, mark)
+    verdict = tool.verdict(result["rc"], output(result))
+    sample = Sample(
+        phase,
+        tool.name,
+        run,
+        result["wall_s"],
+        result["maxrss_kb"],
+        result["rc"],
+        verdict,
+        channels.as_dict(),
+        ok=verdict == expect,
+        rss_from=result["rss_from"],
+    )
+    if not sample.ok:
+        sample.tail = _tail(result)
+    return sample
+
+
+def ssh_noop(host: TestHost, tools: list[Tool], runs: int, say: Say) -> list[Sample]:
+    """Nothing to do, over SSH from this machine: the host is converged at FROM_VERSION."""
+    samples: list[Sample] = []
+    for run in range(-1, runs):
+        for tool in tools:
+            expect = "ran" if "floor" in tool.name else "unchanged"
+            sample = timed_ssh_run(host, tool, FROM_VERSION, "ssh-noop", run, expect)
+            samples.append(sample)
+            say(_line(sample))
+    return samples
+
+
+def change(
+    host: TestHost,
+    tools: list[Tool],
+    reset: Tool,
+    dry_run: Tool,
+    serves: Callable[[], str | None],
+    runs: int,
+    say: Say,
+) -> list[Sample]:
+    """FROM_VERSION -> TO_VERSION. Every tool starts from the same state: ours converges the
+    host back to FROM_VERSION (untimed) before each run. After the run, Caddy must serve
+    TO_VERSION (page and API agree) and ours must plan nothing for TO_VERSION: the peer left
+    exactly the state ours would have."""
+    samples: list[Sample] = []
+    for run in range(-1, runs):
+        for tool in tools:
+            back = hosttime.run_timed(reset.argv(FROM_VERSION), env=reset.env, cwd=reset.cwd, timeout=300)
+            if back["rc"] != 0 or serves() != FROM_VERSION:
+                raise RuntimeError(f"resetting the host to {FROM_VERSION} failed:\n{_tail(back)}")
+            sample = timed_ssh_run(host, tool, TO_VERSION, "change", run, "changed")
+            served = serves()
+            after = hosttime.run_timed(
+                dry_run.argv(TO_VERSION), env=dry_run.env, cwd=dry_run.cwd, timeout=120
+            )
+            sample.check = f"serves {served}; ours --dry-run exit {after['rc']}"
+            if served != TO_VERSION or after["rc"] != 0:
+                sample.ok = False
+                sample.tail = (sample.tail + "\n" + _tail(after)).strip()
+            samples.append(sample)
+            say(_line(sample))
+    # Leave the host as the other phases expect it.
+    hosttime.run_timed(reset.argv(FROM_VERSION), env=reset.env, cwd=reset.cwd, timeout=300)
+    return samples
+
+
+def run_in_host(host: TestHost, tool: LocalTool, version: str) -> dict[str, Any]:
+    """Time a command inside the host with hosttime.py, so nsenter's cost is not measured."""
+    argv = ["python3", f"{HOST_TOOLS}/hosttime.py", "--cwd", HOST_PROJECT, "--timeout", "300"]
+    argv += ["--rss-via", f"{HOST_TOOLS}/time"]
+    for key, value in tool.env.items():
+        argv += ["--env", f"{key}={value}"]
+    result = host.exec([*argv, "--", *tool.argv(version)], timeout=330)
+    data: dict[str, Any] = json.loads(result.stdout)
+    return data
+
+
+def local_noop(host: TestHost, tools: list[LocalTool], runs: int, say: Say) -> list[Sample]:
+    """Nothing to do, each tool run on the host itself: no SSH at all, so what is left is each
+    tool's own start-up and work."""
+    samples: list[Sample] = []
+    for run in range(-1, runs):
+        for tool in tools:
+            result = run_in_host(host, tool, FROM_VERSION)
+            verdict = tool.verdict(result["rc"], output(result))
+            sample = Sample(
+                "local-noop",
+                tool.name,
+                run,
+                result["wall_s"],
+                result["maxrss_kb"],
+                result["rc"],
+                verdict,
+                ok=verdict == "unchanged",
+                rss_from=result["rss_from"],
+            )
+            if not sample.ok:
+                sample.tail = _tail(result)
+            samples.append(sample)
+            say(_line(sample))
+    return samples
+
+
+def _line(s: Sample) -> str:
+    run = "warm-up" if s.run < 0 else f"run {s.run + 1}"
+    ch = s.channels or {}
+    sessions = f" sessions={ch.get('sessions')} conns={ch.get('connections')}" if s.channels else ""
+    flag = "" if s.ok else "  <-- UNEXPECTED"
+    check = f" [{s.check}]" if s.check else ""
+    return (
+        f"  {s.phase:10} {run:8} {s.tool:22} {s.wall_s * 1000:8.0f} ms  rss={s.maxrss_kb / 1024:5.1f} MiB"
+        f"  {s.verdict}{sessions}{check}{flag}"
+    )

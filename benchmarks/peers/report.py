@@ -1,0 +1,407 @@
+"""Statistics and benchmarks/RESULTS.md. Pure functions of the collected samples."""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+PHASES = {
+    "ssh-noop": "No-op over SSH from this machine",
+    "local-noop": "No-op on the host itself (local connection, no SSH)",
+    "change": "Change run over SSH: flip the release 1.0.0 -> 2.0.0",
+}
+OURS = "ours"
+FLOOR = "paramiko floor"
+CHANNEL_KEYS = ("connections", "auths", "sessions", "execs", "subsystems")
+
+
+@dataclass(frozen=True)
+class Row:
+    phase: str
+    tool: str
+    n: int
+    median_ms: float
+    min_ms: float
+    max_ms: float
+    ratio: float | None  # tool median / ours median, same phase
+    rss_mib: float  # median peak RSS of the largest process
+    channels: dict[str, tuple[float, int, int]]  # key -> (median, min, max) per run
+    failures: int
+
+
+@dataclass(frozen=True)
+class Target:
+    what: str
+    wanted: str
+    measured: str
+    met: bool | None  # None: could not be measured in this run
+    note: str = ""
+
+
+@dataclass
+class Results:
+    command: str
+    runs: int
+    started: str
+    finished: str
+    machine: dict[str, str]
+    host: dict[str, str]
+    load_before: str
+    load_after: str
+    samples: list[dict[str, Any]]
+    same_state: list[dict[str, Any]] = field(default_factory=list)
+    profile: dict[str, Any] | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def summarize(samples: Iterable[dict[str, Any]]) -> list[Row]:
+    """One row per (phase, tool), in the order tools first appear; warm-ups (run < 0) left out."""
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for s in samples:
+        if s["run"] >= 0:
+            groups.setdefault((s["phase"], s["tool"]), []).append(s)
+    ours_median = {
+        phase: statistics.median(x["wall_s"] for x in group) * 1000
+        for (phase, tool), group in groups.items()
+        if tool == OURS
+    }
+    rows = []
+    for (phase, tool), group in groups.items():
+        walls = [x["wall_s"] * 1000 for x in group]
+        median = statistics.median(walls)
+        channels: dict[str, tuple[float, int, int]] = {}
+        with_channels = [x["channels"] for x in group if x.get("channels") is not None]
+        if with_channels:
+            for key in CHANNEL_KEYS:
+                values = [c.get(key, 0) for c in with_channels]
+                channels[key] = (statistics.median(values), min(values), max(values))
+        base = ours_median.get(phase)
+        rows.append(
+            Row(
+                phase=phase,
+                tool=tool,
+                n=len(group),
+                median_ms=median,
+                min_ms=min(walls),
+                max_ms=max(walls),
+                ratio=median / base if base else None,
+                rss_mib=statistics.median(x["maxrss_kb"] for x in group) / 1024,
+                channels=channels,
+                failures=sum(1 for x in group if not x.get("ok", True)),
+            )
+        )
+    return rows
+
+
+def _find(rows: list[Row], phase: str, tool: str) -> Row | None:
+    return next((r for r in rows if r.phase == phase and r.tool == tool), None)
+
+
+def _by(factor: float, wanted: float, *, at_least: bool) -> str:
+    """A ratio and how far it is from its target: "3.7x (short by 9%)", "1.31x (over by 0.4%)"."""
+    if at_least:
+        return f"{factor:.2f}x" + ("" if factor >= wanted else f" (short by {wanted / factor - 1:.0%})")
+    return f"{factor:.3f}x" + ("" if factor <= wanted else f" (over by {factor / wanted - 1:.1%})")
+
+
+def targets(rows: list[Row], samples: list[dict[str, Any]]) -> list[Target]:
+    out: list[Target] = []
+    ours = _find(rows, "ssh-noop", OURS)
+    for tool, wanted in (("pyinfra", 4.0), ("ansible", 15.0), ("ansible (warm master)", 15.0)):
+        peer = _find(rows, "ssh-noop", tool)
+        if ours and peer:
+            factor = peer.median_ms / ours.median_ms
+            out.append(
+                Target(
+                    f"SSH no-op: ours faster than {tool}",
+                    f">= {wanted:g}x",
+                    _by(factor, wanted, at_least=True),
+                    factor >= wanted,
+                )
+            )
+        else:
+            out.append(Target(f"SSH no-op: ours faster than {tool}", f">= {wanted:g}x", "not measured", None))
+    floor = _find(rows, "ssh-noop", FLOOR)
+    if ours and floor:
+        factor = ours.median_ms / floor.median_ms
+        extra = ours.median_ms - floor.median_ms
+        out.append(
+            Target(
+                "SSH no-op: ours within the paramiko floor",
+                "<= 1.3x",
+                _by(factor, 1.3, at_least=False) + f" (+{extra:.0f} ms over {floor.median_ms:.0f} ms)",
+                factor <= 1.3,
+            )
+        )
+    ours_noop = [s for s in samples if s["phase"] == "ssh-noop" and s["tool"] == OURS and s["run"] >= 0]
+    if ours_noop:
+        pairs = sorted(
+            {(s["channels"]["sessions"], s["channels"]["execs"]) for s in ours_noop if s["channels"]}
+        )
+        out.append(
+            Target(
+                "SSH no-op: one exec channel for the observation",
+                "exactly 1 session, 1 exec, every run",
+                ", ".join(f"{a} session(s) / {b} exec(s)" for a, b in pairs),
+                pairs == [(1, 1)],
+            )
+        )
+    local = _find(rows, "local-noop", OURS)
+    out.append(
+        Target(
+            "Local no-op on the host: ours",
+            "< 130 ms median",
+            f"{local.median_ms:.0f} ms" if local else "not measured",
+            (local.median_ms < 130) if local else None,
+        )
+    )
+    change = [s for s in samples if s["phase"] == "change" and s["tool"] == OURS and s["run"] >= 0]
+    if change:
+        sessions = sorted({s["channels"]["sessions"] for s in change if s["channels"]})
+        out.append(
+            Target(
+                "Change run: observation + at most 2 more exec round trips",
+                "<= 3 sessions (systemd/Caddy work runs inside the agent)",
+                ", ".join(f"{n} sessions" for n in sessions),
+                max(sessions) <= 3 if sessions else None,
+            )
+        )
+    return out
+
+
+# --- Markdown ----------------------------------------------------------------------------
+
+
+def _ms(value: float) -> str:
+    return f"{value:,.0f}"
+
+
+def _channel_cell(row: Row, key: str) -> str:
+    if key not in row.channels:
+        return "–"
+    median, low, high = row.channels[key]
+    return f"{median:g}" if low == high else f"{median:g} ({low}–{high})"
+
+
+def table(rows: list[Row], phase: str) -> str:
+    with_ssh = phase != "local-noop"
+    head = ["tool", "runs", "median ms", "min–max ms", "vs ours", "peak RSS MiB"]
+    if with_ssh:
+        head += ["TCP conns", "auths", "sessions", "execs", "SFTP"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in (r for r in rows if r.phase == phase):
+        ratio = "–" if row.ratio is None else ("1.00x" if row.tool == OURS else f"{row.ratio:.2f}x")
+        cells = [
+            row.tool + (f" ({row.failures} unexpected)" if row.failures else ""),
+            str(row.n),
+            _ms(row.median_ms),
+            f"{_ms(row.min_ms)}–{_ms(row.max_ms)}",
+            ratio,
+            f"{row.rss_mib:.1f}",
+        ]
+        if with_ssh:
+            cells += [_channel_cell(row, k) for k in CHANNEL_KEYS]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def render(results: Results, equivalence: str) -> str:
+    rows = summarize(results.samples)
+    parts = [
+        "# Benchmark: reconciler vs Ansible vs pyinfra",
+        "",
+        "Same host, same desired state, same run: a systemd-nspawn test host (tests/testhost) with "
+        "real systemd, sshd and Caddy, reached over a veth. Timed runs are interleaved "
+        "(A B C A B C ...), each a fresh process as a user would type it, after one untimed "
+        "warm-up round per phase, under `flock /tmp/reconciler-bench.lock`.",
+        "",
+        "Reproduce (as root, from the repository):",
+        "",
+        "```sh",
+        results.command,
+        "```",
+        "",
+        f"Run: {results.started} – {results.finished}, {results.runs} timed runs per tool and phase; "
+        f"load average before {results.load_before}, after {results.load_after} (other people's "
+        "tests share this machine).",
+        "",
+        "## Machine",
+        "",
+        "| | |",
+        "|---|---|",
+        *(f"| {k} | {v} |" for k, v in results.machine.items()),
+        *(f"| test host {k} | {v} |" for k, v in results.host.items()),
+        "",
+        "## Targets (ours, same run, same host)",
+        "",
+        "| target | wanted | measured | |",
+        "|---|---|---|---|",
+    ]
+    for t in targets(rows, results.samples):
+        mark = "–" if t.met is None else ("met" if t.met else "**missed**")
+        parts.append(f"| {t.what} | {t.wanted} | {t.measured} | {mark} |")
+    for phase, title in PHASES.items():
+        if any(r.phase == phase for r in rows):
+            parts += ["", f"## {title}", "", table(rows, phase)]
+    parts += [
+        "",
+        "Times are wall-clock from fork to exit of the command (spawned by GNU time, ~1 ms, the "
+        "same for every tool). Peak RSS is GNU time's `%M`: the largest single process of the run "
+        "(Ansible's forks and ssh processes are not added up). SSH columns are counted per run "
+        "from the host's sshd log at `LogLevel DEBUG1`: `Connection from` (TCP connections), "
+        "`Accepted publickey` (auths), `server_input_channel_open: ctype session` (sessions), "
+        "`request exec` and `request subsystem` (SFTP) lines; a cell shows the median and, when "
+        "runs differ, the range.",
+    ]
+    fallback = sorted({s["tool"] for s in results.samples if "wait4" in s.get("rss_from", "")})
+    if fallback:
+        parts += [
+            "",
+            f"Peak RSS of {', '.join(fallback)} came from wait4(), without GNU time: it "
+            "includes the RSS of the process that spawned the command.",
+        ]
+    if results.same_state:
+        parts += ["", "## Same state", "", _same_state(results.same_state)]
+    if results.profile:
+        parts += ["", "## Where our SSH no-op spends its time", "", _profile(results.profile)]
+        parts += [
+            "",
+            "## Proposals for ours (measured here, not applied)",
+            "",
+            _proposals(rows, results.profile),
+        ]
+    parts += ["", "## How each tool expresses the state", "", equivalence.strip()]
+    if results.notes:
+        parts += ["", "## Notes from this run", "", *(f"- {n}" for n in results.notes)]
+    return "\n".join(parts) + "\n"
+
+
+def _same_state(rows: list[dict[str, Any]]) -> str:
+    lines = [
+        "Host converged by ours at 1.0.0; then each tool ran for real (not a check mode). After each: "
+        "ours `--dry-run` exit code, managed files byte-for-byte (type, mode, content, link "
+        "target) and the backend's MainPID.",
+        "",
+        "| where | tool | tool reports | ours --dry-run after | files | backend | |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['where']} | {r['tool']} | {r['verdict']} | exit {r['ours_after']} | "
+            f"{'same' if r['files_same'] else 'differ'} | "
+            f"{'same process' if r['same_process'] else 'restarted'} | {'ok' if r['ok'] else '**not ok**'} |"
+        )
+    return "\n".join(lines)
+
+
+def _profile(p: dict[str, Any]) -> str:
+    trips = p["round_trips"]
+    agent = p["agent_parts"]
+    lines = [
+        "**Imports** (`-X importtime`, self times summed, median of runs): "
+        f"ours {p['import_total_ms']:.0f} ms, the paramiko floor {p['floor_import_total_ms']:.0f} ms. "
+        "Of ours, `invoke` costs "
+        f"{p['invoke_ms']:.0f} ms (cumulative, with `unittest.mock` and `asyncio` that it pulls in): "
+        "`paramiko/config.py` imports it eagerly, only to support `Match exec` in ssh_config. "
+        "`-X importtime` itself slows imports down; compare the rows with each other.",
+        "",
+        "| package | ms (self, summed) |",
+        "|---|---|",
+        *(f"| `{name}` | {ms:.1f} |" for name, ms in p["packages"]),
+        "",
+        "**Exec round trips on one open connection** (no TCP, no auth; median):",
+        "",
+        "| exec | ms |",
+        "|---|---|",
+        *(f"| {name} | {ms:.1f} |" for name, ms in trips.items()),
+        "",
+        "**Inside the host**, the agent run by its python3 (median): compiling hostagent.py "
+        f"{agent.get('compile', 0):.1f} ms, executing the module (its imports) "
+        f"{agent.get('module', 0):.1f} ms, one observation {agent.get('observe', 0):.1f} ms "
+        f"(first one {agent.get('observe_first', 0):.1f} ms). The bootstrap sends the source and "
+        "compiles it on every request: nothing is cached on the host.",
+        "",
+        "Our own modules with the largest import self time: "
+        + ", ".join(f"`{name}` {ms:.1f} ms" for name, ms in p.get("modules", []))
+        + " (dataclass-heavy: every frozen dataclass `exec`s its generated methods at import).",
+        "",
+        "**cProfile of one ours run** (median; cProfile inflates Python-heavy steps such as imports):",
+        "",
+        "| step | cumulative ms |",
+        "|---|---|",
+        *(f"| {label} | {ms:.1f} |" for label, ms in p["functions"]),
+    ]
+    return "\n".join(lines)
+
+
+def _proposals(rows: list[Row], p: dict[str, Any]) -> str:
+    """Each proposal with the saving this run measured for it (A/B or emulation)."""
+    ours = _find(rows, "ssh-noop", OURS)
+    floor = _find(rows, "ssh-noop", FLOOR)
+    out: list[str] = []
+    ab = p.get("invoke_ab", {})
+    if ours and "as is" in ab and "invoke kept out" in ab:
+        saved = ab["as is"] - ab["invoke kept out"]
+        projected = ours.median_ms - saved
+        line = (
+            f"1. **Keep paramiko from importing `invoke`** (reconciler/executors/ssh.py, before "
+            '`import paramiko`: `sys.modules.setdefault("invoke", None)` unless the ssh config '
+            "in use has a `Match exec` line, the only thing paramiko needs invoke for). A/B in this "
+            f"run, whole no-op: {ab['as is']:.0f} -> {ab['invoke kept out']:.0f} ms (-{saved:.0f} ms). "
+            f"Ours would be about {projected:.0f} ms"
+        )
+        if floor:
+            line += f", {projected / floor.median_ms:.2f}x the paramiko floor"
+        for tool in ("pyinfra", "ansible", "ansible (warm master)"):
+            peer = _find(rows, "ssh-noop", tool)
+            if peer:
+                line += f", {peer.median_ms / projected:.1f}x faster than {tool}"
+        out.append(line + ".")
+    trips = p.get("round_trips", {})
+    as_sent = trips.get("our agent's observation (as sent by ours)")
+    cached = trips.get("the same, agent bytecode cached on the host (proposal, emulated)")
+    if as_sent and cached:
+        out.append(
+            "2. **Cache the agent's bytecode on the host** (reconciler/executors/ssh.py "
+            "`bootstrap_command`: import the agent from e.g. `/var/cache/reconciler/agent-<sha>/` "
+            "and write it there from the blob only when that import fails, so python3 keeps a .pyc; "
+            "the blob can still travel on every request to keep one round trip). Emulated here: "
+            f"{as_sent:.1f} -> {cached:.1f} ms per request on an open connection "
+            f"(-{as_sent - cached:.1f} ms; a no-op makes 1 request, a change run 2)."
+        )
+    modules = p.get("modules", [])
+    if modules:
+        out.append(
+            "3. **Trim our own import time** (smaller, ~10 ms): "
+            + ", ".join(f"`{name}` ({ms:.1f} ms self)" for name, ms in modules[:3])
+            + " build many frozen dataclasses at import; `reconciler.engine.once` imports the "
+            "whole host agent on the client for `fingerprint` alone, and `reconciler.engine.gitinfo` "
+            "(subprocess) is needed only when applying."
+        )
+    openssh = _find(rows, "ssh-noop", "OpenSSH floor")
+    curve = _find(rows, "ssh-noop", "OpenSSH floor (curve25519-sha256)")
+    local = _find(rows, "local-noop", OURS)
+    ansible = _find(rows, "ssh-noop", "ansible (warm master)") or _find(rows, "ssh-noop", "ansible")
+    if ours and openssh and floor and curve and local and as_sent and ansible:
+        # Rough estimates, not measurements: what ours adds over the paramiko floor stays and the
+        # floor becomes OpenSSH's plus a bare Python start-up (~10 ms); over a warm ControlMaster
+        # a run is ours' local no-op plus one agent round trip on an open connection.
+        cold = ours.median_ms - floor.median_ms + curve.median_ms + 10
+        warm = local.median_ms + as_sent
+        out.append(
+            "4. **The transport sets the floor, and sshd most of it.** A cold connection costs "
+            f"{openssh.median_ms:.0f} ms with the OpenSSH client's default key exchange "
+            f"(sntrup761x25519, what Ansible pays), {curve.median_ms:.0f} ms with curve25519, "
+            f"{floor.median_ms:.0f} ms with paramiko (Python start-up and `import paramiko` "
+            "included): most of it is sshd's per-connection work (re-exec, privilege separation, "
+            "PAM session) that no client avoids. The Ansible target (15x) needs ours below "
+            f"{ansible.median_ms / 15:.0f} ms. An optional OpenSSH transport (`ssh -T HOST "
+            "python3 -c ...`, honouring the user's ssh_config) would bring a cold run near "
+            f"{cold:.0f} ms ({ansible.median_ms / cold:.1f}x), and with a ControlMaster already up "
+            f"near {warm:.0f} ms ({ansible.median_ms / warm:.0f}x faster than {ansible.tool}): "
+            "estimates from the rows above (ours - paramiko floor + OpenSSH/curve25519 floor + "
+            "10 ms start-up; ours' local no-op + one agent round trip on an open connection)."
+        )
+    return "\n".join(out) if out else "No profile data."

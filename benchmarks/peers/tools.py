@@ -1,0 +1,238 @@
+"""The command lines, as a user would type them, and how to read each tool's verdict.
+
+Every timed run is a fresh process. Over SSH the tools run here; "local" runs are the same
+tools on the host itself against localhost (`target: local`, `-c local`, `@local`).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from benchmarks.peers import ansible_side, pyinfra_side
+from benchmarks.peers.install import Peer
+from benchmarks.peers.paths import HOST_PROJECT, REPO, WORK
+
+Verdict = Literal["unchanged", "changed", "failed", "ran"]
+
+HOST_REPO = "/src"
+HOST_OURS_PYTHON = "/opt/reconciler-venv/bin/python"
+
+
+@dataclass(frozen=True)
+class Target:
+    """The booted host as the command lines need it."""
+
+    address: str
+    key: Path
+    known_hosts: Path
+    project: Path  # the project folder on this machine
+    host_dir: Path  # project/host: per-host inventories and the ssh control sockets
+
+    @property
+    def ssh_url(self) -> str:
+        return f"ssh://root@{self.address}:22"
+
+
+@dataclass(frozen=True)
+class Tool:
+    name: str
+    argv: Callable[[str], list[str]]  # version -> command line
+    verdict: Callable[[int, str], Verdict]  # (rc, output) -> what the tool says it did
+    env: dict[str, str] = field(default_factory=dict)
+    before: Callable[[], None] | None = None  # untimed, right before each timed run
+    cwd: str | None = None
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    """This machine's environment for a tool, with bytecode caching allowed.
+
+    This workplace exports PYTHONDONTWRITEBYTECODE=1, which would make every run of a tool
+    that is not pip-installed (ours, run from the repository) compile its modules from source
+    each time. pip-installed tools have their .pyc from install time, so the fair setting is
+    bytecode for everyone; ours writes its cache under benchmarks/.work, not into the tree.
+    """
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    env.update(extra)
+    return env
+
+
+# --- verdicts ----------------------------------------------------------------------------
+
+
+def output(result: Mapping[str, Any]) -> str:
+    """What a run printed: pyinfra reports on stderr (its log), the others on stdout."""
+    return f"{result['stdout']}\n{result['stderr']}"
+
+
+def ours_verdict(rc: int, stdout: str) -> Verdict:
+    if rc != 0:
+        return "failed"
+    return "unchanged" if "No changes" in stdout else "changed"
+
+
+def ansible_verdict(rc: int, stdout: str) -> Verdict:
+    recap = ansible_side.recap_changed(stdout)
+    if rc != 0 or recap is None or recap[1]:
+        return "failed"
+    return "unchanged" if recap[0] == 0 else "changed"
+
+
+def pyinfra_verdict(rc: int, stdout: str) -> Verdict:
+    """From the results table's "Grand total" row: operations, success, error, no change."""
+    if rc != 0:
+        return "failed"
+    for line in stdout.splitlines():
+        words = line.split()
+        if words[:2] == ["Grand", "total"] and len(words) >= 6:
+            success, error = words[3], words[4]
+            if error not in ("-", "0"):
+                return "failed"
+            return "unchanged" if success in ("-", "0") else "changed"
+    return "failed"
+
+
+def exit_verdict(rc: int, _stdout: str) -> Verdict:
+    return "ran" if rc == 0 else "failed"
+
+
+# --- over SSH, from this machine ---------------------------------------------------------
+
+
+def ours_ssh(t: Target, *, dry_run: bool = False) -> Tool:
+    def argv(version: str) -> list[str]:
+        cmd = [sys.executable, "-m", "reconciler", "--once"]
+        if dry_run:
+            cmd.append("--dry-run")
+        return [
+            *cmd,
+            "-f", str(t.project / f"desired-{version}.yaml"),
+            "--target", t.ssh_url,
+            "-i", str(t.key),
+            "--known-hosts", str(t.known_hosts),
+        ]  # fmt: skip
+
+    env = child_env(
+        PYTHONPATH=str(REPO),
+        PYTHONPYCACHEPREFIX=str(WORK / "pycache"),
+        XDG_CACHE_HOME=str(WORK / "xdg-cache"),
+    )
+    return Tool("ours" if not dry_run else "ours --dry-run", argv, ours_verdict, env, cwd=str(t.project))
+
+
+def pyinfra_ssh(t: Target, peer: Peer) -> Tool:
+    inventory = str(t.host_dir / "inventory.py")
+
+    def argv(version: str) -> list[str]:
+        return pyinfra_side.command(peer.bin, str(t.project), version, inventory)
+
+    return Tool("pyinfra", argv, pyinfra_verdict, child_env(), cwd=str(t.project))
+
+
+def ansible_ssh(t: Target, peer: Peer, *, warm: bool = False) -> Tool:
+    """cold: the ControlPersist master is closed (untimed) before each run, so the run opens
+    its own connection, as a deploy typed now and then does. warm: the master a previous run
+    left behind is reused, as when runs follow each other within ControlPersist's 60 s."""
+    inventory = str(t.host_dir / "inventory.ini")
+
+    def argv(version: str) -> list[str]:
+        return ansible_side.command(peer.bin, str(t.project), version, inventory, local=False)
+
+    def close_master() -> None:
+        close_ansible_master(t)
+
+    env = child_env(ANSIBLE_CONFIG=str(t.host_dir / "ansible.cfg"), ANSIBLE_NOCOLOR="1")
+    name = "ansible (warm master)" if warm else "ansible"
+    return Tool(name, argv, ansible_verdict, env, before=None if warm else close_master, cwd=str(t.project))
+
+
+def close_ansible_master(t: Target) -> None:
+    """Stop the ssh ControlPersist master Ansible left for this host, if any."""
+    subprocess.run(
+        ["ssh", "-O", "exit", "-o", f"ControlPath={t.host_dir / 'cp'}/%C", "-p", "22", f"root@{t.address}"],
+        capture_output=True,
+        timeout=30,
+        check=False,
+    )
+
+
+def floor_ssh(t: Target) -> Tool:
+    script = str(Path(__file__).with_name("floor.py"))
+
+    def argv(_version: str) -> list[str]:
+        return [sys.executable, script, t.address, "22", "root", str(t.key), str(t.known_hosts)]
+
+    return Tool("paramiko floor", argv, exit_verdict, child_env())
+
+
+def openssh_floor(t: Target, *, kex: str | None = None) -> Tool:
+    """A reference, not a target: the same connect + auth + `true` with the OpenSSH client (C).
+    With its default key exchange (sntrup761x25519, post-quantum hybrid) it is what Ansible's
+    transport pays per connection; `kex` picks another (paramiko negotiates curve25519)."""
+    extra = ["-o", f"KexAlgorithms={kex}"] if kex else []
+
+    def argv(_version: str) -> list[str]:
+        return [
+            "ssh", "-i", str(t.key), *extra,
+            "-o", f"UserKnownHostsFile={t.known_hosts}", "-o", "StrictHostKeyChecking=yes",
+            "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes", "-o", "ControlPath=none",
+            "-p", "22", f"root@{t.address}", "true",
+        ]  # fmt: skip
+
+    name = f"OpenSSH floor ({kex})" if kex else "OpenSSH floor"
+    return Tool(name, argv, exit_verdict, child_env())
+
+
+def write_inventories(t: Target) -> None:
+    t.host_dir.mkdir(parents=True, exist_ok=True)
+    (t.host_dir / "cp").mkdir(exist_ok=True)
+    (t.host_dir / "inventory.ini").write_text(ansible_side.inventory(t.address, t.key, t.known_hosts))
+    (t.host_dir / "ansible.cfg").write_text(ansible_side.ansible_cfg(t.host_dir / "cp", ssh=True))
+    (t.host_dir / "inventory.py").write_text(pyinfra_side.inventory(t.address, t.key, t.known_hosts))
+
+
+# --- on the host itself ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LocalTool:
+    name: str
+    argv: Callable[[str], list[str]]
+    verdict: Callable[[int, str], Verdict]
+    env: dict[str, str] = field(default_factory=dict)
+
+
+def ours_local() -> LocalTool:
+    def argv(version: str) -> list[str]:
+        return [
+            HOST_OURS_PYTHON,
+            "-m",
+            "reconciler",
+            "--once",
+            "-f",
+            f"{HOST_PROJECT}/desired-{version}.yaml",
+        ]
+
+    # /src is read-only in the host: the bytecode cache goes to /tmp.
+    return LocalTool("ours", argv, ours_verdict, {"PYTHONPATH": HOST_REPO, "PYTHONPYCACHEPREFIX": "/tmp/pyc"})
+
+
+def pyinfra_local(peer: Peer) -> LocalTool:
+    def argv(version: str) -> list[str]:
+        return pyinfra_side.command(peer.host_bin, HOST_PROJECT, version, "@local")
+
+    return LocalTool("pyinfra", argv, pyinfra_verdict)
+
+
+def ansible_local(peer: Peer) -> LocalTool:
+    def argv(version: str) -> list[str]:
+        return ansible_side.command(peer.host_bin, HOST_PROJECT, version, "localhost,", local=True)
+
+    return LocalTool(
+        "ansible", argv, ansible_verdict, {"ANSIBLE_CONFIG": f"{HOST_PROJECT}/ansible-local.cfg"}
+    )
