@@ -5,6 +5,7 @@ from __future__ import annotations
 import statistics
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 PHASES = {
@@ -123,6 +124,22 @@ def targets(rows: list[Row], samples: list[dict[str, Any]]) -> list[Target]:
             )
         else:
             out.append(Target(f"SSH no-op: ours faster than {tool}", f">= {wanted:g}x", "not measured", None))
+    # Like for like: both over OpenSSH, both reusing a master connection (or both not).
+    for mine, theirs in (
+        ("ours (openssh, warm master)", "ansible (warm master)"),
+        ("ours (openssh)", "ansible"),
+    ):
+        a, b = _find(rows, "ssh-noop", mine), _find(rows, "ssh-noop", theirs)
+        if a and b:
+            factor = b.median_ms / a.median_ms
+            out.append(
+                Target(
+                    f"SSH no-op over OpenSSH: {mine} faster than {theirs}",
+                    ">= 15x",
+                    _by(factor, 15.0, at_least=True),
+                    factor >= 15.0,
+                )
+            )
     floor = _find(rows, "ssh-noop", FLOOR)
     if ours and floor:
         factor = ours.median_ms / floor.median_ms
@@ -275,7 +292,30 @@ def render(results: Results, equivalence: str) -> str:
     parts += ["", "## How each tool expresses the state", "", equivalence.strip()]
     if results.notes:
         parts += ["", "## Notes from this run", "", *(f"- {n}" for n in results.notes)]
+    parts += ["", _other_benchmarks()]
     return "\n".join(parts) + "\n"
+
+
+def _other_benchmarks() -> str:
+    """The other benchmarks' results, each in its own report next to this one; the fleet table
+    is repeated here so that every headline figure is in one file."""
+    here = Path(__file__).resolve().parent.parent
+    lines = [
+        "## Other benchmarks",
+        "",
+        "- [deploy-under-load.md](deploy-under-load.md): requests through Caddy while each strategy "
+        "deploys and rolls back (`python -m benchmarks.deploy_load`).",
+        "- [watch.md](watch.md): watch mode's latency from a saved file, and the cost of a no-op pass "
+        "(`python -m benchmarks.watch_latency`).",
+        "- [fleet.md](fleet.md): no-op time for fleets of 1, 4 and 8 hosts "
+        "(`python -m benchmarks.fleet_noop`):",
+    ]
+    fleet = here / "fleet.md"
+    if fleet.exists():
+        body = fleet.read_text().splitlines()
+        table = [ln for ln in body if ln.startswith("|") or ln.startswith("Target:")]
+        lines += ["", *table]
+    return "\n".join(lines)
 
 
 def _same_state(rows: list[dict[str, Any]]) -> str:

@@ -227,7 +227,12 @@ def _measure(
     if "ansible" in peers:
         ssh_peers.append(tools.ansible_ssh(target, peers["ansible"]))
         local_tools.append(tools.ansible_local(peers["ansible"]))
-    noop_tools = [ours, *ssh_peers]
+    noop_tools = [
+        ours,
+        tools.ours_ssh(target, openssh="cold"),
+        tools.ours_ssh(target, openssh="warm"),
+        *ssh_peers,
+    ]
     if "ansible" in peers:
         noop_tools.append(tools.ansible_ssh(target, peers["ansible"], warm=True))
     noop_tools += [floor, tools.openssh_floor(target), tools.openssh_floor(target, kex="curve25519-sha256")]
@@ -261,3 +266,4 @@ def _measure(
         return Measured(samples, same, prof, load_before, load_after, machine.test_host(host))
     finally:
         tools.close_ansible_master(target)  # it would outlive the host by ControlPersist's 60 s
+        tools.close_ours_master(target)

@@ -104,11 +104,17 @@ def exit_verdict(rc: int, _stdout: str) -> Verdict:
 # --- over SSH, from this machine ---------------------------------------------------------
 
 
-def ours_ssh(t: Target, *, dry_run: bool = False) -> Tool:
+def ours_ssh(t: Target, *, dry_run: bool = False, openssh: str | None = None) -> Tool:
+    """Ours with paramiko (the default), or with `--ssh openssh`: openssh="cold" closes the
+    master connection (untimed) before each run, "warm" reuses the one a previous run left,
+    as the Ansible rows do."""
+
     def argv(version: str) -> list[str]:
         cmd = [sys.executable, "-m", "reconciler", "--once"]
         if dry_run:
             cmd.append("--dry-run")
+        if openssh:
+            cmd += ["--ssh", "openssh"]
         return [
             *cmd,
             "-f", str(t.project / f"desired-{version}.yaml"),
@@ -122,7 +128,32 @@ def ours_ssh(t: Target, *, dry_run: bool = False) -> Tool:
         PYTHONPYCACHEPREFIX=str(WORK / "pycache"),
         XDG_CACHE_HOME=str(WORK / "xdg-cache"),
     )
+    if openssh:
+        name = "ours (openssh, warm master)" if openssh == "warm" else "ours (openssh)"
+        before = None if openssh == "warm" else (lambda: close_ours_master(t))
+        return Tool(name, argv, ours_verdict, env, before=before, cwd=str(t.project))
     return Tool("ours" if not dry_run else "ours --dry-run", argv, ours_verdict, env, cwd=str(t.project))
+
+
+def close_ours_master(t: Target) -> None:
+    """Stop the master connection `--ssh openssh` keeps for this host, if any."""
+    from reconciler.executors.openssh import CONTROL_DIR
+
+    subprocess.run(
+        [
+            "ssh",
+            "-O",
+            "exit",
+            "-o",
+            f"ControlPath={CONTROL_DIR}/reconciler-%C",
+            "-p",
+            "22",
+            f"root@{t.address}",
+        ],
+        capture_output=True,
+        timeout=30,
+        check=False,
+    )
 
 
 def pyinfra_ssh(t: Target, peer: Peer) -> Tool:

@@ -52,6 +52,13 @@ def _common(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--known-hosts", metavar="FILE", help="known_hosts file (default: ~/.ssh/known_hosts)")
     p.add_argument(
+        "--ssh",
+        choices=["paramiko", "openssh"],
+        default=os.environ.get("RECONCILER_SSH", "paramiko"),
+        help="SSH transport: paramiko (default), or openssh: the system ssh client, honouring all of "
+        "ssh_config and keeping a master connection for 60 s between runs ($RECONCILER_SSH)",
+    )
+    p.add_argument(
         "--accept-new-host-key",
         action="store_true",
         help="trust and remember an unknown host key on first use (a changed key is still refused)",

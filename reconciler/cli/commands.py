@@ -34,6 +34,7 @@ def ssh_options(args: argparse.Namespace) -> SSHOptions:
         identity=tuple(args.identity),
         known_hosts=args.known_hosts,
         accept_new_host_key=args.accept_new_host_key,
+        transport=args.ssh,
     )
 
 

@@ -13,6 +13,10 @@ def executor_for(target: Target, ssh_options: SSHOptions | None = None) -> Execu
         from reconciler.executors.local import LocalExecutor
 
         return LocalExecutor()
+    if ssh_options is not None and ssh_options.transport == "openssh":
+        from reconciler.executors.openssh import OpenSSHExecutor
+
+        return OpenSSHExecutor(target, ssh_options)
     from reconciler.executors.ssh import SSHExecutor
 
     return SSHExecutor(target, ssh_options)

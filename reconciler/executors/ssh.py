@@ -12,33 +12,17 @@ import json
 import os
 import socket
 import threading
-import zlib
-from functools import cache
 from pathlib import Path
 from typing import Any
 
 from reconciler.errors import AuthError, HostKeyError, TargetError
 from reconciler.executors.base import Event, OnEvent, Payload
+from reconciler.executors.bootstrap import agent_blob, bootstrap_command
 from reconciler.executors.lean_paramiko import paramiko
 from reconciler.executors.ssh_options import SSHOptions
 from reconciler.spec.model import Target
 
 CONNECT_TIMEOUT = 10.0
-# Sent as source, never imported here: the client needs its bytes, not its code.
-AGENT_SOURCE = Path(__file__).resolve().parent.parent / "agent" / "hostagent.py"
-
-
-@cache
-def _agent_blob() -> bytes:
-    source = AGENT_SOURCE.read_bytes()
-    return zlib.compress(source, 9)
-
-
-def bootstrap_command(python: str, sudo: bool) -> str:
-    blob = _agent_blob()
-    code = f"import sys,zlib;exec(zlib.decompress(sys.stdin.buffer.read({len(blob)})))"
-    prefix = "sudo -n " if sudo else ""
-    return f"{prefix}{python} -c '{code}'"
 
 
 class _Policy(paramiko.MissingHostKeyPolicy):
@@ -183,7 +167,7 @@ class SSHExecutor:
         try:
             chan.exec_command(bootstrap_command(self.options.python, self._sudo))
             body = dict(request, payload_size=payload.size if payload else 0)
-            chan.sendall(_agent_blob() + json.dumps(body).encode() + b"\n")
+            chan.sendall(agent_blob() + json.dumps(body).encode() + b"\n")
             sender = None
             if payload is not None:
                 sender = threading.Thread(target=_send_payload, args=(chan, payload), daemon=True)

@@ -13,3 +13,4 @@ class SSHOptions:
     config_file: str | None = None  # default ~/.ssh/config
     sudo: bool | None = None  # None: use `sudo -n` when the remote user is not root
     python: str = "python3"
+    transport: str = "paramiko"  # or "openssh": the system's ssh client, with a master connection

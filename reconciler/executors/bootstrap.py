@@ -1,0 +1,26 @@
+"""How the host agent travels: its source, compressed, on stdin of one `python3 -c` exec.
+
+Nothing is installed on the host, every request is a single round trip, and both SSH
+transports send exactly the same bytes.
+"""
+
+from __future__ import annotations
+
+import zlib
+from functools import cache
+from pathlib import Path
+
+# Sent as source, never imported here: the client needs its bytes, not its code.
+AGENT_SOURCE = Path(__file__).resolve().parent.parent / "agent" / "hostagent.py"
+
+
+@cache
+def agent_blob() -> bytes:
+    return zlib.compress(AGENT_SOURCE.read_bytes(), 9)
+
+
+def bootstrap_command(python: str, sudo: bool) -> str:
+    blob = agent_blob()
+    code = f"import sys,zlib;exec(zlib.decompress(sys.stdin.buffer.read({len(blob)})))"
+    prefix = "sudo -n " if sudo else ""
+    return f"{prefix}{python} -c '{code}'"

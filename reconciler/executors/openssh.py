@@ -1,0 +1,162 @@
+"""Runs the host agent through the system's OpenSSH client: `--ssh openssh`.
+
+Everything the user's ssh_config says applies (ProxyJump, Match, certificates, keys in an
+agent or on hardware tokens), and a master connection is kept for a minute (ControlPersist),
+so consecutive runs, and the observe and apply requests of one run, share one TCP connection
+and one authentication, as Ansible's tuned setup does. Requests are the same single exec as
+with paramiko; paramiko is never imported here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import threading
+from pathlib import Path
+from typing import IO, Any
+
+from reconciler.errors import AuthError, HostKeyError, TargetError
+from reconciler.executors.base import Event, OnEvent, Payload
+from reconciler.executors.bootstrap import agent_blob, bootstrap_command
+from reconciler.executors.ssh_options import SSHOptions
+from reconciler.spec.model import Target
+
+CONTROL_DIR = Path(os.environ.get("XDG_RUNTIME_DIR") or Path.home() / ".ssh")
+
+
+class OpenSSHExecutor:
+    def __init__(self, target: Target, options: SSHOptions | None = None) -> None:
+        self.target = target
+        self.options = options or SSHOptions()
+        self.description = str(target)
+        self._active: subprocess.Popen[bytes] | None = None
+
+    def argv(self) -> list[str]:
+        o = self.options
+        CONTROL_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)
+        argv = [
+            "ssh",
+            "-T",
+            "-o",
+            "BatchMode=yes",  # never prompt: a deploy has nobody to answer
+            "-o",
+            "ControlMaster=auto",
+            "-o",
+            f"ControlPath={CONTROL_DIR}/reconciler-%C",
+            "-o",
+            "ControlPersist=60s",
+            "-o",
+            "StrictHostKeyChecking=" + ("accept-new" if o.accept_new_host_key else "yes"),
+        ]
+        if o.known_hosts:
+            argv += ["-o", f"UserKnownHostsFile={o.known_hosts}"]
+        for key in o.identity:
+            argv += ["-i", key]
+        if o.config_file:
+            argv += ["-F", o.config_file]
+        if self.target.port:
+            argv += ["-p", str(self.target.port)]
+        if self.target.user:
+            argv += ["-l", self.target.user]
+        sudo = o.sudo if o.sudo is not None else bool(self.target.user and self.target.user != "root")
+        return [*argv, "--", self.target.host, bootstrap_command(o.python, sudo)]
+
+    def request(
+        self,
+        request: dict[str, Any],
+        *,
+        payload: Payload | None = None,
+        on_event: OnEvent | None = None,
+    ) -> Event:
+        try:
+            proc = subprocess.Popen(
+                self.argv(), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+            )
+        except FileNotFoundError:
+            raise TargetError("--ssh openssh needs the ssh client: install openssh-client") from None
+        assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+        self._active = proc
+        errors: list[bytes] = []
+        stderr = proc.stderr
+        reader = threading.Thread(target=lambda: errors.append(stderr.read()), daemon=True)
+        reader.start()
+        body = dict(request, payload_size=payload.size if payload else 0)
+        sender = threading.Thread(
+            target=_send, args=(proc.stdin, json.dumps(body).encode(), payload), daemon=True
+        )
+        sender.start()
+        try:
+            final: Event | None = None
+            for line in proc.stdout:
+                try:
+                    event = json.loads(line)
+                except ValueError:
+                    continue
+                if event.get("event") in ("result", "error"):
+                    final = event
+                    break
+                if on_event is not None:
+                    on_event(event)
+            if final is not None:
+                return final
+            proc.wait(30)
+            reader.join(5)
+            raise self._failure(proc.returncode, b"".join(errors).decode("utf-8", "replace"))
+        finally:
+            self._active = None
+            with contextlib.suppress(OSError):
+                proc.stdin.close()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(10)
+
+    def _failure(self, code: int, stderr: str) -> Exception:
+        text = stderr.strip()
+        host = self.target.host
+        if "Host key verification failed" in text or "REMOTE HOST IDENTIFICATION HAS CHANGED" in text:
+            return HostKeyError(
+                f"host key of {host} is unknown or CHANGED (ssh: {text.splitlines()[-1]})",
+                hint=f"verify it; then add it with ssh-keyscan {host} >> ~/.ssh/known_hosts, "
+                "or pass --accept-new-host-key to trust it on first use",
+            )
+        if "Permission denied" in text or "Too many authentication failures" in text:
+            return AuthError(
+                f"{host} refused authentication ({text.splitlines()[-1]})",
+                hint="check the user in `target`, pass a key with -i, or load it into ssh-agent",
+            )
+        if code == 255:
+            return TargetError(
+                f"cannot reach {host} over ssh: {text.splitlines()[-1] if text else 'exit 255'}",
+                hint="check the address in `target` and that sshd runs there",
+            )
+        if code == 127 or "not found" in text:
+            return TargetError(
+                f"{self.options.python} is not available on {host}",
+                hint="the reconciler runs a small Python (>= 3.9) program on the host: install python3",
+            )
+        return TargetError(
+            f"the connection to {host} ended before the host answered (exit {code})",
+            hint=text[-500:] or "the next run will converge from wherever this one stopped",
+        )
+
+    def cancel(self) -> None:
+        proc = self._active
+        if proc is not None and proc.stdin is not None:
+            with contextlib.suppress(OSError, ValueError):
+                proc.stdin.write(b"cancel\n")
+                proc.stdin.flush()
+
+    def close(self) -> None:
+        pass  # the master connection lingers (ControlPersist) for the next run; that is the point
+
+
+def _send(stdin: IO[bytes], body: bytes, payload: Payload | None) -> None:
+    with contextlib.suppress(OSError, ValueError):
+        stdin.write(agent_blob() + body + b"\n")
+        stdin.flush()
+        if payload is not None:
+            with payload.open() as stream:
+                while chunk := stream.read(1 << 16):
+                    stdin.write(chunk)
+            stdin.flush()
