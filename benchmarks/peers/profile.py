@@ -183,9 +183,9 @@ def _exchange(transport: Any, command: str, data: bytes) -> bytes:
 def round_trips(host: TestHost, observe_request: dict[str, Any], repeats: int) -> dict[str, float]:
     """Exec round trips on one open connection (no connect, no auth): what each costs by itself."""
     from reconciler.agent import hostagent
-    from reconciler.executors import ssh as our_ssh
+    from reconciler.executors import bootstrap
 
-    blob = our_ssh._agent_blob()
+    blob = bootstrap.agent_blob()
     request = json.dumps(dict(observe_request, payload_size=0)).encode() + b"\n"
     # The proposal, emulated: the agent as a module in a folder on the host, so python3 keeps
     # its bytecode in __pycache__ after the first run; the request alone goes over stdin.
@@ -198,7 +198,7 @@ def round_trips(host: TestHost, observe_request: dict[str, Any], repeats: int) -
         "`true`": ("true", b""),
         "`python3 -c pass`": ("python3 -c pass", b""),
         "our agent's observation (as sent by ours)": (
-            our_ssh.bootstrap_command("python3", False),
+            bootstrap.bootstrap_command("python3", False),
             blob + request,
         ),
         "the same, agent bytecode cached on the host (proposal, emulated)": (cached, request),

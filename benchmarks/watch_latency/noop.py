@@ -194,7 +194,8 @@ def _exec(transport: paramiko.Transport, command: str) -> None:
 def linger(transport: paramiko.Transport, spec: dict[str, object], samples: int = 3) -> Linger:
     """The real bootstrap and agent, as SSHExecutor sends them, but the channel stays open
     until the agent exits instead of being closed right after the answer."""
-    from reconciler.executors.ssh import _agent_blob, bootstrap_command
+    from reconciler.executors.bootstrap import agent_blob as _agent_blob
+    from reconciler.executors.bootstrap import bootstrap_command
 
     after, statuses, first_err = [], [], ""
     for _ in range(samples):
