@@ -20,7 +20,9 @@ from reconciler.plan.actions import (
     PruneRelease,
     RecordQuarantine,
     RemoveFile,
+    RestoreDatabase,
     SetSymlink,
+    SnapshotDatabase,
     Systemctl,
     UploadRelease,
     WriteCaddyfile,
@@ -42,6 +44,7 @@ class ModelHost:
         self.caddy_loaded = observed.caddy_loaded_sha
         self.quarantine = dict(observed.quarantine)
         self.images = set(observed.images)
+        self.snapshots = set(observed.snapshots)
         self.base = observed
         self.units_dir = units_dir
 
@@ -189,6 +192,18 @@ class ModelHost:
                 self.quarantine[action.version] = action.why
         elif isinstance(action, CheckHealth):
             pass
+        elif isinstance(action, SnapshotDatabase):
+            self.snapshots.add(posixpath.basename(action.snapshot).removesuffix(".sqlite"))
+        elif isinstance(action, RestoreDatabase):
+            for unit in action.units:
+                self.units[unit] = replace(
+                    self.units[unit],
+                    active="inactive",
+                    sub="dead",
+                    main_pid=0,
+                    cwd=None,
+                    environ=MappingProxyType({}),
+                )
         elif isinstance(action, PruneRelease):
             if action.image:
                 self.images.discard(action.image)
@@ -214,4 +229,5 @@ class ModelHost:
             caddy_loaded_sha=self.caddy_loaded,
             quarantine=MappingProxyType(dict(self.quarantine)),
             images=frozenset(self.images),
+            snapshots=frozenset(self.snapshots),
         )

@@ -45,6 +45,7 @@ def desired(
     idle: str = "warm",
     keep: int = 5,
     image: bool = False,
+    data: str = "",
 ) -> DesiredState:
     env = {"DATABASE_PATH": "/var/lib/choiros/choiros.db"} if env is None else env
     env_yaml = "".join(f"  {k}: {v!r}\n" for k, v in env.items()) or "  {}\n"
@@ -70,7 +71,7 @@ backend:
   command: {command}
   port: {port}
 env:
-{env_yaml}"""
+{env_yaml}{data}"""
     return load_bytes(text.encode(), "desired-state.yaml", base_dir=Path("/src"))
 
 
@@ -434,8 +435,17 @@ def hosts(draw: st.DrawFn) -> Observed:
 def desired_states(draw: st.DrawFn) -> DesiredState:
     strategy = draw(st.sampled_from(["restart", "symlink-swap", "blue-green"]))
     image = draw(st.booleans())
+    restore = strategy != "blue-green" and draw(st.booleans())
     return desired(
         draw(versions),
+        data=draw(
+            st.sampled_from(
+                [
+                    "",
+                    f"data: {{sqlite: /var/lib/choiros/c.db, restore_on_rollback: {str(restore).lower()}}}\n",
+                ]
+            )
+        ),
         image=image,
         strategy=strategy,
         mode="static"
@@ -684,3 +694,50 @@ def test_pruning_an_image_release_removes_its_image() -> None:
     pruned = [a for a in p.actions if a.summary()["action"] == "prune"]
     assert [getattr(a, "image", None) for a in pruned] == ["localhost/choiros:1.0.0"]
     assert "localhost/choiros:1.0.0" not in host.images
+
+
+# --- the database -------------------------------------------------------------------------------
+
+DATA = "data: {sqlite: /var/lib/choiros/choiros.db, restore_on_rollback: true}\n"
+
+
+def test_database_is_snapshotted_before_the_backend_leaves_a_release() -> None:
+    host = deployed(desired(data=DATA))
+    p, host = converge(desired("2.0.0", data=DATA), host)
+    order = labels(p)
+    snap = ("snapshot", "/var/lib/choiros/choiros.db -> /var/lib/reconciler/choiros/snapshots/1.0.0.sqlite")
+    assert snap in order and order.index(snap) < order.index(("restart", BACKEND))
+    assert not any(a == "restore" for a, _ in order), "going forward restores nothing"
+    assert "1.0.0" in host.snapshots
+
+
+def test_moving_back_restores_the_snapshot_with_the_backend_stopped() -> None:
+    host = deployed(desired(data=DATA))
+    _, host = converge(desired("2.0.0", data=DATA), host)
+    p, host = converge(desired("1.0.0", data=DATA), host)
+    order = [a for a, _ in labels(p)]
+    assert order.index("snapshot") < order.index("restore") < order.index("restart")
+    restore = next(a for a in p.actions if a.summary()["action"] == "restore")
+    assert restore.target.startswith("/var/lib/reconciler/choiros/snapshots/1.0.0.sqlite")
+    assert not plan(desired("1.0.0", data=DATA), host).changed
+
+
+def test_without_restore_a_revert_only_snapshots() -> None:
+    data = "data: {sqlite: /var/lib/choiros/choiros.db}\n"
+    host = deployed(desired(data=data))
+    _, host = converge(desired("2.0.0", data=data), host)
+    p = plan(desired("1.0.0", data=data), host)
+    assert [a for a, _ in labels(p)].count("restore") == 0
+
+
+def test_blue_green_snapshots_before_the_new_colour_starts() -> None:
+    data = "data: {sqlite: /var/lib/choiros/choiros.db}\n"
+    host = deployed(desired(strategy="blue-green", data=data))
+    p = plan(desired("2.0.0", strategy="blue-green", data=data), host)
+    order = [a for a, _ in labels(p)]
+    assert order.index("snapshot") < order.index("start")
+
+
+def test_blue_green_refuses_restore_on_rollback() -> None:
+    with pytest.raises(InvalidDesiredState, match="share the database"):
+        desired(strategy="blue-green", data=DATA)

@@ -291,6 +291,14 @@ def _read_holder(path: str) -> Json:
         return {}
 
 
+def _snapshots(state_dir: str) -> list[str]:
+    try:
+        names = os.listdir(os.path.join(state_dir, "snapshots"))
+    except FileNotFoundError:
+        return []
+    return sorted(n[: -len(".sqlite")] for n in names if n.endswith(".sqlite") and not n.startswith("."))
+
+
 def _read_json(path: str) -> Any:
     try:
         with open(path, encoding="utf-8") as fh:
@@ -332,6 +340,7 @@ def observe(spec: Json) -> Json:
         "state": {
             "caddy_loaded": _read_json(os.path.join(state_dir, "caddy-loaded.json")),
             "quarantine": _read_json(os.path.join(state_dir, "quarantine.json")) or {},
+            "snapshots": _snapshots(state_dir),
         },
         "lock": _lock_state(state_dir),
         "images": _images(bool(spec.get("images"))),
@@ -921,6 +930,46 @@ def do_prune_release(ctx: Context, a: Json) -> Json:
     return {}
 
 
+def _sqlite_copy(source: str, dest: str) -> None:
+    """SQLite's online backup API: a consistent copy even while another process writes."""
+    import sqlite3
+
+    src = sqlite3.connect(f"file:{source}?mode=ro", uri=True, timeout=30)
+    try:
+        dst = sqlite3.connect(dest, timeout=30)
+        try:
+            src.backup(dst)
+        finally:
+            dst.close()
+    finally:
+        src.close()
+
+
+def do_snapshot_database(ctx: Context, a: Json) -> Json:
+    database, snapshot = a["database"], a["snapshot"]
+    if not os.path.exists(database):
+        return {"skipped": "no database yet"}
+    folder = os.path.dirname(snapshot)
+    _makedirs(folder, 0o700)
+    tmp = os.path.join(folder, f".{os.path.basename(snapshot)}.tmp-{os.getpid()}")
+    try:
+        _sqlite_copy(database, tmp)
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, snapshot)  # a snapshot is whole or absent
+        _fsync_dir(folder)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+    return {"bytes": os.path.getsize(snapshot)}
+
+
+def do_restore_database(ctx: Context, a: Json) -> Json:
+    for unit in a["units"]:
+        _systemctl("stop", unit)  # nothing may write while the database is replaced
+    _sqlite_copy(a["snapshot"], a["database"])
+    return {}
+
+
 HANDLERS: dict[str, Callable[[Context, Json], Json]] = {
     "upload_release": do_upload_release,
     "write_file": do_write_file,
@@ -934,6 +983,8 @@ HANDLERS: dict[str, Callable[[Context, Json], Json]] = {
     "record_quarantine": do_record_quarantine,
     "prune_release": do_prune_release,
     "load_image": do_load_image,
+    "snapshot_database": do_snapshot_database,
+    "restore_database": do_restore_database,
 }
 
 

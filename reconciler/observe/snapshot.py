@@ -76,6 +76,7 @@ class Observed:
     quarantine: Mapping[str, str]  # version -> why
     lock_holder: Mapping[str, Any] | None
     images: frozenset[str] = frozenset()  # container images present (repo:tag), when asked
+    snapshots: frozenset[str] = frozenset()  # releases with a database snapshot
     fingerprint: str = ""
 
     def file(self, path: str) -> FileState | None:
@@ -168,5 +169,6 @@ def parse(raw: Mapping[str, Any]) -> Observed:
         quarantine=_freeze(quarantine),
         lock_holder=_freeze(lock.get("holder") or {}) if lock.get("held") else None,
         images=frozenset(raw.get("images") or ()),
+        snapshots=frozenset((raw.get("state") or {}).get("snapshots") or ()),
         fingerprint=str(raw.get("fingerprint", "")),
     )

@@ -19,7 +19,9 @@ class Phase(IntEnum):
     STAGE = 10  # upload releases: invisible until switched to
     WRITE = 20  # unit files, env file
     DAEMON_RELOAD = 30
+    SNAPSHOT = 35  # the database, before any process of the new release runs
     SWITCH = 40  # `current` / `previous` symlinks
+    RESTORE = 45  # a snapshot back into place, the backend stopped for it
     RESTART = 50
     START = 60  # enable + start units that should run
     VERIFY = 70  # health gates before the proxy sends traffic
@@ -230,6 +232,37 @@ class PruneRelease(Action):
     @property
     def target(self) -> str:
         return f"{self.releases}/{self.version}"
+
+
+@dataclass(frozen=True)
+class SnapshotDatabase(Action):
+    """SQLite's online backup of the live database: consistent even while the app writes."""
+
+    database: str
+    snapshot: str
+    phase: Phase = field(default=Phase.SNAPSHOT, kw_only=True)
+    kind: ClassVar[str] = "snapshot_database"
+    label: ClassVar[str] = "snapshot"
+
+    @property
+    def target(self) -> str:
+        return f"{self.database} -> {self.snapshot}"
+
+
+@dataclass(frozen=True)
+class RestoreDatabase(Action):
+    """Stop the units that use the database, then copy the snapshot back (online backup API)."""
+
+    database: str
+    snapshot: str
+    units: tuple[str, ...]
+    phase: Phase = field(default=Phase.RESTORE, kw_only=True)
+    kind: ClassVar[str] = "restore_database"
+    label: ClassVar[str] = "restore"
+
+    @property
+    def target(self) -> str:
+        return f"{self.snapshot} -> {self.database}"
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from reconciler.plan.planner import (
     backend_health,
     backend_spec,
     caddy_actions,
+    data_actions,
     env_file_actions,
     env_hash,
     env_reason,
@@ -107,6 +108,7 @@ def actions(desired: DesiredState, observed: Observed) -> list[Action]:
     out += _idle_colour(desired, observed, idle, idle_text)
     static_root = f"{desired.colour_link(target)}/{desired.frontend.static_dir}"
     caddy_text = render_caddyfile(desired, desired.blue_green.port(target), static_root, colour=target)
+    out += data_actions(desired, observed, [desired.colour_unit(c) for c in COLOURS])
     out += caddy_actions(desired, observed, caddy_text)
     out += _bookkeeping_links(desired, observed, want)
     out += retire_unit(desired, observed, desired.backend_unit, "the strategy is blue-green")

@@ -22,7 +22,9 @@ from reconciler.plan.actions import (
     PruneRelease,
     RecordQuarantine,
     RemoveFile,
+    RestoreDatabase,
     SetSymlink,
+    SnapshotDatabase,
     Systemctl,
     UploadRelease,
     WriteCaddyfile,
@@ -125,6 +127,7 @@ def _single_slot_actions(desired: DesiredState, observed: Observed) -> list[Acti
             else frontend_health(desired),
             file_text=observed.content(unit_path(desired, name)),
         )
+    actions += data_actions(desired, observed, [desired.backend_unit])
     actions += caddy_actions(desired, observed, render_caddyfile(desired, desired.backend.port))
     actions += retire_frontend(desired, observed)
     for colour in ("blue", "green"):
@@ -556,3 +559,45 @@ def serving_release(desired: DesiredState, observed: Observed) -> str | None:
         return posixpath.basename(target) if target else None
     unit = observed.unit(desired.backend_unit)
     return running_release(unit) if unit.is_active else None
+
+
+# --- the database ---------------------------------------------------------------------------
+
+
+def data_actions(desired: DesiredState, observed: Observed, backend_units: list[str]) -> list[Action]:
+    """Snapshot the database when the backend leaves a release; restore the snapshot of the
+    release it moves back to, when asked. Judged from the release the backend runs now."""
+    data = desired.data
+    if data.sqlite is None:
+        return []
+    version = desired.release.version
+    leaving = {
+        r for u in backend_units if (r := running_release(observed.unit(u))) and observed.unit(u).is_active
+    }
+    leaving.discard(version)
+    if desired.strategy == "blue-green":
+        from reconciler.plan import bluegreen
+
+        served = serving_release(desired, observed)
+        leaving = {served} - {version} if served and bluegreen.routed_colour(desired, observed) else set()
+    out: list[Action] = []
+    folder = f"{desired.layout.state}/snapshots"
+    if data.snapshot:
+        out += [
+            SnapshotDatabase(
+                f"the backend leaves release {old}: keep its data as it was",
+                database=data.sqlite,
+                snapshot=f"{folder}/{old}.sqlite",
+            )
+            for old in sorted(leaving)
+        ]
+    if data.restore_on_rollback and leaving and version in observed.snapshots:
+        out.append(
+            RestoreDatabase(
+                f"moving back to {version}: its data as it was when it was left (data.restore_on_rollback)",
+                database=data.sqlite,
+                snapshot=f"{folder}/{version}.sqlite",
+                units=tuple(backend_units),
+            )
+        )
+    return out

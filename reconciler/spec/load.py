@@ -26,6 +26,7 @@ from reconciler.spec.hosts import resolve_hosts
 from reconciler.spec.model import (
     Backend,
     BlueGreen,
+    Data,
     DesiredState,
     EnvVar,
     Frontend,
@@ -340,6 +341,14 @@ def _strategy_problems(doc: SourceDoc) -> list[InputProblem]:
                 "e.g. `bin/backend --port {port}`",
             )
         )
+    if _get(doc.data, "data", "restore_on_rollback") is True:
+        out.append(
+            doc.problem(
+                ("data", "restore_on_rollback"),
+                "blue-green's two colours share the database, so restoring it under the warm one is "
+                "refused; snapshots still work",
+            )
+        )
     if _get(doc.data, "frontend", "mode") == "dev-server":
         out.append(
             doc.problem(
@@ -373,6 +382,7 @@ def build(
     proxy = data.get("proxy") or {}
     bg = data.get("blue_green") or {}
     rollout = data.get("rollout") or {}
+    data_section = data.get("data") or {}
     backend_argv, _ = parse_command(be["command"])
     dev_argv, _ = parse_command(fe["dev_command"]) if fe.get("dev_command") else ([], None)
     return DesiredState(
@@ -380,6 +390,11 @@ def build(
         app=app,
         target=hosts[0].target,
         hosts=hosts,
+        data=Data(
+            sqlite=data_section.get("sqlite"),
+            snapshot=data_section.get("snapshot", True),
+            restore_on_rollback=data_section.get("restore_on_rollback", False),
+        ),
         rollout=Rollout(
             max_unavailable=rollout.get("max_unavailable", 1),
             max_failed=rollout.get("max_failed", 0),

@@ -96,6 +96,15 @@ class BlueGreen:
 
 
 @dataclass(frozen=True)
+class Data:
+    """The app's SQLite database: snapshot before a switch, restore on the way back."""
+
+    sqlite: str | None = None
+    snapshot: bool = True
+    restore_on_rollback: bool = False
+
+
+@dataclass(frozen=True)
 class Proxy:
     site: str = ":80"
     caddyfile: str = "/etc/caddy/Caddyfile"
@@ -149,6 +158,7 @@ class DesiredState:
     layout: Layout
     hosts: tuple[HostSpec, ...] = ()
     rollout: Rollout = Rollout()
+    data: Data = Data()
 
     @property
     def is_fleet(self) -> bool:
