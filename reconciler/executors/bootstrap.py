@@ -6,9 +6,13 @@ transports send exactly the same bytes.
 
 from __future__ import annotations
 
+import json
 import zlib
+from collections.abc import Iterable
 from functools import cache
 from pathlib import Path
+
+from reconciler.executors.base import Event, OnEvent
 
 # Sent as source, never imported here: the client needs its bytes, not its code.
 AGENT_SOURCE = Path(__file__).resolve().parent.parent / "agent" / "hostagent.py"
@@ -24,3 +28,18 @@ def bootstrap_command(python: str, sudo: bool) -> str:
     code = f"import sys,zlib;exec(zlib.decompress(sys.stdin.buffer.read({len(blob)})))"
     prefix = "sudo -n " if sudo else ""
     return f"{prefix}{python} -c '{code}'"
+
+
+def read_events(lines: Iterable[bytes], on_event: OnEvent | None) -> Event | None:
+    """The agent's answer: JSON lines of progress (passed to on_event), then one final
+    "result" or "error" event, returned. None when the stream ends without one."""
+    for line in lines:
+        try:
+            event = json.loads(line)
+        except ValueError:
+            continue  # not ours: e.g. a login banner printed by a shell profile
+        if event.get("event") in ("result", "error"):
+            return event  # type: ignore[no-any-return]
+        if on_event is not None:
+            on_event(event)
+    return None

@@ -19,7 +19,7 @@ from typing import IO, Any
 
 from reconciler.errors import AuthError, HostKeyError, TargetError
 from reconciler.executors.base import Event, OnEvent, Payload
-from reconciler.executors.bootstrap import agent_blob, bootstrap_command
+from reconciler.executors.bootstrap import agent_blob, bootstrap_command, read_events
 from reconciler.executors.ssh_options import SSHOptions
 from reconciler.spec.model import Target
 
@@ -88,17 +88,7 @@ class OpenSSHExecutor:
         )
         sender.start()
         try:
-            final: Event | None = None
-            for line in proc.stdout:
-                try:
-                    event = json.loads(line)
-                except ValueError:
-                    continue
-                if event.get("event") in ("result", "error"):
-                    final = event
-                    break
-                if on_event is not None:
-                    on_event(event)
+            final = read_events(proc.stdout, on_event)
             if final is not None:
                 return final
             proc.wait(30)

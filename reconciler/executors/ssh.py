@@ -17,7 +17,7 @@ from typing import Any
 
 from reconciler.errors import AuthError, HostKeyError, TargetError
 from reconciler.executors.base import Event, OnEvent, Payload
-from reconciler.executors.bootstrap import agent_blob, bootstrap_command
+from reconciler.executors.bootstrap import agent_blob, bootstrap_command, read_events
 from reconciler.executors.lean_paramiko import paramiko
 from reconciler.executors.ssh_options import SSHOptions
 from reconciler.spec.model import Target
@@ -182,17 +182,7 @@ class SSHExecutor:
 
     def _read_events(self, chan: paramiko.Channel, on_event: OnEvent | None) -> Event:
         stdout = chan.makefile("rb")
-        final: Event | None = None
-        for line in stdout:
-            try:
-                event = json.loads(line)
-            except ValueError:
-                continue
-            if event.get("event") in ("result", "error"):
-                final = event
-                break
-            if on_event is not None:
-                on_event(event)
+        final = read_events(stdout, on_event)
         if final is not None:
             return final
         status = chan.recv_exit_status() if chan.exit_status_ready() or not chan.closed else -1
