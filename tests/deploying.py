@@ -8,7 +8,7 @@ import os
 import subprocess
 import sys
 import textwrap
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -71,7 +71,6 @@ class Project:
     root: Path
     artifacts: dict[str, Path]
     host: TestHost
-    overrides: dict[str, Any] = field(default_factory=dict)
 
     def write(self, version: str = "1.0.0", *, body: str | None = None, **fields: Any) -> Path:
         """Write desired-state.yaml for `version`; `fields` are top-level YAML snippets."""

@@ -174,7 +174,7 @@ class ModelHost:
                 self.units[action.unit] = replace(
                     unit, active="inactive", sub="dead", main_pid=0, cwd=None, environ=MappingProxyType({})
                 )
-            elif action.verb == "enable":
+            elif action.verb in ("enable", "reenable"):
                 assert action.unit == CADDY_UNIT or self.unit_file(action.unit) is not None
                 self.units[action.unit] = replace(unit, enabled="enabled")
             elif action.verb == "disable":

@@ -225,3 +225,27 @@ def test_many_requests_on_one_connection(project: Project) -> None:
     finally:
         executor.close()
     assert [a["event"] for a in answers] == ["result"] * 25
+
+
+def test_install_section_edit_is_put_back_with_its_links(project: Project) -> None:
+    project.write("1.0.0")
+    assert project.once().rc == 0
+    host = project.host
+    path = "/etc/systemd/system/choiros-backend.service"
+    host.write(
+        path, (host.read(path) or b"").replace(b"WantedBy=multi-user.target", b"WantedBy=default.target")
+    )
+    host.exec(["systemctl", "daemon-reload"])
+    host.exec(["systemctl", "reenable", "choiros-backend.service"])  # links now follow the edit
+    run = project.once()
+    assert run.rc == 0, run.stdout
+    assert ("reenable", BACKEND) in run.actions()
+    links = host.exec(
+        [
+            "bash",
+            "-c",
+            "ls /etc/systemd/system/*.wants/ | grep -c choiros-backend; ls /etc/systemd/system/multi-user.target.wants/",
+        ]
+    ).stdout
+    assert "choiros-backend.service" in links.split("\n", 1)[1]
+    assert project.once("--dry-run").rc == 0

@@ -741,3 +741,15 @@ def test_blue_green_snapshots_before_the_new_colour_starts() -> None:
 def test_blue_green_refuses_restore_on_rollback() -> None:
     with pytest.raises(InvalidDesiredState, match="share the database"):
         desired(strategy="blue-green", data=DATA)
+
+
+def test_install_section_change_reenables_the_unit() -> None:
+    host = _edit_unit(deployed(), "WantedBy=multi-user.target", "WantedBy=default.target")
+    p, after = converge(desired(), host)
+    assert labels(p) == [
+        ("write", f"{UNIT_DIR}/{BACKEND}"),
+        ("daemon-reload", "systemd"),
+        ("reenable", BACKEND),
+    ]
+    assert "[Install]" in p.actions[2].reason
+    assert not plan(desired(), after).changed

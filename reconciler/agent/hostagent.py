@@ -544,7 +544,6 @@ class Context:
         self.emit = emit
         self.state_dir: str = request["observe"]["state"]
         self.caddy_backup: bytes | None = None
-        self.caddy_had_file = False
 
 
 def do_upload_release(ctx: Context, a: Json) -> Json:
@@ -853,7 +852,6 @@ def do_write_caddyfile(ctx: Context, a: Json) -> Json:
     try:
         _caddy_validate(candidate)
         old = _read_file(path)
-        ctx.caddy_had_file = old is not None
         ctx.caddy_backup = (
             old["content"].encode("utf-8", "surrogateescape") if old and "content" in old else None
         )

@@ -54,7 +54,6 @@ class Outcome:
     after: Observed | None = None
     timings: dict[str, float] = field(default_factory=dict)
     rolled_back_to: str | None = None
-    failure: ApplyError | None = None
 
 
 class Reporter(Protocol):

@@ -224,10 +224,20 @@ def unit_file_actions(desired: DesiredState, observed: Observed, name: str, text
             return [DaemonReload(f"systemd has not loaded the current {name} from disk")]
         return []
     if have is None:
-        reason = f"{name} does not exist"
-    else:
-        reason = f"{name} differs ({units.classify(have, text).describe()})"
-    return [WriteFile(reason, path=path, content=text), DaemonReload(f"{name} was written")]
+        return [
+            WriteFile(f"{name} does not exist", path=path, content=text),
+            DaemonReload(f"{name} was written"),
+        ]
+    change = units.classify(have, text)
+    out: list[Action] = [
+        WriteFile(f"{name} differs ({change.describe()})", path=path, content=text),
+        DaemonReload(f"{name} was written"),
+    ]
+    if change.reenable and unit.is_enabled:
+        # The enablement links were made from the old [Install] section; redo them.
+        why = f"{name}'s [Install] section changed"
+        out.append(Systemctl(why, verb="reenable", unit=name, phase=Phase.START))
+    return out
 
 
 def env_hash(desired: DesiredState) -> str:
