@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.executors.openssh import CONTROL_DIR
+from reconciler.executors.openssh import CONTROL_DIR, OpenSSHExecutor
+from reconciler.spec.model import Target
 from tests.deploying import REPO, Project, serves
 
 pytestmark = pytest.mark.testhost
@@ -18,23 +19,7 @@ pytestmark = pytest.mark.testhost
 
 def close_master(project: Project) -> None:
     """A live master skips authentication (that is what it is for); refusal tests need none."""
-    host = project.host
-    subprocess.run(
-        [
-            "ssh",
-            "-O",
-            "exit",
-            "-o",
-            f"ControlPath={CONTROL_DIR}/reconciler-%C",
-            "-p",
-            "22",
-            "-l",
-            "root",
-            host.address,
-        ],
-        capture_output=True,
-        check=False,
-    )
+    OpenSSHExecutor(Target("ssh", host=project.host.address, user="root", port=22)).close_master()
 
 
 def test_deploy_noop_and_bump_over_openssh(project: Project) -> None:

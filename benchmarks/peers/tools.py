@@ -137,23 +137,10 @@ def ours_ssh(t: Target, *, dry_run: bool = False, openssh: str | None = None) ->
 
 def close_ours_master(t: Target) -> None:
     """Stop the master connection `--ssh openssh` keeps for this host, if any."""
-    from reconciler.executors.openssh import CONTROL_DIR
+    from reconciler.executors.openssh import OpenSSHExecutor
+    from reconciler.spec.model import Target as SSHTarget
 
-    subprocess.run(
-        [
-            "ssh",
-            "-O",
-            "exit",
-            "-o",
-            f"ControlPath={CONTROL_DIR}/reconciler-%C",
-            "-p",
-            "22",
-            f"root@{t.address}",
-        ],
-        capture_output=True,
-        timeout=30,
-        check=False,
-    )
+    OpenSSHExecutor(SSHTarget("ssh", host=t.address, user="root", port=22)).close_master()
 
 
 def pyinfra_ssh(t: Target, peer: Peer) -> Tool:

@@ -12,7 +12,7 @@ import os
 import sys
 
 from reconciler import __version__
-from reconciler.errors import InvalidDesiredState, ReconcilerError
+from reconciler.errors import ReconcilerError
 
 EPILOG = """\
 examples:
@@ -136,23 +136,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
-    if args_list and args_list[0] in ("status", "validate"):
-        from reconciler.cli import commands
-
-        return commands.run_subcommand(args_list[0], args_list[1:], _common)
-    args = build_parser().parse_args(args_list)
+    subcommand = args_list[0] if args_list and args_list[0] in ("status", "validate") else None
+    args = None if subcommand else build_parser().parse_args(args_list)
     from reconciler.cli import commands
 
     try:
-        if args.once:
-            return commands.once(args)
-        return commands.watch(args)
+        if subcommand:
+            return commands.run_subcommand(subcommand, args_list[1:], _common)
+        assert args is not None
+        return commands.once(args) if args.once else commands.watch(args)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except InvalidDesiredState as exc:  # pragma: no cover - handled in commands
-        print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except ReconcilerError as exc:  # pragma: no cover - handled in commands
+    except ReconcilerError as exc:  # a last resort: the commands report their own errors
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code

@@ -220,9 +220,13 @@ class Watcher:
             self.backoff.parked = True
             log.error("desired state is invalid; waiting for a fix", problems=[str(p) for p in exc.problems])
             return None
-        revision = gitinfo.revision_of(desired.file)
+
+        def commit() -> str:
+            # Two git subprocesses: only for passes that log a change or a failure.
+            return gitinfo.revision_of(desired.file).describe()
+
         if desired.is_fleet or self.settings.limit:
-            self.fleet_pass(desired, reasons, revision.describe())
+            self.fleet_pass(desired, reasons, commit)
             return None
         try:
             executor = self._executor_for(desired)
@@ -234,7 +238,7 @@ class Watcher:
             )
         except (RolledBack, Quarantined) as exc:
             self.backoff.parked = True
-            log.error("release not deployed", error=str(exc), commit=revision.describe())
+            log.error("release not deployed", error=str(exc), commit=commit())
             return None
         except ReconcilerError as exc:
             if self.stop.is_set():
@@ -254,7 +258,7 @@ class Watcher:
                 "converged",
                 trigger=", ".join(reasons),
                 actions=len(outcome.plan.actions),
-                commit=revision.describe(),
+                commit=commit(),
                 apply_ms=round(outcome.timings.get("apply_ms", 0), 1),
             )
         else:
@@ -263,7 +267,7 @@ class Watcher:
             )
         return outcome
 
-    def fleet_pass(self, desired: DesiredState, reasons: list[str], commit: str) -> None:
+    def fleet_pass(self, desired: DesiredState, reasons: list[str], commit: Callable[[], str]) -> None:
         """Each host backs off on its own: an unreachable host never holds the others back."""
         from reconciler.engine import fleet
 
@@ -294,7 +298,7 @@ class Watcher:
             backoff = self.host_backoff[r.host.name]
             if r.result in (fleet.ROLLED_BACK, fleet.QUARANTINED):
                 backoff.parked = True
-                log.error("release not deployed", host=r.host.name, error=str(r.error), commit=commit)
+                log.error("release not deployed", host=r.host.name, error=str(r.error), commit=commit())
             elif r.result == fleet.FAILED:
                 delay = backoff.failed(time.monotonic())
                 executors.drop(r.host.name)  # a broken connection is rebuilt next time
@@ -303,7 +307,7 @@ class Watcher:
                 backoff.succeeded()
         changed = run.by_result(fleet.CONVERGED)
         if changed:
-            log.info("converged", trigger=", ".join(reasons), hosts=changed, commit=commit)
+            log.info("converged", trigger=", ".join(reasons), hosts=changed, commit=commit())
 
     # -- git -------------------------------------------------------------------------------
 

@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from functools import cache
 from pathlib import Path
 
+from reconciler.errors import TargetError
 from reconciler.executors.base import Event, OnEvent
 
 # Sent as source, never imported here: the client needs its bytes, not its code.
@@ -43,3 +44,22 @@ def read_events(lines: Iterable[bytes], on_event: OnEvent | None) -> Event | Non
         if on_event is not None:
             on_event(event)
     return None
+
+
+def no_answer(host: str, python: str, code: int, stderr: str) -> TargetError:
+    """Why the agent ended without a final event, from its exit status and what it printed."""
+    text = stderr.strip()
+    if code == 127 or "not found" in text:
+        return TargetError(
+            f"{python} is not available on {host}",
+            hint="the reconciler runs a small Python (>= 3.9) program on the host: install python3",
+        )
+    if "sudo" in text and "password" in text:
+        return TargetError(
+            f"sudo on {host} wants a password",
+            hint="allow passwordless sudo for the deploy user, or connect as root",
+        )
+    return TargetError(
+        f"the connection to {host} ended before the host answered (exit {code})",
+        hint=text[-500:] or "the next run will converge from wherever this one stopped",
+    )

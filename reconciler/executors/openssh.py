@@ -19,7 +19,7 @@ from typing import IO, Any
 
 from reconciler.errors import AuthError, HostKeyError, TargetError
 from reconciler.executors.base import Event, OnEvent, Payload
-from reconciler.executors.bootstrap import agent_blob, bootstrap_command, read_events
+from reconciler.executors.bootstrap import agent_blob, bootstrap_command, no_answer, read_events
 from reconciler.executors.ssh_options import SSHOptions
 from reconciler.spec.model import Target
 
@@ -120,15 +120,7 @@ class OpenSSHExecutor:
                 f"cannot reach {host} over ssh: {text.splitlines()[-1] if text else 'exit 255'}",
                 hint="check the address in `target` and that sshd runs there",
             )
-        if code == 127 or "not found" in text:
-            return TargetError(
-                f"{self.options.python} is not available on {host}",
-                hint="the reconciler runs a small Python (>= 3.9) program on the host: install python3",
-            )
-        return TargetError(
-            f"the connection to {host} ended before the host answered (exit {code})",
-            hint=text[-500:] or "the next run will converge from wherever this one stopped",
-        )
+        return no_answer(host, self.options.python, code, text)
 
     def cancel(self) -> None:
         proc = self._active
@@ -139,6 +131,15 @@ class OpenSSHExecutor:
 
     def close(self) -> None:
         pass  # the master connection lingers (ControlPersist) for the next run; that is the point
+
+    def close_master(self) -> None:
+        """End the master connection now; the next request authenticates afresh."""
+        argv = ["ssh", "-O", "exit", "-o", f"ControlPath={CONTROL_DIR}/reconciler-%C"]
+        if self.target.port:
+            argv += ["-p", str(self.target.port)]
+        if self.target.user:
+            argv += ["-l", self.target.user]
+        subprocess.run([*argv, self.target.host], capture_output=True, timeout=30, check=False)
 
 
 def _send(stdin: IO[bytes], body: bytes, payload: Payload | None) -> None:

@@ -17,7 +17,7 @@ from typing import Any
 
 from reconciler.errors import AuthError, HostKeyError, TargetError
 from reconciler.executors.base import Event, OnEvent, Payload
-from reconciler.executors.bootstrap import agent_blob, bootstrap_command, read_events
+from reconciler.executors.bootstrap import agent_blob, bootstrap_command, no_answer, read_events
 from reconciler.executors.lean_paramiko import paramiko
 from reconciler.executors.ssh_options import SSHOptions
 from reconciler.spec.model import Target
@@ -190,21 +190,7 @@ class SSHExecutor:
         with contextlib.suppress(OSError, socket.timeout):
             chan.settimeout(2)
             err = chan.makefile_stderr("rb").read()
-        text = err.decode("utf-8", "replace").strip()
-        if status == 127 or "not found" in text:
-            raise TargetError(
-                f"{self.options.python} is not available on {self.target.host}",
-                hint="the reconciler runs a small Python (>= 3.9) program on the host: install python3",
-            )
-        if "sudo" in text and "password" in text:
-            raise TargetError(
-                f"sudo on {self.target.host} wants a password",
-                hint="allow passwordless sudo for the deploy user, or connect as root",
-            )
-        raise TargetError(
-            f"the connection to {self.target.host} ended before the host answered (exit {status})",
-            hint=text[-500:] or "the next run will converge from wherever this one stopped",
-        )
+        raise no_answer(self.target.host, self.options.python, status, err.decode("utf-8", "replace"))
 
     def cancel(self) -> None:
         chan = self._active
