@@ -12,7 +12,7 @@ import pytest
 from tests.deploying import Project, build_artifacts, reset_host
 from tests.testhost import TestHost, boot
 
-# The loader remembers files that passed the schema; tests (and the CLI runs they start)
+# The CLI remembers files that passed the schema; tests (and the CLI runs they start)
 # keep that memory to themselves.
 os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="reconciler-test-cache-")
 

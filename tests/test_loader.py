@@ -204,7 +204,6 @@ def test_fuzz_mutations_of_a_valid_file(data: st.DataObject) -> None:
 
 
 def test_schema_verdicts_are_cached_by_content_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     good = (REPO / "desired-state.yaml").read_bytes()
     calls: list[int] = []
     real = loader.schema_problems
@@ -214,13 +213,16 @@ def test_schema_verdicts_are_cached_by_content_only(tmp_path: Path, monkeypatch:
         return real(doc)  # type: ignore[arg-type]
 
     monkeypatch.setattr(loader, "schema_problems", counting)
-    load_bytes(good, "a.yaml", base_dir=REPO)
-    load_bytes(good, "b.yaml", base_dir=REPO)
+    load_bytes(good, "a.yaml", base_dir=REPO, cache_dir=tmp_path)
+    load_bytes(good, "b.yaml", base_dir=REPO, cache_dir=tmp_path)
     assert len(calls) == 1, "the same bytes were validated twice"
     bad = good.replace(b"port: 8080", b"port: 0")
     for _ in range(2):
         with pytest.raises(InvalidDesiredState, match="backend.port"):
-            load_bytes(bad, "c.yaml", base_dir=REPO)
+            load_bytes(bad, "c.yaml", base_dir=REPO, cache_dir=tmp_path)
     assert len(calls) == 3, "a failing file must be validated every time"
-    load_bytes(good, "d.yaml", base_dir=REPO, target_override="ssh://root@h")
+    load_bytes(good, "d.yaml", base_dir=REPO, target_override="ssh://root@h", cache_dir=tmp_path)
     assert len(calls) == 4, "another target is another document"
+    load_bytes(good, "e.yaml", base_dir=REPO)
+    assert len(calls) == 5, "without a cache folder the schema always runs"
+    assert len(list(tmp_path.iterdir())) == 2, "only passing documents leave a marker"

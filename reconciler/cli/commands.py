@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -74,8 +75,14 @@ def _result_name(exc: ReconcilerError) -> str:
     return "failed"
 
 
+def validated_cache() -> Path:
+    """Where the CLI remembers desired-state bytes that passed the schema (see spec.load)."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "reconciler" / "valid"
+
+
 def load_desired(args: argparse.Namespace) -> DesiredState:
-    desired = load(args.file, target_override=args.target)
+    desired = load(args.file, target_override=args.target, cache_dir=validated_cache())
     problems = []
     if getattr(args, "require_checksum", False) and desired.release.sha256 is None:
         why = "required by --require-checksum: add the artifact's checksum (sha256sum FILE)"
@@ -176,8 +183,6 @@ def finish(args: argparse.Namespace, desired: DesiredState, outcome: Outcome) ->
 
 def _fault_point() -> int:
     """Test-only fault injection: RECONCILER_FAULT_AFTER_ACTION=N kills the apply after action N."""
-    import os
-
     try:
         return int(os.environ.get("RECONCILER_FAULT_AFTER_ACTION", "0"))
     except ValueError:

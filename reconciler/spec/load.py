@@ -62,8 +62,13 @@ def schema() -> dict[str, Any]:
     return cast(dict[str, Any], json.loads(SCHEMA_FILE.read_text(encoding="utf-8")))
 
 
-def load(file: Path | str, *, target_override: str | None = None) -> DesiredState:
-    """Load and check a desired-state file; raise InvalidDesiredState listing every problem."""
+def load(
+    file: Path | str, *, target_override: str | None = None, cache_dir: Path | None = None
+) -> DesiredState:
+    """Load and check a desired-state file; raise InvalidDesiredState listing every problem.
+
+    With `cache_dir`, bytes that passed the schema once skip it next time (see
+    schema_problems_cached); the caller decides whether that folder may be written."""
     path = Path(file)
     shown = str(file)
     try:
@@ -76,7 +81,9 @@ def load(file: Path | str, *, target_override: str | None = None) -> DesiredStat
         raise InvalidDesiredState(
             [InputProblem(shown, None, None, "", f"cannot read: {exc.strerror}")]
         ) from None
-    return load_bytes(raw, shown, base_dir=path.resolve().parent, target_override=target_override)
+    return load_bytes(
+        raw, shown, base_dir=path.resolve().parent, target_override=target_override, cache_dir=cache_dir
+    )
 
 
 def load_bytes(
@@ -86,12 +93,17 @@ def load_bytes(
     base_dir: Path,
     target_override: str | None = None,
     environ: Mapping[str, str] | None = None,
+    cache_dir: Path | None = None,
 ) -> DesiredState:
     """`environ` feeds ${NAME} and from_env (default: this process's environment)."""
     doc = yaml_source.parse(raw, shown, verbatim=_verbatim)
     if target_override is not None and isinstance(doc.data, dict):
         doc.data["target"] = target_override
-    problems = schema_problems_cached(doc, raw, target_override)
+    problems = (
+        schema_problems(doc)
+        if cache_dir is None
+        else schema_problems_cached(doc, raw, target_override, cache_dir)
+    )
     if isinstance(doc.data, dict):
         problems += semantic_problems(doc)
     env: tuple[EnvVar, ...] = ()
@@ -110,24 +122,21 @@ def load_bytes(
 # --- pass 2: the schema ----------------------------------------------------------------
 
 
-def _cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "reconciler" / "valid"
-
-
 def _validated_key(raw: bytes, target_override: str | None) -> str:
     digest = hashlib.sha256(SCHEMA_FILE.read_bytes())
     digest.update(b"\0" + raw + b"\0" + (target_override or "").encode())
     return digest.hexdigest()
 
 
-def schema_problems_cached(doc: SourceDoc, raw: bytes, target_override: str | None) -> list[InputProblem]:
+def schema_problems_cached(
+    doc: SourceDoc, raw: bytes, target_override: str | None, cache_dir: Path
+) -> list[InputProblem]:
     """The schema pass, skipped when these exact bytes already passed this exact schema.
 
     Validating is deterministic, and importing jsonschema costs more than a whole local
     no-op run should take; a marker file per (schema, file) pair that passed is enough.
     """
-    marker = _cache_dir() / _validated_key(raw, target_override)
+    marker = cache_dir / _validated_key(raw, target_override)
     if marker.exists():
         return []
     problems = schema_problems(doc)
