@@ -14,15 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.agent import hostagent
-from reconciler.agent.hostagent import (
-    AgentError,
-    HostLock,
-    atomic_symlink,
-    atomic_write,
-    check_tar,
-    extract_release,
-)
+from reconciler.agent import lock, observe
+from reconciler.agent.fsops import atomic_symlink, atomic_write
+from reconciler.agent.lock import HostLock
+from reconciler.agent.protocol import AgentError
+from reconciler.agent.releases import check_tar, extract_release
 
 
 def tarball(*members: tarfile.TarInfo, data: bytes = b"x") -> bytes:
@@ -116,7 +112,7 @@ def test_atomic_symlink_replaces_link_and_refuses_directories(tmp_path: Path) ->
 def test_lock_names_its_holder_and_times_out(tmp_path: Path) -> None:
     events: list[dict[str, object]] = []
     with HostLock(str(tmp_path), {"user": "alice@ci"}, 0, events.append):
-        state = hostagent._lock_state(str(tmp_path))
+        state = lock.lock_state(str(tmp_path))
         assert state["held"] and state["holder"]["user"] == "alice@ci"
         t0 = time.monotonic()
         with (
@@ -127,13 +123,13 @@ def test_lock_names_its_holder_and_times_out(tmp_path: Path) -> None:
         assert caught.value.code == "locked" and 0.4 < time.monotonic() - t0 < 2
         assert json.loads(caught.value.detail)["user"] == "alice@ci"
         assert events and events[0]["event"] == "lock_wait"
-    assert hostagent._lock_state(str(tmp_path)) == {"held": False}
+    assert lock.lock_state(str(tmp_path)) == {"held": False}
 
 
 def test_lock_of_a_killed_holder_is_recovered(tmp_path: Path) -> None:
     code = (
         "import sys,time; sys.path.insert(0, sys.argv[2]);"
-        "from reconciler.agent.hostagent import HostLock;"
+        "from reconciler.agent.lock import HostLock;"
         "l = HostLock(sys.argv[1], {'user': 'doomed'}, 0, print); l.__enter__();"
         "print('held', flush=True); time.sleep(60)"
     )
@@ -143,7 +139,7 @@ def test_lock_of_a_killed_holder_is_recovered(tmp_path: Path) -> None:
     )
     try:
         assert proc.stdout is not None and proc.stdout.readline().strip() == "held"
-        assert hostagent._lock_state(str(tmp_path))["held"]
+        assert lock.lock_state(str(tmp_path))["held"]
         proc.kill()
         proc.wait(5)
         with HostLock(str(tmp_path), {"user": "next"}, 0, lambda e: None):
@@ -157,7 +153,7 @@ def test_observe_reads_files_links_and_releases(tmp_path: Path) -> None:
     (tmp_path / "releases" / ".incoming-2.0.0-1").mkdir()
     (tmp_path / "current").symlink_to("releases/1.0.0")
     (tmp_path / "f").write_text("hello")
-    snap = hostagent.observe(
+    snap = observe.observe(
         {
             "state": str(tmp_path / "state"),
             "releases": str(tmp_path / "releases"),
@@ -178,5 +174,5 @@ def test_observe_reads_files_links_and_releases(tmp_path: Path) -> None:
 def test_fingerprint_ignores_the_lock() -> None:
     snap = {"files": {"a": 1}, "lock": {"held": False}, "host": {"hostname": "h"}}
     held = dict(snap, lock={"held": True, "holder": {"pid": 1}})
-    assert hostagent.fingerprint(snap) == hostagent.fingerprint(held)
-    assert hostagent.fingerprint(snap) != hostagent.fingerprint(dict(snap, files={"a": 2}))
+    assert observe.fingerprint(snap) == observe.fingerprint(held)
+    assert observe.fingerprint(snap) != observe.fingerprint(dict(snap, files={"a": 2}))

@@ -14,7 +14,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
-from reconciler.agent.hostagent import AgentError, check_tar
+from reconciler.agent.protocol import AgentError
+from reconciler.agent.releases import check_tar
 from reconciler.errors import InputProblem, InvalidDesiredState
 from reconciler.executors.base import Payload
 from reconciler.spec.model import DesiredState

@@ -1,4 +1,5 @@
-"""How the host agent travels: its source, compressed, on stdin of one `python3 -c` exec.
+"""How the host agent travels: its modules' sources, compressed, on stdin of one `python3 -c`
+exec.
 
 Nothing is installed on the host, every request is a single round trip, and both SSH
 transports send exactly the same bytes.
@@ -16,17 +17,23 @@ from reconciler.errors import TargetError
 from reconciler.executors.base import Event, OnEvent
 
 # Sent as source, never imported here: the client needs its bytes, not its code.
-AGENT_SOURCE = Path(__file__).resolve().parent.parent / "agent" / "hostagent.py"
+AGENT_DIR = Path(__file__).resolve().parent.parent / "agent"
 
 
 @cache
 def agent_blob() -> bytes:
-    return zlib.compress(AGENT_SOURCE.read_bytes(), 9)
+    """{"boot": boot.py's source, "modules": {name: source}}, JSON, zlib-compressed."""
+    modules = {p.stem: p.read_text(encoding="utf-8") for p in sorted(AGENT_DIR.glob("*.py"))}
+    boot = modules.pop("boot")
+    return zlib.compress(json.dumps({"boot": boot, "modules": modules}).encode(), 9)
 
 
 def bootstrap_command(python: str, sudo: bool) -> str:
     blob = agent_blob()
-    code = f"import sys,zlib;exec(zlib.decompress(sys.stdin.buffer.read({len(blob)})))"
+    code = (
+        f"import sys,zlib,json;S=json.loads(zlib.decompress(sys.stdin.buffer.read({len(blob)})));"
+        'exec(S["boot"]);install(S["modules"]);from hostagent.main import main;main()'
+    )
     prefix = "sudo -n " if sudo else ""
     return f"{prefix}{python} -c '{code}'"
 

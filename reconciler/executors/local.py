@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from reconciler.agent import hostagent
+from reconciler.agent.main import handle
 from reconciler.executors.base import Event, OnEvent, Payload
 
 
@@ -24,9 +24,9 @@ class LocalExecutor:
     ) -> Event:
         emit = on_event or (lambda _e: None)
         if payload is None:
-            return hostagent.handle(request, None, emit, self._cancel.is_set)
+            return handle(request, None, emit, self._cancel.is_set)
         with payload.open() as stream:
-            return hostagent.handle(request, stream, emit, self._cancel.is_set)
+            return handle(request, stream, emit, self._cancel.is_set)
 
     def cancel(self) -> None:
         self._cancel.set()

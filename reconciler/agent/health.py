@@ -1,0 +1,91 @@
+"""The health gate: consecutive good answers from one process, spanning a stable window."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+
+from .context import Context
+from .fsops import decode, run
+from .protocol import AgentError, Json
+from .systemd import journal_tail, main_pid
+
+
+def http_get(url: str, timeout: float) -> tuple[int, bytes]:
+    import urllib.error
+    import urllib.request
+
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(url, timeout=timeout) as resp:
+            return int(resp.status), resp.read(65536)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code), exc.read(65536)
+
+
+def names_version(body: bytes, version: str) -> bool:
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return (
+            re.search(
+                r"(?<![\w.+-])" + re.escape(version) + r"(?![\w+-]|\.\w)", body.decode("utf-8", "replace")
+            )
+            is not None
+        )
+    return isinstance(data, dict) and str(data.get("version")) == version
+
+
+def do_check_health(ctx: Context, a: Json) -> Json:
+    """Pass after `passes` consecutive good answers spanning `stable` seconds from one process.
+
+    The same-process rule catches a release that answers at first and then crashes: systemd
+    restarts it under a new PID, which breaks the streak.
+    """
+    url, unit = a["url"], a.get("unit")
+    deadline = time.monotonic() + float(a["timeout"])
+    need, interval = int(a["passes"]), float(a["interval"])
+    stable = float(a.get("stable") or 0)
+    version = a.get("expect_version")
+    streak = probes = 0
+    streak_since, streak_pid = 0.0, 0
+    last = "no answer yet"
+    while True:
+        probes += 1
+        try:
+            status, body = http_get(url, timeout=min(5.0, max(0.5, deadline - time.monotonic())))
+            good = status < 500 if a.get("any_status") else status == 200
+            if good and version and not names_version(body, version):
+                good = False
+                last = f"HTTP {status} but the answer does not name version {version}: {decode(body)[:200]}"
+            elif not good:
+                last = f"HTTP {status}: {decode(body)[:200]}"
+        except OSError as exc:  # URLError is an OSError
+            good = False
+            last = f"no HTTP answer ({getattr(exc, 'reason', exc)})"
+        if good:
+            if streak == 0:
+                streak_since, streak_pid = time.monotonic(), (main_pid(unit) if unit and stable else 0)
+            streak += 1
+        else:
+            streak = 0
+        if streak >= need and time.monotonic() - streak_since >= stable:
+            if not (unit and stable) or main_pid(unit) == streak_pid:
+                return {"probes": probes}
+            streak = 0  # restarted by systemd in between: that is not healthy
+            last = f"{unit} was restarted by systemd while answering (it crashed)"
+        if unit and probes % 4 == 0:
+            active = decode(run(["systemctl", "is-active", "--", unit], timeout=10).stdout)
+            if active == "failed":
+                raise AgentError(
+                    f"{unit} failed while waiting for health at {url}", journal_tail(unit), code="health"
+                )
+        if time.monotonic() + interval > deadline:
+            detail = f"last answer: {last}"
+            if unit:
+                detail += "\n" + journal_tail(unit)
+            raise AgentError(
+                f"{url} was not healthy within {a['timeout']}s ({probes} probes)", detail, code="health"
+            )
+        time.sleep(interval)

@@ -1,0 +1,102 @@
+"""Entry points: `handle` (shared by the local executor) and `main`, the remote side of one
+SSH exec: a JSON request line on stdin, optional payload bytes, JSON event lines on stdout.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from typing import IO, Any
+
+from .apply import apply, history
+from .observe import observe
+from .protocol import CHUNK, AgentError, Emit, Json
+
+
+def handle(
+    request: Json, payload: IO[bytes] | None, emit: Emit, cancelled: Callable[[], bool] = lambda: False
+) -> Json:
+    """Entry point shared by the local executor and `main` below."""
+    op = request.get("op")
+    try:
+        if op == "observe":
+            return {"event": "result", "ok": True, "snapshot": observe(request["observe"])}
+        if op == "apply":
+            return apply(request, payload, emit, cancelled)
+        if op == "history":
+            return history(request)
+        return {"event": "error", "error": f"unknown request {op!r}", "code": "protocol"}
+    except AgentError as exc:
+        return {"event": "error", "error": exc.message, "detail": exc.detail, "code": exc.code}
+
+
+def main() -> None:
+    """stdin: one JSON request line, then `payload_size` bytes, then EOF or a cancel line."""
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # finish the current action if the link drops
+    stdin = sys.stdin.buffer
+    stdout = sys.stdout.buffer
+    lock = threading.Lock()
+    gone = threading.Event()
+
+    def emit(event: Json) -> None:
+        if gone.is_set():
+            return
+        with lock:
+            try:
+                stdout.write(json.dumps(event).encode() + b"\n")
+                stdout.flush()
+            except OSError:
+                gone.set()  # the client went away; stop at the next action boundary
+
+    request = json.loads(stdin.readline())
+    size = int(request.get("payload_size") or 0)
+    payload_read = threading.Event()
+
+    def watch_stdin() -> None:
+        # After the payload, stdin stays open while the client lives: EOF or any line = stop.
+        payload_read.wait()
+        stdin.readline()
+        gone.set()
+
+    if not size:
+        payload_read.set()
+    threading.Thread(target=watch_stdin, daemon=True).start()
+    payload = io.BufferedReader(_PayloadDone(stdin, size, payload_read), CHUNK) if size else None
+    emit(handle(request, payload, emit, gone.is_set))
+    # The watcher still blocks in readline() holding stdin's lock: a normal interpreter exit
+    # would wait a second for it and then abort, keeping the SSH session (and sshd's limit of
+    # ten per connection) busy all that time. The answer is out; leave at once.
+    sys.stdout.flush()
+    os._exit(0)
+
+
+class _PayloadDone(io.RawIOBase):
+    """Reads exactly `size` bytes of stdin, then signals that stdin is free for control lines."""
+
+    def __init__(self, raw: IO[bytes], size: int, done: threading.Event) -> None:
+        self.raw = raw
+        self.left = size
+        self.done = done
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buf: Any) -> int:
+        if self.left <= 0:
+            self.done.set()
+            return 0
+        data = self.raw.read(min(len(buf), self.left))
+        if not data:
+            self.done.set()
+            return 0
+        n = len(data)
+        buf[:n] = data
+        self.left -= n
+        if self.left <= 0:
+            self.done.set()
+        return n

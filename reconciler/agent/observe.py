@@ -1,0 +1,76 @@
+"""Observation: one read-only snapshot of everything the planner needs, and its fingerprint."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import socket
+import sys
+
+from .fsops import decode, read_file, read_json, read_link, run
+from .lock import lock_state
+from .protocol import PROTOCOL, Json
+from .systemd import systemctl_show
+
+
+def releases(releases_dir: str, state_dir: str) -> Json:
+    try:
+        names = sorted(n for n in os.listdir(releases_dir) if not n.startswith("."))
+    except FileNotFoundError:
+        return {}
+    out: Json = {}
+    for name in names:
+        full = os.path.join(releases_dir, name)
+        if os.path.isdir(full) and not os.path.islink(full):
+            out[name] = {"meta": read_json(os.path.join(state_dir, "releases", f"{name}.json"))}
+    return out
+
+
+def snapshots(state_dir: str) -> list[str]:
+    try:
+        names = os.listdir(os.path.join(state_dir, "snapshots"))
+    except FileNotFoundError:
+        return []
+    return sorted(n[: -len(".sqlite")] for n in names if n.endswith(".sqlite") and not n.startswith("."))
+
+
+def images(wanted: bool) -> list[str]:
+    if not wanted or not shutil.which("podman"):
+        return []
+    proc = run(["podman", "image", "ls", "--format", "{{.Repository}}:{{.Tag}}"], timeout=60)
+    return sorted(set(decode(proc.stdout).split())) if proc.returncode == 0 else []
+
+
+def observe(spec: Json) -> Json:
+    """One snapshot of everything the planner needs. Reads only; never writes."""
+    state_dir = spec["state"]
+    snap: Json = {
+        "protocol": PROTOCOL,
+        "host": {
+            "hostname": socket.gethostname(),
+            "python": "%d.%d.%d" % sys.version_info[:3],
+            "uid": os.getuid(),
+        },
+        "files": {p: read_file(p) for p in spec.get("files", [])},
+        "links": {p: read_link(p) for p in spec.get("links", [])},
+        "releases": releases(spec["releases"], state_dir),
+        "units": systemctl_show(list(spec.get("units", []))),
+        "which": {name: shutil.which(name) for name in spec.get("commands", [])},
+        "state": {
+            "caddy_loaded": read_json(os.path.join(state_dir, "caddy-loaded.json")),
+            "quarantine": read_json(os.path.join(state_dir, "quarantine.json")) or {},
+            "snapshots": snapshots(state_dir),
+        },
+        "lock": lock_state(state_dir),
+        "images": images(bool(spec.get("images"))),
+    }
+    snap["fingerprint"] = fingerprint(snap)
+    return snap
+
+
+def fingerprint(snap: Json) -> str:
+    """Identity of an observation, ignoring the lock (our own apply holds it when checking)."""
+    relevant = {k: v for k, v in snap.items() if k not in ("lock", "host", "fingerprint")}
+    return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()

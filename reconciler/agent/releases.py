@@ -1,0 +1,242 @@
+"""Release folders: receiving an archive safely (every member checked before it is written),
+and pruning old releases out of sight.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable
+from typing import IO, TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import tarfile
+
+from .context import Context
+from .fsops import atomic_write, fsync_dir, makedirs, now, run
+from .protocol import CHUNK, AgentError, Json
+
+
+class MemberCheck:
+    """Decides, member by member, whether a release archive is safe to unpack.
+
+    Refused: absolute paths, `..`, devices, fifos, hard links, symlinks that point outside
+    the release, and any member below a symlink (the classic way to write through a link).
+    """
+
+    def __init__(self) -> None:
+        self.links: set[str] = set()
+
+    def __call__(self, member: tarfile.TarInfo) -> str:
+        name = member.name
+        while name.startswith("./"):
+            name = name[2:]
+        name = name.rstrip("/")
+        if not name or name == ".":
+            return "."
+        parts = name.split("/")
+        if name.startswith("/") or ".." in parts or "\0" in name or "" in parts:
+            raise self.refuse(member, "path leaves the release")
+        if not (member.isfile() or member.isdir() or member.issym()):
+            raise self.refuse(member, "only files, folders and symlinks are allowed")
+        for i in range(1, len(parts)):
+            if "/".join(parts[:i]) in self.links:
+                raise self.refuse(member, "lies below a symlink")
+        if member.issym():
+            target = member.linkname
+            depth = len(parts) - 1
+            for part in target.split("/"):
+                if part in ("", "."):
+                    continue
+                depth = depth - 1 if part == ".." else depth + 1
+                if depth < 0:
+                    break
+            if target.startswith("/") or depth < 0:
+                raise self.refuse(member, f"symlink to {target!r} points outside the release")
+            self.links.add(name)
+        return name
+
+    @staticmethod
+    def refuse(member: tarfile.TarInfo, why: str) -> AgentError:
+        return AgentError(f"refusing release archive: member {member.name!r}: {why}", code="hostile")
+
+
+def check_tar(fileobj: IO[bytes]) -> int:
+    """Refuse a tarball with any hostile member before anything is written; count members."""
+    check = MemberCheck()
+    count = 0
+    import tarfile
+
+    with tarfile.open(fileobj=fileobj, mode="r|*") as tar:
+        for member in tar:
+            check(member)
+            count += 1
+    return count
+
+
+def extract_release(stream: IO[bytes], dest: str) -> tuple[int, int]:
+    """Extract a tar stream into `dest` (which must not exist); returns (files, bytes)."""
+    os.mkdir(dest, 0o755)
+    check = MemberCheck()
+    files = total = 0
+    import tarfile
+
+    with tarfile.open(fileobj=stream, mode="r|*") as tar:
+        for member in tar:
+            rel = check(member)
+            if rel == ".":
+                continue
+            path = os.path.join(dest, rel)
+            if member.isdir():
+                makedirs(path)
+                os.chmod(path, (member.mode & 0o777) | 0o700)
+            elif member.issym():
+                makedirs(os.path.dirname(path))
+                os.symlink(member.linkname, path)
+            else:
+                makedirs(os.path.dirname(path))
+                src = tar.extractfile(member)
+                if src is None:  # pragma: no cover - isfile() members always have data
+                    continue
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+                with os.fdopen(fd, "wb") as out:
+                    shutil.copyfileobj(src, out, CHUNK)
+                os.chmod(path, (member.mode & 0o755) | 0o644)
+                files += 1
+                total += member.size
+    return files, total
+
+
+def single_top_dir(dest: str, version: str) -> None:
+    """An archive holding only one folder named for the version (`app-1.4.2/`) means its contents."""
+    entries = os.listdir(dest)
+    if len(entries) == 1 and version in entries[0]:
+        inner = os.path.join(dest, entries[0])
+        if os.path.isdir(inner) and not os.path.islink(inner):
+            tmp = dest + ".flatten"
+            os.rename(inner, tmp)
+            os.rmdir(dest)
+            os.rename(tmp, dest)
+
+
+class _HashingReader(io.RawIOBase):
+    def __init__(self, raw: IO[bytes], limit: int, progress: Callable[[int], None]) -> None:
+        self.raw = raw
+        self.left = limit
+        self.sha = hashlib.sha256()
+        self.progress = progress
+        self.seen = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buf: Any) -> int:
+        if self.left <= 0:
+            return 0
+        want = min(len(buf), self.left)
+        data = self.raw.read(want)
+        if not data:
+            raise AgentError("the release upload ended early (connection lost?)", code="truncated")
+        n = len(data)
+        buf[:n] = data
+        self.left -= n
+        self.seen += n
+        self.sha.update(data)
+        self.progress(self.seen)
+        return n
+
+    def drain(self) -> None:
+        while self.left > 0:
+            self.readinto(bytearray(min(CHUNK, self.left)))
+
+
+def receive_to_file(ctx: Context, size: int, path: str) -> str:
+    """Save the payload to `path`, reporting progress; returns its sha256."""
+    if ctx.payload is None:
+        raise AgentError("no image archive was sent")
+    last = [0.0]
+
+    def progress(seen: int) -> None:
+        now = time.monotonic()
+        if now - last[0] > 0.5 or seen == size:
+            last[0] = now
+            ctx.emit({"event": "progress", "what": "upload", "done": seen, "total": size})
+
+    reader = _HashingReader(ctx.payload, size, progress)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        while True:
+            chunk = reader.read(CHUNK)
+            if not chunk:
+                break
+            out.write(chunk)
+    return reader.sha.hexdigest()
+
+
+def do_upload_release(ctx: Context, a: Json) -> Json:
+    releases, version = a["releases"], a["version"]
+    dest = os.path.join(releases, version)
+    if os.path.isdir(dest):
+        raise AgentError(f"release {version} appeared on the host during this run; run again")
+    if ctx.payload is None:
+        raise AgentError("no release payload was sent")
+    makedirs(releases)
+    for name in os.listdir(releases):  # leftovers of interrupted uploads of this version
+        if name.startswith(f".incoming-{version}-"):
+            shutil.rmtree(os.path.join(releases, name), ignore_errors=True)
+    staging = os.path.join(releases, f".incoming-{version}-{os.getpid()}")
+    size = int(a["size"])
+    last = [0.0]
+
+    def progress(seen: int) -> None:
+        now = time.monotonic()
+        if now - last[0] > 0.5 or seen == size:
+            last[0] = now
+            ctx.emit({"event": "progress", "what": "upload", "done": seen, "total": size})
+
+    reader = _HashingReader(ctx.payload, size, progress)
+    try:
+        files, total = extract_release(io.BufferedReader(reader, CHUNK), staging)
+        reader.drain()
+        digest = reader.sha.hexdigest()
+        if a.get("sha256") and digest != a["sha256"]:
+            raise AgentError(f"release {version} arrived with sha256 {digest}, expected {a['sha256']}")
+        single_top_dir(staging, version)
+        os.chmod(staging, 0o755)
+        fsync_dir(releases)
+        meta = {
+            "version": version,
+            "sha256": a.get("sha256") or digest,
+            "uploaded": now(),
+            "files": files,
+            "bytes": total,
+        }
+        atomic_write(
+            os.path.join(ctx.state_dir, "releases", f"{version}.json"), json.dumps(meta).encode(), 0o644
+        )
+        os.rename(staging, dest)  # the release becomes visible only when complete
+        fsync_dir(releases)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return {"files": files, "bytes": total}
+
+
+def do_prune_release(ctx: Context, a: Json) -> Json:
+    path = os.path.join(a["releases"], a["version"])
+    if not os.path.isdir(path):
+        return {}
+    trash = os.path.join(a["releases"], f".trash-{a['version']}-{os.getpid()}")
+    os.rename(path, trash)  # gone from view at once; the slow delete happens out of sight
+    fsync_dir(a["releases"])
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(os.path.join(a["state"], "releases", f"{a['version']}.json"))
+    shutil.rmtree(trash, ignore_errors=True)
+    if a.get("image") and shutil.which("podman"):
+        run(["podman", "rmi", a["image"]], timeout=120)  # refused while a container uses it: fine
+    return {}

@@ -1,0 +1,117 @@
+"""systemd as the agent sees it: unit properties, what the running process really uses, and
+systemctl verbs with the journal attached to failures.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+
+from .fsops import decode, run
+from .protocol import ENV_PREFIX, AgentError, Json
+
+UNIT_PROPS = (
+    "LoadState",
+    "ActiveState",
+    "SubState",
+    "UnitFileState",
+    "NeedDaemonReload",
+    "MainPID",
+    "FragmentPath",
+)
+
+
+def systemctl_show(units: list[str]) -> dict[str, Json]:
+    if not units:
+        return {}
+    proc = run(["systemctl", "show", "--no-pager", "-p", ",".join(UNIT_PROPS), "--", *units], timeout=30)
+    if proc.returncode != 0:
+        raise AgentError("systemctl show failed", decode(proc.stderr), code="systemd")
+    blocks = decode(proc.stdout).split("\n\n")
+    out: dict[str, Json] = {}
+    for unit, block in zip(units, blocks):  # noqa: B905 - strict= needs Python 3.10
+        props: Json = {}
+        for line in block.splitlines():
+            key, _, value = line.partition("=")
+            props[key] = value
+        pid = int(props.get("MainPID") or 0)
+        info: Json = {
+            "load": props.get("LoadState", ""),
+            "active": props.get("ActiveState", ""),
+            "sub": props.get("SubState", ""),
+            "enabled": props.get("UnitFileState", ""),
+            "need_daemon_reload": props.get("NeedDaemonReload") == "yes",
+            "main_pid": pid,
+            "fragment": props.get("FragmentPath", ""),
+            "cwd": None,
+            "environ": {},
+        }
+        if pid > 0:
+            info.update(process_facts(pid))
+        out[unit] = info
+    return out
+
+
+def markers(pid: int) -> Json:
+    out: Json = {}
+    with contextlib.suppress(OSError), open(f"/proc/{pid}/environ", "rb") as fh:
+        for item in fh.read().split(b"\0"):
+            key, _, value = item.partition(b"=")
+            name = key.decode("ascii", "replace")
+            if name.startswith(ENV_PREFIX):
+                out[name] = value.decode("utf-8", "replace")
+    return out
+
+
+def children(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children", encoding="ascii") as fh:
+            return [int(x) for x in fh.read().split()]
+    except (OSError, ValueError):
+        return []
+
+
+def process_facts(pid: int) -> Json:
+    """What the running process really uses: its working directory and our markers in its env.
+
+    A container's main PID is conmon, whose environment is not the container's: then the
+    markers are read from the first descendant that has them (the container's init), and the
+    working directory, which is inside the container, is not reported."""
+    facts: Json = {"cwd": None, "environ": markers(pid)}
+    if facts["environ"]:
+        with contextlib.suppress(OSError):
+            facts["cwd"] = os.readlink(f"/proc/{pid}/cwd")
+        return facts
+    queue = children(pid)
+    for _ in range(16):  # a short, bounded search: conmon -> init -> app
+        if not queue:
+            break
+        child = queue.pop(0)
+        found = markers(child)
+        if found:
+            facts["environ"] = found
+            return facts
+        queue += children(child)
+    with contextlib.suppress(OSError):
+        facts["cwd"] = os.readlink(f"/proc/{pid}/cwd")
+    return facts
+
+
+def journal_tail(unit: str, lines: int = 20) -> str:
+    proc = run(["journalctl", "--no-pager", "-o", "short-precise", "-n", str(lines), "-u", unit], timeout=20)
+    return f"last journal lines of {unit}:\n{decode(proc.stdout)}"
+
+
+def systemctl(verb: str, unit: str | None = None) -> None:
+    argv = ["systemctl", verb] + (["--", unit] if unit else [])
+    proc = run(argv, timeout=180)
+    if proc.returncode != 0:
+        detail = decode(proc.stderr)
+        if unit and verb in ("start", "restart", "reload", "reload-or-restart"):
+            detail += "\n" + journal_tail(unit)
+        raise AgentError(f"systemctl {verb} {unit or ''} failed".strip(), detail, code="systemd")
+
+
+def main_pid(unit: str) -> int:
+    out = decode(run(["systemctl", "show", "-p", "MainPID", "--value", "--", unit], timeout=10).stdout)
+    return int(out) if out.isdigit() else 0
