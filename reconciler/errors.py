@@ -121,10 +121,13 @@ class HealthCheckFailed(ApplyError):
 
 
 class RolledBack(ReconcilerError):
-    """The desired release failed; the previous release was restored and is healthy."""
+    """The desired state failed; the host went back to its last good state, which passed its
+    health gate and serves again (the agent does this on the host, under the apply's lock)."""
 
     exit_code = 3
     outcome: object = None  # the engine's Outcome: the failed plan and where it left the host
+    rolled_back_to: str | None = None  # the release of the good state that serves again
+    detail: str = ""
 
 
 class Quarantined(ReconcilerError):

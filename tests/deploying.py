@@ -30,6 +30,7 @@ command -v podman >/dev/null && podman rm -af >/dev/null 2>&1 && podman rmi -af 
 [ -f /root/Caddyfile.orig ] || cp /etc/caddy/Caddyfile /root/Caddyfile.orig
 cp /root/Caddyfile.orig /etc/caddy/Caddyfile
 rm -f /etc/caddy/.Caddyfile.*
+rm -f /run/reconciler/fault-injection
 systemctl daemon-reload
 systemctl restart caddy
 true
@@ -48,6 +49,12 @@ WATCHED_PATHS = [
 
 def reset_host(host: TestHost) -> None:
     host.exec(["bash", "-c", RESET_SCRIPT], timeout=60)
+
+
+def allow_faults(host: TestHost) -> None:
+    """Let the agent on this host honour the fault points a test sends (RECONCILER_FAULT_*):
+    without this file, written by root on the host itself, it ignores them."""
+    host.exec(["bash", "-c", "mkdir -p /run/reconciler && touch /run/reconciler/fault-injection"])
 
 
 @dataclass

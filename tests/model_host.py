@@ -1,15 +1,36 @@
 """A model of a host: applies typed actions to an Observed snapshot the way the agent and
-systemd would, so planner properties (idempotence, convergence) can be checked without I/O."""
+systemd would, so planner properties can be checked without I/O.
+
+It models what safety depends on, not only convergence: processes with invocations, the
+markers they inherit, whether they are healthy, crash loops (`tick`), gate records, good
+states, quarantine, the agent's guards and its rollback on failure, and the agent being
+killed at any step (`run(plan, kill_at=N)`). The agent's refusals are modelled too (Caddy
+pointed at an ungated process, a good state recorded with an ungated process): a plan that
+runs into one is a planner bug, which `refusals` lets a test see.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import posixpath
-from dataclasses import replace
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
 from types import MappingProxyType
 from typing import Any
 
-from reconciler.observe.snapshot import CADDY_UNIT, FileState, LinkState, Observed, ReleaseState, UnitState
+from reconciler.observe.snapshot import (
+    CADDY_UNIT,
+    FileState,
+    GateRecord,
+    GoodState,
+    LinkState,
+    Observed,
+    QuarantineEntry,
+    RecordedFile,
+    ReleaseState,
+    UnitState,
+)
 from reconciler.plan.actions import (
     Action,
     CheckHealth,
@@ -18,6 +39,7 @@ from reconciler.plan.actions import (
     LoadImage,
     Plan,
     PruneRelease,
+    RecordGood,
     RecordQuarantine,
     RemoveFile,
     RestoreDatabase,
@@ -28,25 +50,66 @@ from reconciler.plan.actions import (
     WriteCaddyfile,
     WriteFile,
 )
-from reconciler.render import envfile, units
+from reconciler.render import caddyfile, envfile, units
 
 
 def file_state(content: str, mode: int = 0o644) -> FileState:
     return FileState("file", content, hashlib.sha256(content.encode()).hexdigest(), mode)
 
 
+class Failure(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True)
+class Process:
+    """What a test's health rule looks at: the unit's process and the env it was given."""
+
+    unit: str
+    release: str | None
+    env: Mapping[str, str]
+
+
+Healthy = Callable[[Process], bool]
+
+
+class Killed(Exception):
+    pass
+
+
 class ModelHost:
-    def __init__(self, observed: Observed, units_dir: str = "/etc/systemd/system") -> None:
+    def __init__(
+        self,
+        observed: Observed,
+        units_dir: str = "/etc/systemd/system",
+        *,
+        healthy: Healthy = lambda p: True,
+        crashy: Healthy = lambda p: False,
+    ) -> None:
         self.files: dict[str, FileState | None] = dict(observed.files)
         self.links: dict[str, LinkState | None] = dict(observed.links)
         self.releases: dict[str, ReleaseState] = dict(observed.releases)
         self.units: dict[str, UnitState] = dict(observed.units)
         self.caddy_loaded = observed.caddy_loaded_sha
-        self.quarantine = dict(observed.quarantine)
+        self.quarantine: dict[str, QuarantineEntry] = dict(observed.quarantine)
         self.images = set(observed.images)
         self.snapshots = set(observed.snapshots)
+        self.gates: dict[str, GateRecord] = dict(observed.gates)
+        self.good: list[GoodState] = list(observed.good)
         self.base = observed
         self.units_dir = units_dir
+        self.healthy = healthy
+        self.crashy = crashy
+        self.env_of: dict[str, dict[str, str]] = {}  # unit -> env values its process got
+        self.invocations = itertools.count(1)
+        self.refusals: list[str] = []  # the agent refused something the planner asked for
+        self.caddy_violations: list[str] = []  # Caddy was pointed at an ungated process
+        self._steps = 0
+        self._kill_at: int | None = None
+        self._fail_at: int | None = None
+        self._taken: set[str] = set()
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -67,68 +130,128 @@ class ModelHost:
         f = self.files.get(f"{self.units_dir}/{name}")
         return f.content if f else None
 
+    def caddyfile_path(self) -> str:
+        return next(p for p in self.files if p.endswith("Caddyfile"))
+
+    def process(self, name: str) -> Process:
+        unit = self.units.get(name) or UnitState(name)
+        return Process(name, unit.environ.get(units.RELEASE_VAR), self.env_of.get(name, {}))
+
+    def gated(self, name: str) -> bool:
+        unit = self.units.get(name) or UnitState(name)
+        record = self.gates.get(name)
+        return unit.is_active and record is not None and record.invocation == unit.invocation
+
+    def routed_units(self) -> list[str]:
+        """The backends Caddy's loaded configuration sends traffic to."""
+        path = self.caddyfile_path()
+        f = self.files.get(path)
+        if (
+            f is None
+            or f.sha256 != self.caddy_loaded
+            or not (self.units.get(CADDY_UNIT) or UnitState("")).is_active
+        ):
+            return []
+        text = f.content or ""
+        if "# Managed by reconciler" not in text:
+            return []
+        colour = caddyfile.routed_colour(text)
+        app = text.split("(", 1)[1].split(")", 1)[0]
+        if colour:
+            return [f"{app}-backend-{colour}.service"]
+        return [f"{app}-backend.service"]
+
+    def _check_caddy(self) -> None:
+        for unit in self.routed_units():
+            if not self.gated(unit):
+                self.caddy_violations.append(f"Caddy routes to {unit}, which has no gate record")
+
     def start(self, name: str) -> None:
         text = self.unit_file(name)
         unit = self.units.get(name) or UnitState(name)
         if name == CADDY_UNIT:
             self.units[name] = replace(unit, active="active", sub="running", main_pid=99)
-            path = next(p for p in self.files if p.endswith("Caddyfile"))
-            f = self.files.get(path)
+            f = self.files.get(self.caddyfile_path())
             self.caddy_loaded = f.sha256 if f else None
             return
         assert text is not None, f"start of {name} without a unit file"
         assert not unit.need_daemon_reload, f"start of {name} before daemon-reload"
         parsed = units.parse(text)
-        service = dict(parsed.get("Service", []))
-        exec_start = service.get("ExecStart", "")
+        service = parsed.get("Service", [])
+        values = dict(service)
+        exec_start = values.get("ExecStart", "")
         container = exec_start.startswith(units.PODMAN)
-        args = dict(w.split("=", 1) for w in exec_start.split() if w.startswith("--") and "=" in w)
-        workdir = service.get("WorkingDirectory", "/")
         environ: dict[str, Any] = {}
-        marker = units.marker_of(text)
-        if marker:
-            environ[units.HASH_VAR] = marker
-        env_path = args.get("--env-file") if container else service.get("EnvironmentFile")
+        for key, value in service:
+            if key == "Environment" and value.startswith("RECONCILER_"):
+                k, _, v = value.partition("=")
+                environ[k] = v
+        env_values: dict[str, str] = {}
+        env_path = values.get("EnvironmentFile")
         if env_path:
             env = self.files.get(env_path)
-            assert env is not None, "EnvironmentFile missing at start"
-            h = envfile.hash_of(env.content)
-            if h:
-                environ[envfile.HASH_VAR] = h
+            if env is None:
+                raise Failure("systemd", f"{name}: EnvironmentFile {env_path} is missing")
+            env_values = envfile.parse(env.content or "")
+            if envfile.CONFIG_VAR in env_values:
+                environ[envfile.CONFIG_VAR] = env_values[envfile.CONFIG_VAR]
+        release = environ.get(units.RELEASE_VAR)
         if container:
-            release = None
             for word in exec_start.split():
                 if word.startswith(f"--env={units.RELEASE_VAR}="):
                     release = word.split("=", 2)[2]
             assert release in self.releases, f"{name} started with missing release {release}"
             assert self.releases[release].image in self.images, f"{name} started without its image"
             environ[units.RELEASE_VAR] = release
-            self.units[name] = replace(
-                unit,
-                load="loaded",
-                active="active",
-                sub="running",
-                main_pid=1000,
-                cwd=None,
-                environ=MappingProxyType(environ),
-            )
-            return
-        cwd = self.resolve(workdir)
-        version = posixpath.basename(cwd)
-        assert version in self.releases, f"{name} started in missing release {cwd}"
+            cwd = None
+        else:
+            cwd = self.resolve(values.get("WorkingDirectory", "/"))
+            assert posixpath.basename(cwd) in self.releases, f"{name} started in missing release {cwd}"
+        self.env_of[name] = env_values
         self.units[name] = replace(
             unit,
             load="loaded",
             active="active",
             sub="running",
             main_pid=1000,
+            invocation=f"inv-{next(self.invocations)}",
+            restarts=0,
             cwd=cwd,
             environ=MappingProxyType(environ),
         )
 
+    def stop(self, name: str) -> None:
+        unit = self.units.get(name) or UnitState(name)
+        self.units[name] = replace(
+            unit,
+            active="inactive",
+            sub="dead",
+            main_pid=0,
+            invocation="",
+            restarts=0,
+            cwd=None,
+            environ=MappingProxyType({}),
+        )
+        self.env_of.pop(name, None)
+
+    def tick(self) -> None:
+        """Time passes: a crashy process dies, and systemd is about to restart it."""
+        for name, unit in list(self.units.items()):
+            if name != CADDY_UNIT and unit.is_active and self.crashy(self.process(name)):
+                self.units[name] = replace(
+                    unit,
+                    active="activating",
+                    sub="auto-restart",
+                    main_pid=0,
+                    invocation=f"inv-{next(self.invocations)}",
+                    restarts=unit.restarts + 1,
+                    cwd=None,
+                    environ=MappingProxyType({}),
+                )
+
     # -- actions ---------------------------------------------------------------------------
 
-    def apply(self, action: Action) -> None:
+    def apply(self, action: Action) -> None:  # noqa: C901 - one branch per action kind
         if isinstance(action, LoadImage):
             self.images.add(action.image)
             held = self.releases.get(action.version)
@@ -144,6 +267,9 @@ class ModelHost:
                 action.version, action.sha256, f"t{len(self.releases):04d}"
             )
         elif isinstance(action, WriteFile):
+            have = self.files.get(action.path)
+            if have is not None and have.content == action.content and have.mode == action.mode:
+                return
             self.files[action.path] = file_state(action.content, action.mode)
             name = posixpath.basename(action.path)
             if action.path.startswith(self.units_dir + "/"):
@@ -155,6 +281,11 @@ class ModelHost:
             if name in self.units:
                 self.units[name] = replace(self.units[name], need_daemon_reload=self.units[name].exists)
         elif isinstance(action, DaemonReload):
+            clean = all(
+                not (self.units.get(u) or UnitState(u)).need_daemon_reload for u in action.unless_clean
+            )
+            if action.unless_clean and clean:
+                return
             for name, unit in list(self.units.items()):
                 if name == CADDY_UNIT:
                     continue
@@ -167,52 +298,160 @@ class ModelHost:
                 "symlink", action.target_path, posixpath.basename(resolved) in self.releases
             )
         elif isinstance(action, Systemctl):
-            unit = self.units.get(action.unit) or UnitState(action.unit)
-            if action.verb in ("start", "restart"):
-                self.start(action.unit)
-            elif action.verb == "stop":
-                self.units[action.unit] = replace(
-                    unit, active="inactive", sub="dead", main_pid=0, cwd=None, environ=MappingProxyType({})
-                )
-            elif action.verb in ("enable", "reenable"):
-                assert action.unit == CADDY_UNIT or self.unit_file(action.unit) is not None
-                self.units[action.unit] = replace(unit, enabled="enabled")
-            elif action.verb == "disable":
-                self.units[action.unit] = replace(unit, enabled="disabled")
-            else:
-                raise AssertionError(action.verb)
+            self._systemctl(action)
+        elif isinstance(action, CheckHealth):
+            self._gate(action)
         elif isinstance(action, WriteCaddyfile):
+            for unit in action.routes_to:
+                if not self.gated(unit):
+                    self.refusals.append(f"Caddy to ungated {unit}")
+                    raise Failure("ungated", f"refusing to route Caddy to {unit}")
             self.files[action.path] = file_state(action.content)
         elif isinstance(action, LoadCaddy):
+            f = self.files.get(action.path)
+            caddy = self.units.get(CADDY_UNIT) or UnitState(CADDY_UNIT)
+            if action.unless_loaded and f is not None and f.sha256 == self.caddy_loaded and caddy.is_active:
+                return
             self.start(CADDY_UNIT)
         elif isinstance(action, RecordQuarantine):
             if action.clear:
-                self.quarantine.pop(action.version, None)
+                self.quarantine.pop(action.key, None)
+                legacy = self.quarantine.get(action.version)
+                if legacy is not None and legacy.config is None:
+                    del self.quarantine[action.version]
             else:
-                self.quarantine[action.version] = action.why
-        elif isinstance(action, CheckHealth):
-            pass
+                self.quarantine[action.key] = QuarantineEntry(action.version, action.why, action.key)
+        elif isinstance(action, RecordGood):
+            self._record_good(action)
         elif isinstance(action, SnapshotDatabase):
             self.snapshots.add(posixpath.basename(action.snapshot).removesuffix(".sqlite"))
+            self._taken.add(action.snapshot)
         elif isinstance(action, RestoreDatabase):
+            if action.only_if_taken and action.snapshot not in self._taken:
+                return
             for unit in action.units:
-                self.units[unit] = replace(
-                    self.units[unit],
-                    active="inactive",
-                    sub="dead",
-                    main_pid=0,
-                    cwd=None,
-                    environ=MappingProxyType({}),
-                )
+                self.stop(unit)
         elif isinstance(action, PruneRelease):
             if action.image:
                 self.images.discard(action.image)
-            in_use = {posixpath.basename(u.cwd) for u in self.units.values() if u.cwd and u.is_active}
+            in_use = {
+                u.environ.get(units.RELEASE_VAR) or posixpath.basename(u.cwd or "")
+                for u in self.units.values()
+                if u.is_active
+            }
             links = {posixpath.basename(link.target) for link in self.links.values() if link and link.target}
             assert action.version not in in_use | links, f"pruned {action.version}, which is in use"
             del self.releases[action.version]
         else:  # pragma: no cover
             raise AssertionError(f"model cannot apply {action!r}")
+
+    def _systemctl(self, action: Systemctl) -> None:
+        unit = self.units.get(action.unit) or UnitState(action.unit)
+        runs = unit.is_active and all(unit.environ.get(k) == v for k, v in (action.unless_runs or {}).items())
+        if action.unless_runs and runs:
+            return
+        if action.verb in ("start", "restart"):
+            self.start(action.unit)
+        elif action.verb == "stop":
+            self.stop(action.unit)
+        elif action.verb in ("enable", "reenable"):
+            assert action.unit == CADDY_UNIT or self.unit_file(action.unit) is not None
+            self.units[action.unit] = replace(unit, enabled="enabled")
+        elif action.verb == "disable":
+            self.units[action.unit] = replace(unit, enabled="disabled")
+        else:
+            raise AssertionError(action.verb)
+
+    def _gate(self, action: CheckHealth) -> None:
+        name = action.unit
+        if name is None:
+            return
+        if action.unless_gated and self.gated(name):
+            return
+        unit = self.units.get(name) or UnitState(name)
+        if not unit.is_active or not self.healthy(self.process(name)):
+            raise Failure("health", f"{name} was not healthy")
+        self.gates[name] = GateRecord(
+            unit.invocation,
+            unit.environ.get(units.RELEASE_VAR),
+            unit.environ.get(envfile.CONFIG_VAR),
+            unit.environ.get(units.HASH_VAR),
+        )
+
+    def _record_good(self, action: RecordGood) -> None:
+        for name in action.gates:
+            record = self.gates.get(name)
+            if not self.gated(name) or record is None or record.config not in (None, action.config):
+                self.refusals.append(f"good state with ungated {name}")
+                raise Failure("ungated", f"not recording a good state: {name} has not passed its gate")
+        files = {}
+        for path in [*action.files, action.caddyfile]:
+            f = self.files.get(path)
+            if f is not None and f.kind == "file" and f.content is not None:
+                files[path] = RecordedFile(f.content, f.mode or 0o644)
+        links = {p: link.target for p in action.links if (link := self.links.get(p)) and link.target}
+        state = GoodState(
+            action.config,
+            action.version,
+            action.image,
+            action.strategy,
+            MappingProxyType(files),
+            MappingProxyType(links),
+            MappingProxyType(dict(action.gates)),
+            action.caddyfile,
+        )
+        self.good = [state, *(g for g in self.good if g.config != action.config)][:5]
+
+    # -- runs --------------------------------------------------------------------------------
+
+    def _step(self, action: Action, forward: bool = True) -> None:
+        if self._kill_at is not None and self._steps == self._kill_at:
+            raise Killed
+        self._steps += 1
+        if forward and self._fail_at == self._steps - 1 and not isinstance(action, CheckHealth):
+            raise Failure("injected", f"{action.summary()['action']} failed (injected)")
+        self.apply(action)
+        if isinstance(action, LoadCaddy):
+            self._check_caddy()
+
+    def run(self, plan: Plan, kill_at: int | None = None, fail_at: int | None = None) -> str:
+        """Apply a plan as the agent does: on failure, the plan's rollback, under the same
+        "lock". `kill_at`: the agent dies before its N-th step (forward and rollback steps
+        counted together); `fail_at`: the N-th forward action fails for a reason of the host's
+        (a refused Caddyfile, a failing daemon-reload), unless it is a health gate.
+        Returns ok | failed | rolled_back | rollback_failed | killed."""
+        self._steps, self._kill_at, self._fail_at, self._taken = 0, kill_at, fail_at, set()
+        try:
+            for action in plan.actions:
+                try:
+                    self._step(action)
+                except Failure as failure:
+                    if action.on_failure == "stop" and isinstance(action, CheckHealth) and action.unit:
+                        self.stop(action.unit)
+                        if action.quarantine:
+                            key, version = action.quarantine["key"], action.quarantine["version"]
+                            self.quarantine[key] = QuarantineEntry(version, str(failure), key)
+                        continue
+                    if action.on_failure not in ("rollback", "quarantine") or plan.rollback is None:
+                        return "failed"
+                    return self._rollback(plan, action, failure)
+        except Killed:
+            return "killed"
+        return "ok"
+
+    def _rollback(self, plan: Plan, action: Action, failure: Failure) -> str:
+        assert plan.rollback is not None
+        back = plan.rollback
+        if action.on_failure == "quarantine":
+            self.quarantine[back.quarantine_key] = QuarantineEntry(
+                back.quarantine_version, str(failure), back.quarantine_key
+            )
+        for step in back.actions:
+            try:
+                self._step(step, forward=False)
+            except Failure:
+                return "rollback_failed"
+        return "rolled_back" if back.to else "failed"
 
     def apply_plan(self, plan: Plan) -> Observed:
         for action in plan.actions:
@@ -230,4 +469,6 @@ class ModelHost:
             quarantine=MappingProxyType(dict(self.quarantine)),
             images=frozenset(self.images),
             snapshots=frozenset(self.snapshots),
+            gates=MappingProxyType(dict(self.gates)),
+            good=tuple(self.good),
         )

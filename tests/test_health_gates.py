@@ -41,7 +41,7 @@ def test_blue_green_deploy_and_instant_rollback(project: Project) -> None:
     back = project.once()
     assert back.rc == 0, back.stderr
     kinds = {a for a, _ in back.actions()}
-    assert kinds <= {"validate+write", "reload", "symlink"}, back.actions()
+    assert kinds <= {"validate+write", "reload", "symlink", "record-good"}, back.actions()
     assert serves(host) == "1.0.0" and routed(project) == "blue"
     assert unit_pid(host, BLUE) == blue_pid, "rollback restarted the backend"
     assert project.once("--dry-run").rc == 0
@@ -66,9 +66,9 @@ def test_failing_release_rolls_back_exits_3_and_is_not_retried(project: Project)
     assert host.tree_state(WATCHED_PATHS) == before, "a quarantined release was retried"
 
     status = json.loads(project.reconcile("status", "--json").stdout)
-    assert "2.1.0-bad" in status["quarantined"]
-    kinds = [r.get("kind") for r in status["runs"]]
-    assert "rollback" in kinds
+    assert [q["version"] for q in status["quarantined"].values()] == ["2.1.0-bad"]
+    back = [r for r in status["runs"] if r.get("result") == "rolled_back"]
+    assert back and back[-1]["rolled_back"] == {"ok": True, "to": "1.0.0"}, "the agent records its rollback"
 
     retry = project.once("--retry-quarantined")
     assert retry.rc == 3 and serves(host) == "1.0.0"
@@ -116,4 +116,4 @@ def test_first_deploy_failing_has_nothing_to_roll_back_to(project: Project) -> N
     assert run.rc == 1
     assert "no earlier release" in run.json["error"]
     status = json.loads(project.reconcile("status", "--json").stdout)
-    assert "2.1.0-bad" in status["quarantined"]
+    assert [q["version"] for q in status["quarantined"].values()] == ["2.1.0-bad"]

@@ -36,6 +36,9 @@ def test_bump_plans_only_what_is_needed_and_revert_needs_no_upload(project: Proj
     assert dry.rc == 2
     assert dry.actions() == [
         ("upload", "/opt/choiros/releases/2.0.0"),
+        ("write", f"/etc/systemd/system/{BACKEND}"),
+        ("write", "/etc/choiros/backend.env"),
+        ("daemon-reload", "systemd"),
         ("symlink", "/opt/choiros/previous -> releases/1.0.0"),
         ("symlink", "/opt/choiros/current -> releases/2.0.0"),
         ("restart", BACKEND),
@@ -43,6 +46,7 @@ def test_bump_plans_only_what_is_needed_and_revert_needs_no_upload(project: Proj
         # the static frontend switches with the backend, after its health gate
         ("validate+write", "/etc/caddy/Caddyfile"),
         ("reload", "caddy.service"),
+        ("record-good", "2.0.0"),
     ]
     assert serves(project.host) == "1.0.0", "a dry run changed the host"
     run = project.once()
@@ -54,12 +58,16 @@ def test_bump_plans_only_what_is_needed_and_revert_needs_no_upload(project: Proj
     back = project.once()
     assert back.rc == 0, back.stderr
     assert back.actions() == [
+        ("write", f"/etc/systemd/system/{BACKEND}"),
+        ("write", "/etc/choiros/backend.env"),
+        ("daemon-reload", "systemd"),
         ("symlink", "/opt/choiros/previous -> releases/2.0.0"),
         ("symlink", "/opt/choiros/current -> releases/1.0.0"),
         ("restart", BACKEND),
         ("health-check", "http://127.0.0.1:8080/health"),
         ("validate+write", "/etc/caddy/Caddyfile"),
         ("reload", "caddy.service"),
+        ("record-good", "1.0.0"),
     ]
     assert serves(project.host) == "1.0.0"
     assert project.once("--dry-run").rc == 0
@@ -141,6 +149,7 @@ def test_env_change_restarts_the_backend_only(project: Project) -> None:
         ("write", "/etc/choiros/backend.env"),
         ("restart", BACKEND),
         ("health-check", "http://127.0.0.1:8080/health"),
+        ("record-good", "1.0.0"),
     ]
     assert "CORS_ALLOW_ORIGINS" in run.json["actions"][0]["reason"]
     assert unit_pid(host, BACKEND) != backend
@@ -219,7 +228,7 @@ def test_many_requests_on_one_connection(project: Project) -> None:
     executor = SSHExecutor(Target("ssh", host=host.address, user="root", port=22), options)
     try:
         answers = [
-            executor.request({"op": "history", "state": "/var/lib/reconciler/x", "limit": 1})
+            executor.request({"op": "history", "protocol": 2, "state": "/var/lib/reconciler/x", "limit": 1})
             for _ in range(25)
         ]
     finally:

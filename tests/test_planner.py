@@ -13,8 +13,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from reconciler.errors import InvalidDesiredState
-from reconciler.observe.snapshot import CADDY_UNIT, FileState, LinkState, Observed, ReleaseState, UnitState
-from reconciler.plan import bluegreen
+from reconciler.observe.snapshot import (
+    CADDY_UNIT,
+    FileState,
+    LinkState,
+    Observed,
+    QuarantineEntry,
+    ReleaseState,
+    UnitState,
+)
+from reconciler.plan import config
 from reconciler.plan.actions import (
     CheckHealth,
     LoadCaddy,
@@ -25,7 +33,9 @@ from reconciler.plan.actions import (
     WriteCaddyfile,
     WriteFile,
 )
-from reconciler.plan.planner import desired_units, plan, render_caddyfile
+from reconciler.plan.planner import plan
+from reconciler.plan.strategies.blue_green import BlueGreen, other
+from reconciler.plan.strategies.single_slot import SingleSlot
 from reconciler.render import caddyfile, envfile, units
 from reconciler.spec.load import load_bytes
 from reconciler.spec.model import DesiredState
@@ -127,40 +137,42 @@ def assert_runs_desired(d: DesiredState, host: Observed) -> None:
     if d.strategy == "blue-green":
         colour = caddyfile.routed_colour(caddy_text)
         assert colour in ("blue", "green")
-        wanted = {f"choiros-backend-{colour}.service": bluegreen.colour_unit_text(d, colour)}
+        strategy = BlueGreen(d)
+        wanted = {f"choiros-backend-{colour}.service": strategy.text(colour)}
+        env_files = {f"choiros-backend-{colour}.service": d.colour_env_file(colour)}
         assert host.link(f"/opt/choiros/{colour}") == LinkState(
             "symlink", f"releases/{d.release.version}", True
         )
-        assert caddy_text == render_caddyfile(
-            d, d.blue_green.port(colour), f"/opt/choiros/{colour}/frontend/dist", colour=colour
-        )
+        assert caddy_text == strategy.caddy_text(colour)
         for name in (BACKEND, FRONTEND):
             assert host.content(f"{UNIT_DIR}/{name}") is None and not host.unit(name).is_active
-        idle = bluegreen.other(colour)
+        idle = other(colour)
         if d.blue_green.idle == "stop":
             assert not host.unit(f"choiros-backend-{idle}.service").is_active
     else:
-        wanted = desired_units(d)
-        assert caddy_text == render_caddyfile(d, d.backend.port)
+        wanted = SingleSlot(d).texts()
+        env_files = {BACKEND: d.layout.env_file}
+        assert caddy_text == SingleSlot(d).caddy_text()
         for name in (BLUE, GREEN):
             assert host.content(f"{UNIT_DIR}/{name}") is None and not host.unit(name).is_active
     for name, text in wanted.items():
         unit = host.unit(name)
         assert host.content(f"{UNIT_DIR}/{name}") == text
         assert unit.is_active and unit.is_enabled and not unit.need_daemon_reload
+        assert unit.environ.get(units.RELEASE_VAR) == d.release.version
         if d.release.image:
-            assert unit.environ.get(units.RELEASE_VAR) == d.release.version
             assert d.release.image in host.images
         else:
             assert unit.cwd == release
         assert unit.environ.get(units.HASH_VAR) == units.marker_of(text)
+        assert host.gated(name), f"{name} serves without a gate record"
     if FRONTEND not in wanted:
         assert host.content(f"{UNIT_DIR}/{FRONTEND}") is None and not host.unit(FRONTEND).is_active
-    env_text = host.content("/etc/choiros/backend.env")
-    assert env_text == envfile.render("choiros", d.env)
-    for name in wanted:
-        if name != FRONTEND:
-            assert host.unit(name).environ.get(envfile.HASH_VAR) == envfile.hash_of(env_text)
+    fp = config.fingerprint(d)
+    for name, path in env_files.items():
+        assert host.content(path) == envfile.render("choiros", d.env, fp)
+        assert host.unit(name).environ.get(envfile.CONFIG_VAR) == fp
+    assert host.good and host.good[0].config == fp
     assert host.unit(CADDY_UNIT).is_active
     assert host.caddy_loaded_sha == hashlib.sha256(caddy_text.encode()).hexdigest()
 
@@ -190,6 +202,7 @@ def test_fresh_host_gets_everything_in_phase_order() -> None:
         ("health-check", "http://127.0.0.1:8080/health"),
         ("validate+write", "/etc/caddy/Caddyfile"),
         ("reload", CADDY_UNIT),
+        ("record-good", "1.0.0"),
     ]
     assert all(a.reason for a in p.actions)
     assert plan(desired(), after).actions == ()
@@ -205,14 +218,18 @@ def test_version_bump_uploads_swaps_and_restarts_only_the_backend() -> None:
     p, after = converge(desired("2.0.0"), host)
     assert labels(p) == [
         ("upload", "/opt/choiros/releases/2.0.0"),
+        ("write", f"{UNIT_DIR}/{BACKEND}"),
+        ("write", "/etc/choiros/backend.env"),
+        ("daemon-reload", "systemd"),
         ("symlink", "/opt/choiros/previous -> releases/1.0.0"),
         ("symlink", "/opt/choiros/current -> releases/2.0.0"),
         ("restart", BACKEND),
         ("health-check", "http://127.0.0.1:8080/health"),
         ("validate+write", "/etc/caddy/Caddyfile"),
         ("reload", CADDY_UNIT),
+        ("record-good", "2.0.0"),
     ]
-    restart = p.actions[3]
+    restart = p.actions[6]
     assert "runs release 1.0.0, desired 2.0.0" in restart.reason
     assert not plan(desired("2.0.0"), after).changed
 
@@ -222,7 +239,7 @@ def test_revert_swaps_back_without_upload() -> None:
     _, host = converge(desired("2.0.0"), host)
     p, after = converge(desired("1.0.0"), host)
     assert not any(isinstance(a, UploadRelease) for a in p.actions)
-    assert labels(p)[:2] == [
+    assert labels(p)[3:5] == [
         ("symlink", "/opt/choiros/previous -> releases/2.0.0"),
         ("symlink", "/opt/choiros/current -> releases/1.0.0"),
     ]
@@ -242,6 +259,7 @@ def test_hand_edited_caddyfile_is_written_and_reloaded_only() -> None:
     files[path] = FileState("file", ":80 {\n\trespond hacked\n}\n", "x", 0o644)
     p = plan(desired(), replace(host, files=MappingProxyType(files)))
     assert labels(p) == [("validate+write", path), ("reload", CADDY_UNIT)]
+    assert p.actions[0].on_failure == "rollback" and p.rollback is not None
 
 
 def test_caddyfile_written_but_never_loaded_is_reloaded() -> None:
@@ -315,6 +333,7 @@ def test_env_change_restarts_backend_only_and_never_shows_values() -> None:
         ("write", "/etc/choiros/backend.env"),
         ("restart", BACKEND),
         ("health-check", "http://127.0.0.1:8080/health"),
+        ("record-good", "1.0.0"),
     ]
     assert "API_TOKEN" in p.actions[0].reason
     assert "s3cr3t" not in repr(p.summaries())
@@ -358,7 +377,9 @@ def test_caddy_stopped_is_started_not_reloaded() -> None:
 
 
 def test_quarantined_version_is_not_planned() -> None:
-    host = replace(deployed(), quarantine=MappingProxyType({"2.0.0": "health check failed"}))
+    """An entry written by an older reconciler names a whole version."""
+    legacy = QuarantineEntry("2.0.0", "health check failed", None)
+    host = replace(deployed(), quarantine=MappingProxyType({"2.0.0": legacy}))
     p = plan(desired("2.0.0"), host)
     assert p.quarantined == "health check failed" and not p.actions
     assert plan(desired("2.0.0"), host, retry_quarantined=True).changed
@@ -533,6 +554,9 @@ def test_blue_green_bump_starts_idle_colour_gates_it_then_switches() -> None:
     p, after = converge(bg("2.0.0"), host)
     assert labels(p) == [
         ("upload", "/opt/choiros/releases/2.0.0"),
+        ("write", f"{UNIT_DIR}/{GREEN}"),
+        ("write", "/etc/choiros/backend-green.env"),
+        ("daemon-reload", "systemd"),
         ("symlink", "/opt/choiros/green -> releases/2.0.0"),
         ("enable", GREEN),
         ("start", GREEN),
@@ -541,7 +565,9 @@ def test_blue_green_bump_starts_idle_colour_gates_it_then_switches() -> None:
         ("reload", CADDY_UNIT),
         ("symlink", "/opt/choiros/previous -> releases/1.0.0"),
         ("symlink", "/opt/choiros/current -> releases/2.0.0"),
+        ("record-good", "2.0.0"),
     ]
+    assert not any(isinstance(a, Systemctl) and a.unit == BLUE for a in p.actions), "the live colour"
     assert after.unit(BLUE).is_active and after.unit(BLUE).cwd == "/opt/choiros/releases/1.0.0"
     assert not plan(bg("2.0.0"), after).changed
 
@@ -555,6 +581,7 @@ def test_blue_green_rollback_is_only_a_caddy_switch() -> None:
         "LoadCaddy",
         "SetSymlink",
         "SetSymlink",
+        "RecordGood",
     ]
     assert not any(isinstance(a, Systemctl) for a in p.actions)
     assert caddyfile.routed_colour(after.content("/etc/caddy/Caddyfile")) == "blue"
@@ -580,10 +607,12 @@ def test_blue_green_never_keeps_a_quarantined_release_warm() -> None:
     host = deployed(bg())
     _, host = converge(bg("2.0.0"), host)  # green runs 2.0.0, blue warm on 1.0.0
     _, host = converge(bg("1.0.0"), host)  # back to blue; green warm on 2.0.0
-    host = replace(host, quarantine=MappingProxyType({"2.0.0": "health check failed"}))
+    failed = config.fingerprint(bg("2.0.0"))
+    entry = QuarantineEntry("2.0.0", "health check failed", failed)
+    host = replace(host, quarantine=MappingProxyType({failed: entry}))
     p = plan(bg("1.0.0"), host)
     assert labels(p) == [("stop", GREEN)]
-    assert "quarantined" in p.actions[0].reason
+    assert "a configuration that failed" in p.actions[0].reason
 
 
 def test_switching_to_blue_green_retires_the_single_unit_after_the_switch() -> None:
@@ -619,7 +648,7 @@ def test_pruning_keeps_release_keep_and_never_current_or_previous() -> None:
     p, host = converge(desired("3.0.0", keep=2), host)
     assert ("prune", "/opt/choiros/releases/1.0.0") in labels(p)
     assert sorted(host.releases) == ["2.0.0", "3.0.0"]
-    assert labels(p)[-1][0] == "prune", "pruning comes after everything else"
+    assert [a for a, _ in labels(p)][-2:] == ["prune", "record-good"], "pruning comes after the switch"
 
 
 def test_keep_one_still_keeps_previous_for_rollback() -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 import paramiko
 import pytest
 
-from tests.deploying import REPO, WATCHED_PATHS, Project, reset_host, serves, unit_pid
+from tests.deploying import REPO, WATCHED_PATHS, Project, allow_faults, reset_host, serves, unit_pid
 from tests.testhost import TestHost
 
 pytestmark = pytest.mark.testhost
@@ -117,6 +117,7 @@ def test_sigkill_after_every_action_leaves_a_serving_host_that_the_next_run_conv
     survived = []
     for i in range(1, k + 1):
         reset_host(host)
+        allow_faults(host)
         assert deploy("1.0.0") == 0
         rc = deploy("2.0.0", fault=i, backend=CHANGED_BACKEND)
         assert rc != 0, f"fault after action {i} did not stop the run"
@@ -181,8 +182,17 @@ def test_concurrent_runs_never_interleave(project: Project) -> None:
     assert serves(host) == "2.4.0-slow"
 
 
+def test_fault_points_are_ignored_unless_the_host_allows_them(project: Project) -> None:
+    """A production host ignores the tests' fault points, whatever the environment says."""
+    project.write("1.0.0")
+    run = project.once(env={"RECONCILER_FAULT_AFTER_ACTION": "2"})
+    assert run.rc == 0, run.stderr
+    assert serves(project.host) == "1.0.0"
+
+
 def test_lock_of_a_killed_run_is_recovered(project: Project) -> None:
     project.write("1.0.0")
+    allow_faults(project.host)
     assert project.once(env={"RECONCILER_FAULT_AFTER_ACTION": "2"}).rc != 0
     run = project.once()  # no --lock-timeout: the dead holder's lock must already be free
     assert run.rc == 0, run.stdout
@@ -360,6 +370,17 @@ def test_secret_values_appear_only_in_the_environment_file(project: Project) -> 
             + " /var/lib/reconciler /etc/systemd/system /etc/caddy /opt/choiros /etc/choiros || true",
         ]
     ).stdout.split()
-    assert files == ["/etc/choiros/backend.env"], files
-    env_file = host.exec(["stat", "-c", "%a", "/etc/choiros/backend.env"]).stdout.strip()
-    assert env_file == "640"
+    # The environment file, and the last good states (which keep it, for a rollback to restore
+    # the configuration too) in the state folder, which only root can enter.
+    assert sorted(files) == ["/etc/choiros/backend.env", "/var/lib/reconciler/choiros/good.json"], files
+    modes = host.exec(
+        [
+            "stat",
+            "-c",
+            "%a",
+            "/etc/choiros/backend.env",
+            "/var/lib/reconciler/choiros/good.json",
+            "/var/lib/reconciler/choiros",
+        ]
+    ).stdout.split()
+    assert modes == ["640", "600", "700"]

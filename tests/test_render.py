@@ -64,16 +64,16 @@ def test_runtime_hash_is_stable_under_reordering_of_keys() -> None:
 
 def test_env_file_quotes_every_value_and_reads_back() -> None:
     env = [EnvVar("B", 'q"uote $HOME `id` \\n back\\slash'), EnvVar("A", "plain"), EnvVar("E", "")]
-    text = envfile.render("app", env)
+    text = envfile.render("app", env, "c0ffee")
     lines = text.splitlines()
     assert lines[2].startswith("A=") and lines[3].startswith("B="), "sorted by name"
     parsed = envfile.parse(text)
     assert parsed["B"] == 'q"uote $HOME `id` \\n back\\slash' and parsed["E"] == ""
-    assert envfile.hash_of(text) == parsed[envfile.HASH_VAR]
+    assert envfile.config_of(text) == parsed[envfile.CONFIG_VAR] == "c0ffee"
 
 
 def test_env_diff_names_keys_not_values() -> None:
-    old = envfile.render("app", [EnvVar("TOKEN", "old-secret"), EnvVar("GONE", "x")])
+    old = envfile.render("app", [EnvVar("TOKEN", "old-secret"), EnvVar("GONE", "x")], "c0ffee")
     assert envfile.changed_names(old, [EnvVar("TOKEN", "new-secret"), EnvVar("NEW", "1")]) == [
         "GONE",
         "NEW",

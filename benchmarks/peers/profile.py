@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from benchmarks.peers import hosttime
 from benchmarks.peers.paths import FROM_VERSION
 from benchmarks.peers.tools import Tool
+from reconciler.agent.protocol import PROTOCOL
 
 if TYPE_CHECKING:
     from tests.testhost import TestHost
@@ -54,17 +55,19 @@ CACHED_AGENT = "hostagent_cached"
 
 #: Run inside the host by its python3: the agent's cost without any transport around it.
 AGENT_PARTS = """
-import json, sys, time
+import json, os, sys, time
+folder = "/src/reconciler/agent"
 t0 = time.perf_counter()
-code = compile(open("/src/reconciler/agent/hostagent.py", "rb").read(), "hostagent", "exec")
+codes = {n[:-3]: compile(open(os.path.join(folder, n), "rb").read(), n, "exec")
+         for n in sorted(os.listdir(folder)) if n.endswith(".py")}
 t1 = time.perf_counter()
-env = {"__name__": "hostagent"}
-exec(code, env)
+sys.path.insert(0, "/src")
+from reconciler.agent.observe import observe
 t2 = time.perf_counter()
 spec = json.loads(sys.argv[1])
-env["observe"](spec)
+observe(spec)
 t3 = time.perf_counter()
-env["observe"](spec)
+observe(spec)
 t4 = time.perf_counter()
 print(json.dumps({"compile": t1 - t0, "module": t2 - t1, "observe_first": t3 - t2, "observe": t4 - t3}))
 """
@@ -182,17 +185,18 @@ def _exchange(transport: Any, command: str, data: bytes) -> bytes:
 
 def round_trips(host: TestHost, observe_request: dict[str, Any], repeats: int) -> dict[str, float]:
     """Exec round trips on one open connection (no connect, no auth): what each costs by itself."""
-    from reconciler.agent import hostagent
+    import reconciler.agent
     from reconciler.executors import bootstrap
 
     blob = bootstrap.agent_blob()
     request = json.dumps(dict(observe_request, payload_size=0)).encode() + b"\n"
-    # The proposal, emulated: the agent as a module in a folder on the host, so python3 keeps
+    # The proposal, emulated: the agent as a package in a folder on the host, so python3 keeps
     # its bytecode in __pycache__ after the first run; the request alone goes over stdin.
-    host.write(f"{CACHED_AGENT_DIR}/{CACHED_AGENT}.py", Path(hostagent.__file__).read_bytes())
+    for source in Path(reconciler.agent.__file__).parent.glob("*.py"):
+        host.write(f"{CACHED_AGENT_DIR}/{CACHED_AGENT}/{source.name}", source.read_bytes())
     cached = (
         f'python3 -c \'import sys; sys.path.insert(0, "{CACHED_AGENT_DIR}"); '
-        f"import {CACHED_AGENT}; {CACHED_AGENT}.main()'"
+        f"from {CACHED_AGENT}.main import main; main()'"
     )
     commands = {
         "`true`": ("true", b""),
@@ -273,7 +277,7 @@ def run(ours: Tool, floor: Tool, host: TestHost, desired_file: Path, repeats: in
         packages=sorted(packages.items(), key=lambda kv: kv[1], reverse=True)[:12],
         invoke_ms=invoke,
         functions=functions(ours, max(3, repeats)),
-        round_trips=round_trips(host, {"op": "observe", "observe": spec}, repeats * 3),
+        round_trips=round_trips(host, {"op": "observe", "protocol": PROTOCOL, "observe": spec}, repeats * 3),
         agent_parts=agent_parts(host, spec, repeats),
         modules=sorted(modules.items(), key=lambda kv: kv[1], reverse=True)[:6],
         invoke_ab=invoke_ab(ours, repeats * 3),

@@ -114,17 +114,18 @@ def desired_text(version: str, template: str) -> str:
 def render_state(desired_file: Path, tarball: Path) -> dict[str, Any]:
     """Everything the peers need for one version, rendered by our own code."""
     from reconciler.observe.snapshot import unit_path
-    from reconciler.plan.planner import desired_units, render_caddyfile
-    from reconciler.render import envfile
+    from reconciler.plan import config
+    from reconciler.plan.strategies.single_slot import SingleSlot
     from reconciler.spec.load import load
 
     desired = load(desired_file)
     version = desired.release.version
     layout = desired.layout
-    units = desired_units(desired)
+    slot = SingleSlot(desired)
+    units = slot.texts()
     if list(units) != [desired.backend_unit]:
         raise RuntimeError(f"expected only the backend unit, got {list(units)}")
-    caddy = render_caddyfile(desired, desired.backend.port)
+    caddy = slot.caddy_text()
     health = desired.health
     return {
         "app": desired.app,
@@ -139,7 +140,7 @@ def render_state(desired_file: Path, tarball: Path) -> dict[str, Any]:
         "unit_path": unit_path(desired, desired.backend_unit),
         "unit_text": units[desired.backend_unit],
         "env_path": layout.env_file,
-        "env_text": envfile.render(desired.app, desired.env),
+        "env_text": config.env_text(desired),
         "caddyfile": desired.proxy.caddyfile,
         "caddy_text": caddy,
         # Our reconciler knows what Caddy loaded only from this record; the peers write it after

@@ -3,34 +3,44 @@
 `python3 agent_probe.py N SPEC.json`: N times, a fresh python3 loads the host agent
 the way the SSH bootstrap does (decompress, compile, exec) and calls observe() once, as every
 request's process does. Prints a JSON list of [process wall ms, load ms, observe ms].
-The agent file is the repository's, mounted read-only at /src in every test host.
+The agent's modules are the repository's, mounted read-only at /src in every test host.
 """
 
 import json
+import os
 import subprocess
 import sys
 import time
 import zlib
 from typing import Any
 
-AGENT = "/src/reconciler/agent/hostagent.py"
+AGENT = "/src/reconciler/agent"
 
 
 def child(blob_len: int) -> None:
     blob = sys.stdin.buffer.read(blob_len)
     spec = json.loads(sys.stdin.buffer.read())
     t0 = time.perf_counter()
-    namespace: dict[str, Any] = {"__name__": "agent"}  # not "__main__": load, do not run main()
-    exec(compile(zlib.decompress(blob), "agent", "exec"), namespace)
+    sources = json.loads(zlib.decompress(blob))
+    namespace: dict[str, Any] = {"__name__": "boot"}
+    exec(sources["boot"], namespace)  # as the bootstrap does: load the modules from memory
+    namespace["install"](sources["modules"])
+    from hostagent.observe import observe  # type: ignore[import-not-found]
+
     t1 = time.perf_counter()
-    namespace["observe"](spec)
+    observe(spec)
     t2 = time.perf_counter()
     print(json.dumps([(t1 - t0) * 1000, (t2 - t1) * 1000]))
 
 
 def parent(samples: int, spec_path: str) -> None:
-    with open(AGENT, "rb") as fh:
-        blob = zlib.compress(fh.read(), 9)
+    modules = {}
+    for name in sorted(os.listdir(AGENT)):
+        if name.endswith(".py"):
+            with open(os.path.join(AGENT, name), encoding="utf-8") as fh:
+                modules[name[:-3]] = fh.read()
+    boot = modules.pop("boot")
+    blob = zlib.compress(json.dumps({"boot": boot, "modules": modules}).encode(), 9)
     with open(spec_path, "rb") as fh:
         spec = fh.read()
     rows = []

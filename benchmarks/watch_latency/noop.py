@@ -23,6 +23,7 @@ from pathlib import Path
 import paramiko
 
 from benchmarks.watch_latency.watcher import WatchProcess
+from reconciler.agent.protocol import PROTOCOL
 from tests.testhost import TestHost
 
 SSHD_DROPIN = "/etc/ssh/sshd_config.d/10-bench-debug.conf"
@@ -202,7 +203,7 @@ def linger(transport: paramiko.Transport, spec: dict[str, object], samples: int 
         chan = transport.open_session()
         try:
             chan.exec_command(bootstrap_command("python3", False))
-            request = {"op": "observe", "observe": spec, "payload_size": 0}
+            request = {"op": "observe", "protocol": PROTOCOL, "observe": spec, "payload_size": 0}
             chan.sendall(_agent_blob() + json.dumps(request).encode() + b"\n")
             chan.makefile("rb").readline()
             answered = time.perf_counter()

@@ -1,35 +1,48 @@
-"""Apply: take the lock, check the host still matches the plan's observation, run the
-actions in order, write the history record, observe again.
+"""Apply: take the lock, check the host still matches the plan's observation, run the actions
+in order, and, when one fails, undo on the host itself.
+
+The rollback travels with the request: the controller planned it (a pure function of the
+host's recorded last good state) and the agent runs it under the same lock, right after the
+failure. So a controller that dies or loses its connection mid-gate still leaves a host that
+was rolled back, and a run waiting on the lock finds it consistent.
+
+Cancellation (the client went away, or asked to stop) is honoured between actions, but a
+process this apply started is always gated first: an interruption never leaves a process
+that serves without its gate having run.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
+import threading
 import time
+import traceback
 from collections.abc import Callable
 from typing import IO
 
+from . import records
 from .caddy import do_load_caddy, do_write_caddyfile
 from .context import Context
 from .database import do_restore_database, do_snapshot_database
 from .files import (
     do_daemon_reload,
+    do_record_good,
     do_record_quarantine,
     do_remove_file,
     do_set_symlink,
     do_systemctl,
     do_write_file,
 )
-from .fsops import atomic_write, now, read_json
+from .fsops import atomic_write, now
 from .health import do_check_health
 from .images import do_load_image
 from .lock import HostLock
 from .observe import fingerprint, observe
-from .protocol import AgentError, Emit, Json
+from .protocol import AgentError, Emit, Json, check_request
 from .releases import do_prune_release, do_upload_release
+from .systemd import stop_unit
 
 HANDLERS: dict[str, Callable[[Context, Json], Json]] = {
     "upload_release": do_upload_release,
@@ -42,11 +55,16 @@ HANDLERS: dict[str, Callable[[Context, Json], Json]] = {
     "write_caddyfile": do_write_caddyfile,
     "load_caddy": do_load_caddy,
     "record_quarantine": do_record_quarantine,
+    "record_good": do_record_good,
     "prune_release": do_prune_release,
     "load_image": do_load_image,
     "snapshot_database": do_snapshot_database,
     "restore_database": do_restore_database,
 }
+
+# Only a host whose root made this file honours the fault points the tests use: a request
+# alone (or an environment variable on the controller) cannot kill an agent on a real host.
+FAULT_SWITCH = "/run/reconciler/fault-injection"
 
 
 def append_history(state_dir: str, record: Json, keep: int = 1000) -> None:
@@ -65,79 +83,176 @@ def append_history(state_dir: str, record: Json, keep: int = 1000) -> None:
         atomic_write(path, b"".join(lines), 0o640)
 
 
+def failure_of(index: int, exc: BaseException) -> Json:
+    """Any exception an action raises, as a recorded failure: never a bare traceback."""
+    if isinstance(exc, AgentError):
+        return {"index": index, "error": exc.message, "detail": exc.detail, "code": exc.code}
+    if isinstance(exc, OSError):
+        where = getattr(exc, "filename", "") or ""
+        return {"index": index, "error": f"{exc.strerror or exc} ({where})", "code": "os"}
+    if isinstance(exc, records.StateFileError):
+        return {"index": index, "error": str(exc), "code": "state"}
+    frame = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
+    at = f" at {os.path.basename(frame.filename)}:{frame.lineno}" if frame else ""
+    return {
+        "index": index,
+        "error": f"unexpected {type(exc).__name__}: {exc}",
+        "detail": f"raised{at}; this is a bug in the reconciler's host agent, please report it",
+        "code": "bug",
+    }
+
+
+class Run:
+    """One apply's actions, in order, with what happens when one fails."""
+
+    def __init__(self, ctx: Context, cancelled: Callable[[], bool], fault: Json) -> None:
+        self.ctx = ctx
+        self.cancelled = cancelled
+        self.fault = fault
+        self.done: list[Json] = []
+        self.notes: list[Json] = []
+
+    def _one(self, index: int, action: Json, phase: str) -> Json:
+        ctx = self.ctx
+        ctx.emit({"event": "action_start", "index": index, "phase": phase})
+        if phase == "forward" and self.fault.get("kill_during_action") == index + 1:
+            timer = threading.Timer(float(self.fault.get("delay", 0.5)), _die)
+            timer.daemon = True
+            timer.start()
+        t0 = time.monotonic()
+        result = HANDLERS[action["kind"]](ctx, action)
+        ms = round((time.monotonic() - t0) * 1000, 1)
+        ctx.emit({"event": "action_done", "index": index, "ms": ms, "result": result, "phase": phase})
+        if phase == "forward" and self.fault.get("kill_after_action") == index + 1:
+            _die()
+        return {"index": index, "ms": ms}
+
+    def forward(self, actions: list[Json]) -> Json | None:
+        for index, action in enumerate(actions):
+            if self.cancelled() and not self._must_finish(action):
+                return {"index": index, "error": "cancelled before this action", "code": "cancelled"}
+            try:
+                self.done.append(self._one(index, action, "forward"))
+            except Exception as exc:
+                failure = failure_of(index, exc)
+                failure["on_failure"] = action.get("on_failure", "report")
+                self.ctx.emit({"event": "action_failed", **failure})
+                if failure["on_failure"] != "stop":
+                    return failure
+                self.notes.append(self._stop_idle(action, failure))
+        return None
+
+    def _must_finish(self, action: Json) -> bool:
+        """The gate of a process this apply started runs even when the client has gone."""
+        return action["kind"] == "check_health" and action.get("unit") in self.ctx.started
+
+    def _stop_idle(self, gate: Json, failure: Json) -> Json:
+        """An idle process that fails its gate is stopped and its configuration quarantined;
+        it serves nothing, so the rest of the plan goes on."""
+        unit = gate["unit"]
+        stop_unit(unit)
+        quarantine = gate.get("quarantine") or {}
+        if quarantine:
+            records.quarantine(self.ctx.state_dir, quarantine["key"], quarantine["version"], failure["error"])
+        note = {"event": "idle_stopped", "unit": unit, "why": failure["error"]}
+        self.ctx.emit(note)
+        return note
+
+    def rollback(self, plan: Json, failure: Json) -> Json:
+        """Back to the recorded last good state. The failed configuration is quarantined first,
+        so a rollback that is itself interrupted still leaves it refused by the next run."""
+        quarantine = plan.get("quarantine") or {}
+        if failure.get("on_failure") == "quarantine" and quarantine:
+            reason = failure["error"].splitlines()[0]
+            records.quarantine(self.ctx.state_dir, quarantine["key"], quarantine["version"], reason)
+        self.ctx.emit({"event": "rollback_start", "to": plan.get("to")})
+        for index, action in enumerate(plan.get("actions", [])):
+            try:
+                self._one(index, action, "rollback")
+            except Exception as exc:
+                broken = failure_of(index, exc)
+                self.ctx.emit({"event": "rollback_failed", **broken})
+                return {"ok": False, "to": plan.get("to"), "failure": broken}
+        return {"ok": True, "to": plan.get("to")}
+
+
+def _die() -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
 def apply(request: Json, payload: IO[bytes] | None, emit: Emit, cancelled: Callable[[], bool]) -> Json:
     """Lock, check the host still matches the plan's observation, run the actions, record."""
+    check_request(request)
     spec = request["observe"]
     actions: list[Json] = request["actions"]
-    fault_after = int(request.get("fault_after_action") or 0)
+    fault = (request.get("fault") or {}) if os.path.exists(FAULT_SWITCH) else {}
     ctx = Context(request, payload, emit)
     started = time.monotonic()
-    done: list[Json] = []
-    failure: Json | None = None
     with HostLock(ctx.state_dir, request.get("holder", {}), float(request.get("lock_timeout", 0)), emit):
         locked_at = time.time()
         emit({"event": "locked"})
         before = observe(spec)
         if request.get("expect") and fingerprint(before) != request["expect"]:
             raise AgentError("the host changed since it was observed for this plan", code="stale")
-        for index, action in enumerate(actions):
-            if cancelled():
-                failure = {"index": index, "error": "cancelled before this action", "code": "cancelled"}
-                break
-            emit({"event": "action_start", "index": index})
-            t0 = time.monotonic()
-            try:
-                result = HANDLERS[action["kind"]](ctx, action)
-            except AgentError as exc:
-                failure = {"index": index, "error": exc.message, "detail": exc.detail, "code": exc.code}
-                emit({"event": "action_failed", **failure})
-                break
-            except OSError as exc:
-                failure = {
-                    "index": index,
-                    "error": f"{exc.strerror or exc} ({getattr(exc, 'filename', '') or ''})",
-                    "code": "os",
-                }
-                emit({"event": "action_failed", **failure})
-                break
-            ms = round((time.monotonic() - t0) * 1000, 1)
-            done.append({"index": index, "ms": ms})
-            emit({"event": "action_done", "index": index, "ms": ms, "result": result})
-            if fault_after and index + 1 == fault_after:
-                os.kill(os.getpid(), signal.SIGKILL)  # test-only fault injection
         if not actions and request.get("record") is False:
             return {"event": "result", "ok": True, "failure": None, "done": [], "after": before}
-        record = dict(request.get("journal", {}))
+        run = Run(ctx, cancelled, fault)
+        failure = run.forward(actions)
+        rolled_back = None
+        plan = request.get("rollback")
+        if failure and plan and failure.get("on_failure") in ("rollback", "quarantine"):
+            rolled_back = run.rollback(plan, failure)
+        record = dict(request.get("journal") or {})
         record.update(
             finished=now(),
             seconds=round(time.monotonic() - started, 3),
             result="failed" if failure else "ok",
-            actions_done=len(done),
+            actions_done=len(run.done),
             locked_at=round(locked_at, 3),
             finished_at=round(time.time(), 3),
         )
         if failure:
             record["error"] = failure["error"]
+        if rolled_back:
+            record["rolled_back"] = rolled_back
+            record["result"] = "rolled_back" if rolled_back["ok"] else "failed"
+        if run.notes:
+            record["notes"] = run.notes
         append_history(ctx.state_dir, record)
     after = observe(spec)
-    return {"event": "result", "ok": failure is None, "failure": failure, "done": done, "after": after}
+    return {
+        "event": "result",
+        "ok": failure is None,
+        "failure": failure,
+        "rolled_back": rolled_back,
+        "notes": run.notes,
+        "done": run.done,
+        "after": after,
+    }
 
 
 def history(request: Json) -> Json:
+    check_request(request)
     path = os.path.join(request["state"], "history.jsonl")
-    limit = int(request.get("limit", 20))
+    limit = int(request.get("limit") or 20)
     try:
         with open(path, "rb") as fh:
             lines = fh.readlines()[-limit:]
     except FileNotFoundError:
         lines = []
-    records = []
+    entries = []
+    unreadable = 0
     for line in lines:
-        with contextlib.suppress(ValueError):
-            records.append(json.loads(line))
-    return {
-        "event": "result",
-        "ok": True,
-        "records": records,
-        "quarantine": read_json(os.path.join(request["state"], "quarantine.json")) or {},
-    }
+        try:
+            entries.append(json.loads(line))
+        except ValueError:
+            unreadable += 1
+    quarantine: Json = {}
+    errors = []
+    try:
+        quarantine = records.load(request["state"], records.QUARANTINE, {})
+    except records.StateFileError as exc:
+        errors.append(str(exc))
+    if unreadable:
+        errors.append(f"{path}: {unreadable} unreadable line(s) skipped")
+    return {"event": "result", "ok": True, "records": entries, "quarantine": quarantine, "errors": errors}

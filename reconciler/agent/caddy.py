@@ -6,10 +6,11 @@ import contextlib
 import json
 import os
 
+from . import records
 from .context import Context
-from .fsops import atomic_write, decode, fsync_dir, makedirs, now, read_file, run
+from .fsops import atomic_write, decode, fsync_dir, makedirs, now, read_file, read_json, run
 from .protocol import AgentError, Json
-from .systemd import systemctl
+from .systemd import systemctl, unit_state
 
 
 def caddy_validate(path: str) -> None:
@@ -24,7 +25,19 @@ def caddy_validate(path: str) -> None:
 
 
 def do_write_caddyfile(ctx: Context, a: Json) -> Json:
+    """Caddy is never pointed at a process that has not passed its health gate: the backends
+    the new file routes to are checked against the gate records here, on the host, at the
+    moment of the switch."""
     path = a["path"]
+    for unit in a["routes_to"]:
+        if records.gate_of(ctx.state_dir, unit)[0] is None:
+            raise AgentError(
+                f"refusing to route Caddy to {unit}: the process it runs has not passed a health gate",
+                code="ungated",
+            )
+    have = read_file(path)
+    if have and have.get("content") == a["content"]:
+        return {"skipped": "already as wanted"}
     folder = os.path.dirname(path)
     makedirs(folder)
     candidate = os.path.join(folder, f".{os.path.basename(path)}.candidate-{os.getpid()}")
@@ -57,10 +70,21 @@ def caddy_reload(path: str) -> None:
         raise AgentError("Caddy refused to load the new Caddyfile", "\n".join(lines[-3:]), code="caddy")
 
 
+def _loaded(ctx: Context, path: str, unit: str) -> bool:
+    data = read_file(path)
+    loaded = read_json(os.path.join(ctx.state_dir, "caddy-loaded.json"))
+    return (
+        bool(data and loaded and isinstance(loaded, dict) and loaded.get("sha256") == data.get("sha256"))
+        and unit_state(unit)["active"] == "active"
+    )
+
+
 def do_load_caddy(ctx: Context, a: Json) -> Json:
     """Start Caddy, or gracefully reload it; when Caddy refuses a reload it keeps serving the
     old config, so the old file is put back (and loaded again) to keep disk and memory equal."""
     path = a["path"]
+    if a["unless_loaded"] and _loaded(ctx, path, a["unit"]):
+        return {"skipped": "Caddy serves this Caddyfile already"}
     if a.get("verb") == "start":
         systemctl("start", a["unit"])
     else:

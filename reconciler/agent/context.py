@@ -1,4 +1,5 @@
-"""What every action handler receives: the request, the payload stream, the event sink."""
+"""What every action handler receives: the request, the payload stream, the event sink, and
+what this apply has done so far that a later action must know about."""
 
 from __future__ import annotations
 
@@ -14,3 +15,5 @@ class Context:
         self.emit = emit
         self.state_dir: str = request["observe"]["state"]
         self.caddy_backup: bytes | None = None
+        self.started: set[str] = set()  # units (re)started by this apply: their gates must run
+        self.snapshots_taken: set[str] = set()  # database snapshots written by this apply

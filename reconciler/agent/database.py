@@ -38,6 +38,7 @@ def do_snapshot_database(ctx: Context, a: Json) -> Json:
         os.chmod(tmp, 0o600)
         os.replace(tmp, snapshot)  # a snapshot is whole or absent
         fsync_dir(folder)
+        ctx.snapshots_taken.add(snapshot)
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
@@ -45,6 +46,10 @@ def do_snapshot_database(ctx: Context, a: Json) -> Json:
 
 
 def do_restore_database(ctx: Context, a: Json) -> Json:
+    if a["only_if_taken"] and a["snapshot"] not in ctx.snapshots_taken:
+        # A rollback restores only the snapshot its own deploy took: an older one would lose
+        # what the release kept writing since.
+        return {"skipped": "no snapshot was taken by this deploy"}
     for unit in a["units"]:
         systemctl("stop", unit)  # nothing may write while the database is replaced
     sqlite_copy(a["snapshot"], a["database"])

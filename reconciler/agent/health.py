@@ -6,10 +6,11 @@ import json
 import re
 import time
 
+from . import records
 from .context import Context
 from .fsops import decode, run
-from .protocol import AgentError, Json
-from .systemd import journal_tail, main_pid
+from .protocol import ENV_PREFIX, AgentError, Json
+from .systemd import journal_tail, unit_state
 
 
 def http_get(url: str, timeout: float) -> tuple[int, bytes]:
@@ -37,19 +38,52 @@ def names_version(body: bytes, version: str) -> bool:
     return isinstance(data, dict) and str(data.get("version")) == version
 
 
+def _invocation(unit: str | None) -> str:
+    return unit_state(unit)["invocation"] if unit else ""
+
+
 def do_check_health(ctx: Context, a: Json) -> Json:
-    """Pass after `passes` consecutive good answers spanning `stable` seconds from one process.
+    """Pass after `passes` consecutive good answers spanning `stable` seconds from one process,
+    then record on the host which process passed (its invocation) with what it runs.
 
     The same-process rule catches a release that answers at first and then crashes: systemd
-    restarts it under a new PID, which breaks the streak.
+    restarts it under a new invocation, which breaks the streak. The record is what later
+    runs (and Caddy switches) trust: a process without one has not been gated.
     """
+    unit = a.get("unit")
+    if a["unless_gated"] and unit and records.gate_of(ctx.state_dir, unit)[0] is not None:
+        return {"skipped": f"the process {unit} runs passed its gate already"}
+    result = _wait_healthy(a)
+    if unit:
+        record_pass(ctx, unit, result.pop("invocation"))
+    return result
+
+
+def record_pass(ctx: Context, unit: str, invocation: str) -> None:
+    state = unit_state(unit)
+    if state["invocation"] != invocation:
+        raise AgentError(f"{unit} was restarted by systemd right after passing (it crashed)", code="health")
+    environ = state["environ"]
+    records.record_gate(
+        ctx.state_dir,
+        unit,
+        {
+            "invocation": invocation,
+            "release": environ.get(ENV_PREFIX + "RELEASE"),
+            "config": environ.get(ENV_PREFIX + "CONFIG"),
+            "unit_hash": environ.get(ENV_PREFIX + "UNIT_HASH"),
+        },
+    )
+
+
+def _wait_healthy(a: Json) -> Json:
     url, unit = a["url"], a.get("unit")
     deadline = time.monotonic() + float(a["timeout"])
     need, interval = int(a["passes"]), float(a["interval"])
     stable = float(a.get("stable") or 0)
     version = a.get("expect_version")
     streak = probes = 0
-    streak_since, streak_pid = 0.0, 0
+    streak_since, streak_of = 0.0, ""
     last = "no answer yet"
     while True:
         probes += 1
@@ -66,13 +100,13 @@ def do_check_health(ctx: Context, a: Json) -> Json:
             last = f"no HTTP answer ({getattr(exc, 'reason', exc)})"
         if good:
             if streak == 0:
-                streak_since, streak_pid = time.monotonic(), (main_pid(unit) if unit and stable else 0)
+                streak_since, streak_of = time.monotonic(), _invocation(unit)
             streak += 1
         else:
             streak = 0
         if streak >= need and time.monotonic() - streak_since >= stable:
-            if not (unit and stable) or main_pid(unit) == streak_pid:
-                return {"probes": probes}
+            if _invocation(unit) == streak_of:
+                return {"probes": probes, "invocation": streak_of}
             streak = 0  # restarted by systemd in between: that is not healthy
             last = f"{unit} was restarted by systemd while answering (it crashed)"
         if unit and probes % 4 == 0:

@@ -13,26 +13,33 @@ import threading
 from collections.abc import Callable
 from typing import IO, Any
 
-from .apply import apply, history
+from .apply import apply, failure_of, history
 from .observe import observe
-from .protocol import CHUNK, AgentError, Emit, Json
+from .protocol import CHUNK, AgentError, Emit, Json, check_request
 
 
 def handle(
     request: Json, payload: IO[bytes] | None, emit: Emit, cancelled: Callable[[], bool] = lambda: False
 ) -> Json:
     """Entry point shared by the local executor and `main` below."""
-    op = request.get("op")
     try:
+        check_request(request)
+        op = request["op"]
         if op == "observe":
             return {"event": "result", "ok": True, "snapshot": observe(request["observe"])}
         if op == "apply":
             return apply(request, payload, emit, cancelled)
-        if op == "history":
-            return history(request)
-        return {"event": "error", "error": f"unknown request {op!r}", "code": "protocol"}
+        return history(request)
     except AgentError as exc:
         return {"event": "error", "error": exc.message, "detail": exc.detail, "code": exc.code}
+    except Exception as exc:  # an answer, never a traceback the controller cannot read
+        failure = failure_of(-1, exc)
+        return {
+            "event": "error",
+            "error": failure["error"],
+            "detail": failure.get("detail", ""),
+            "code": failure["code"],
+        }
 
 
 def main() -> None:

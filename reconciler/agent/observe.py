@@ -12,10 +12,11 @@ import sys
 from .fsops import decode, read_file, read_json, read_link, run
 from .lock import lock_state
 from .protocol import PROTOCOL, Json
+from .records import GATES, GOOD, QUARANTINE, StateFileError, load
 from .systemd import systemctl_show
 
 
-def releases(releases_dir: str, state_dir: str) -> Json:
+def releases(releases_dir: str, state_dir: str, errors: list[str]) -> Json:
     try:
         names = sorted(n for n in os.listdir(releases_dir) if not n.startswith("."))
     except FileNotFoundError:
@@ -24,7 +25,12 @@ def releases(releases_dir: str, state_dir: str) -> Json:
     for name in names:
         full = os.path.join(releases_dir, name)
         if os.path.isdir(full) and not os.path.islink(full):
-            out[name] = {"meta": read_json(os.path.join(state_dir, "releases", f"{name}.json"))}
+            try:
+                meta = load(state_dir, os.path.join("releases", f"{name}.json"), {})
+            except StateFileError as exc:
+                meta = {}
+                errors.append(str(exc))
+            out[name] = {"meta": meta}
     return out
 
 
@@ -46,6 +52,7 @@ def images(wanted: bool) -> list[str]:
 def observe(spec: Json) -> Json:
     """One snapshot of everything the planner needs. Reads only; never writes."""
     state_dir = spec["state"]
+    state = records(state_dir)
     snap: Json = {
         "protocol": PROTOCOL,
         "host": {
@@ -55,14 +62,10 @@ def observe(spec: Json) -> Json:
         },
         "files": {p: read_file(p) for p in spec.get("files", [])},
         "links": {p: read_link(p) for p in spec.get("links", [])},
-        "releases": releases(spec["releases"], state_dir),
+        "releases": releases(spec["releases"], state_dir, state["errors"]),
         "units": systemctl_show(list(spec.get("units", []))),
         "which": {name: shutil.which(name) for name in spec.get("commands", [])},
-        "state": {
-            "caddy_loaded": read_json(os.path.join(state_dir, "caddy-loaded.json")),
-            "quarantine": read_json(os.path.join(state_dir, "quarantine.json")) or {},
-            "snapshots": snapshots(state_dir),
-        },
+        "state": state,
         "lock": lock_state(state_dir),
         "images": images(bool(spec.get("images"))),
     }
@@ -70,7 +73,34 @@ def observe(spec: Json) -> Json:
     return snap
 
 
+def records(state_dir: str) -> Json:
+    """The reconciler's own records; an unreadable one is named in `errors`, not guessed at."""
+    out: Json = {
+        "caddy_loaded": read_json(os.path.join(state_dir, "caddy-loaded.json")),
+        "snapshots": snapshots(state_dir),
+        "errors": [],
+    }
+    for key, name, empty in (("gates", GATES, {}), ("good", GOOD, []), ("quarantine", QUARANTINE, {})):
+        try:
+            out[key] = load(state_dir, name, empty)
+        except StateFileError as exc:
+            out[key] = empty
+            out["errors"].append(str(exc))
+    return out
+
+
+# What a unit's process is doing changes on its own (a crash loop changes it every second);
+# a plan made against files, links and records that have not changed is still sound, and the
+# actions that touch processes check them again when they run.
+_LIVE = ("active", "sub", "main_pid", "invocation", "restarts", "cwd", "environ")
+
+
 def fingerprint(snap: Json) -> str:
-    """Identity of an observation, ignoring the lock (our own apply holds it when checking)."""
-    relevant = {k: v for k, v in snap.items() if k not in ("lock", "host", "fingerprint")}
+    """Identity of an observation, ignoring the lock (our own apply holds it when checking)
+    and what processes are doing at the moment."""
+    relevant = {k: v for k, v in snap.items() if k not in ("lock", "host", "fingerprint", "units")}
+    relevant["units"] = {
+        name: {k: v for k, v in info.items() if k not in _LIVE}
+        for name, info in snap.get("units", {}).items()
+    }
     return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()

@@ -18,6 +18,8 @@ UNIT_PROPS = (
     "NeedDaemonReload",
     "MainPID",
     "FragmentPath",
+    "InvocationID",
+    "NRestarts",
 )
 
 
@@ -34,22 +36,49 @@ def systemctl_show(units: list[str]) -> dict[str, Json]:
         for line in block.splitlines():
             key, _, value = line.partition("=")
             props[key] = value
-        pid = int(props.get("MainPID") or 0)
-        info: Json = {
-            "load": props.get("LoadState", ""),
-            "active": props.get("ActiveState", ""),
-            "sub": props.get("SubState", ""),
-            "enabled": props.get("UnitFileState", ""),
-            "need_daemon_reload": props.get("NeedDaemonReload") == "yes",
-            "main_pid": pid,
-            "fragment": props.get("FragmentPath", ""),
-            "cwd": None,
-            "environ": {},
-        }
-        if pid > 0:
-            info.update(process_facts(pid))
-        out[unit] = info
+        out[unit] = unit_info(props)
     return out
+
+
+def unit_info(props: Json) -> Json:
+    pid = int(props.get("MainPID") or 0)
+    restarts = props.get("NRestarts") or "0"
+    info: Json = {
+        "load": props.get("LoadState", ""),
+        "active": props.get("ActiveState", ""),
+        "sub": props.get("SubState", ""),
+        "enabled": props.get("UnitFileState", ""),
+        "need_daemon_reload": props.get("NeedDaemonReload") == "yes",
+        "main_pid": pid,
+        "fragment": props.get("FragmentPath", ""),
+        "invocation": identity(props.get("InvocationID", ""), pid),
+        "restarts": int(restarts) if restarts.isdigit() else 0,
+        "cwd": None,
+        "environ": {},
+    }
+    if pid > 0:
+        info.update(process_facts(pid))
+    return info
+
+
+def unit_state(unit: str) -> Json:
+    """One unit's facts, read again at the moment an action needs them."""
+    return systemctl_show([unit])[unit]
+
+
+def identity(invocation: str, pid: int) -> str:
+    """What names one start of a unit: systemd's InvocationID, new at every start, automatic
+    restarts included. Without one (an old systemd), the main PID and its start time."""
+    if invocation:
+        return invocation
+    if pid <= 0:
+        return ""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as fh:
+            started = fh.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return ""
+    return f"pid-{pid}-{started}"
 
 
 def markers(pid: int) -> Json:
@@ -112,6 +141,11 @@ def systemctl(verb: str, unit: str | None = None) -> None:
         raise AgentError(f"systemctl {verb} {unit or ''} failed".strip(), detail, code="systemd")
 
 
-def main_pid(unit: str) -> int:
-    out = decode(run(["systemctl", "show", "-p", "MainPID", "--value", "--", unit], timeout=10).stdout)
-    return int(out) if out.isdigit() else 0
+def stop_unit(unit: str) -> None:
+    """Stop, and clear a failed state: a unit stopped on purpose is inactive, not failed."""
+    systemctl("stop", unit)
+    run(["systemctl", "reset-failed", "--", unit], timeout=30)
+
+
+def need_daemon_reload(units: list[str]) -> bool:
+    return any(info["need_daemon_reload"] for info in systemctl_show(units).values())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 from collections.abc import Callable
@@ -10,10 +11,18 @@ from pathlib import Path
 from typing import Any
 
 from reconciler import log as logmod
+from reconciler.agent.protocol import PROTOCOL
 from reconciler.cli.output import HumanReporter, json_result
 from reconciler.engine import gitinfo
 from reconciler.engine.once import Outcome, Reporter, RunOptions, SilentReporter, reconcile_once
-from reconciler.errors import InputProblem, InvalidDesiredState, Quarantined, ReconcilerError, RolledBack
+from reconciler.errors import (
+    HostError,
+    InputProblem,
+    InvalidDesiredState,
+    Quarantined,
+    ReconcilerError,
+    RolledBack,
+)
 from reconciler.executors.base import Executor
 from reconciler.executors.connect import executor_for
 from reconciler.executors.ssh_options import SSHOptions
@@ -105,7 +114,7 @@ def once(args: argparse.Namespace) -> int:
         dry_run=args.dry_run,
         retry_quarantined=args.retry_quarantined,
         lock_timeout=args.lock_timeout,
-        fault_after_action=_fault_point(),
+        fault=fault_points(),
     )
     if desired.is_fleet or args.limit:
         return fleet_once(args, desired, options)
@@ -181,12 +190,20 @@ def finish(args: argparse.Namespace, desired: DesiredState, outcome: Outcome) ->
     return code
 
 
-def _fault_point() -> int:
-    """Test-only fault injection: RECONCILER_FAULT_AFTER_ACTION=N kills the apply after action N."""
-    try:
-        return int(os.environ.get("RECONCILER_FAULT_AFTER_ACTION", "0"))
-    except ValueError:
-        return 0
+def fault_points() -> dict[str, float]:
+    """Test-only fault injection, sent along with an apply: RECONCILER_FAULT_AFTER_ACTION=N
+    kills the agent after action N, RECONCILER_FAULT_DURING_ACTION=N[:SECONDS] that long into
+    action N. An agent honours them only on a host whose root switched fault injection on
+    (reconciler/agent/apply.py FAULT_SWITCH): never on a production host by accident."""
+    out: dict[str, float] = {}
+    with contextlib.suppress(ValueError):
+        if after := os.environ.get("RECONCILER_FAULT_AFTER_ACTION"):
+            out["kill_after_action"] = int(after)
+        if during := os.environ.get("RECONCILER_FAULT_DURING_ACTION"):
+            index, _, delay = during.partition(":")
+            out["kill_during_action"] = int(index)
+            out["delay"] = float(delay or 0.5)
+    return out
 
 
 def watch(args: argparse.Namespace) -> int:
@@ -245,11 +262,18 @@ def run_subcommand(name: str, argv: list[str], add_common: Callable[[argparse.Ar
 def status(args: argparse.Namespace, desired: DesiredState, executor: Executor) -> int:
     import json
 
-    answer = executor.request({"op": "history", "state": desired.layout.state, "limit": args.runs})
+    answer = executor.request(
+        {"op": "history", "protocol": PROTOCOL, "state": desired.layout.state, "limit": args.runs}
+    )
+    if answer.get("event") == "error":
+        raise HostError(
+            f"reading the host's history failed: {answer.get('error')}", hint=answer.get("detail")
+        )
     records: list[dict[str, Any]] = answer.get("records", [])
     quarantine: dict[str, Any] = answer.get("quarantine", {})
+    problems: list[str] = answer.get("errors", [])
     if args.json:
-        print(json.dumps({"runs": records, "quarantined": quarantine}, indent=2))
+        print(json.dumps({"runs": records, "quarantined": quarantine, "problems": problems}, indent=2))
         return 0
     if not records:
         print(f"No runs recorded on {executor.description} for {desired.app} yet.")
@@ -265,6 +289,14 @@ def status(args: argparse.Namespace, desired: DesiredState, executor: Executor) 
         print(line)
         if r.get("error"):
             print(f"    error: {r['error']}")
-    for version, info in sorted(quarantine.items()):
-        print(f"quarantined: {version} since {info.get('at', '?')}: {info.get('reason', '')}")
+        back = r.get("rolled_back") or {}
+        if back.get("to"):
+            print(f"    rolled back to {back['to']}" + ("" if back.get("ok") else " - that failed too"))
+    for key, info in sorted(quarantine.items()):
+        # Entries are keyed by configuration; older hosts keyed them by version alone.
+        version = info.get("version") or key
+        config = f" (configuration {key})" if "version" in info else ""
+        print(f"quarantined: {version}{config} since {info.get('at', '?')}: {info.get('reason', '')}")
+    for problem in problems:
+        print(f"problem: {problem}")
     return 0

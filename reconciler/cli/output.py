@@ -73,6 +73,12 @@ class HumanReporter:
                 f"  note: another run holds the lock ({_holder(dict(observed.lock_holder))}); "
                 "this plan may change when it finishes"
             )
+        if plan.quarantined is not None:
+            self.print(
+                f"  {desired.release.version} with this configuration is quarantined: {plan.quarantined}"
+            )
+            if plan.actions:
+                self.print("  the host is not in its last good state: restoring it")
         if not plan.actions:
             return
         self.print(f"Plan: {len(plan.actions)} action{'s' if len(plan.actions) != 1 else ''}")
@@ -87,18 +93,24 @@ class HumanReporter:
         if kind == "lock_wait":
             holder = event.get("holder") or {}
             self.print(f"  waiting for the host lock held by {_holder(holder)}")
-        elif kind == "action_done":
+        elif kind in ("action_done", "action_failed", "rollback_failed"):
+            steps = plan.steps("rollback" if kind == "rollback_failed" else event.get("phase"))
             i = event["index"]
-            s = plan.actions[i].summary()
+            if not 0 <= i < len(steps):
+                return
+            s = steps[i].summary()
+            where = f"{i + 1}/{len(steps)} {s['action']} {s['target']}"
+            if kind == "action_done":
+                skipped = (event.get("result") or {}).get("skipped")
+                self.print(f"  ok {where} ({skipped or _ms(event.get('ms'))})")
+            else:
+                self.print(f"  FAILED {where}: {event.get('error')}")
+        elif kind == "rollback_start":
             self.print(
-                f"  ok {i + 1}/{len(plan.actions)} {s['action']} {s['target']} ({_ms(event.get('ms'))})"
+                f"  rolling back on the host to the last good state ({event.get('to') or 'none recorded'})"
             )
-        elif kind == "action_failed":
-            i = event["index"]
-            s = plan.actions[i].summary()
-            self.print(
-                f"  FAILED {i + 1}/{len(plan.actions)} {s['action']} {s['target']}: {event.get('error')}"
-            )
+        elif kind == "idle_stopped":
+            self.print(f"  stopped {event.get('unit')}: {event.get('why')}")
         elif kind == "progress" and event.get("total"):
             pct = int(100 * event["done"] / event["total"])
             if pct // 25 != self.last_progress // 25 or pct == 100:

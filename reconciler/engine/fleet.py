@@ -138,6 +138,8 @@ def _plan(
     try:
         run.outcome = plan_host(run.desired, executor_for(run.host), options, reporter.for_host(run.host))
         run.result = PENDING if run.outcome.plan.changed else NOOP
+        if run.result == NOOP:
+            converge(run.desired, executor_for(run.host), options, reporter.for_host(run.host), run.outcome)
     except Quarantined as exc:
         run.result, run.error = QUARANTINED, exc
     except ReconcilerError as exc:
@@ -158,6 +160,8 @@ def _apply(
         run.result, run.error = ROLLED_BACK, exc
         if isinstance(exc.outcome, Outcome):
             run.outcome = exc.outcome
+    except Quarantined as exc:
+        run.result, run.error = QUARANTINED, exc
     except ReconcilerError as exc:
         run.result, run.error = FAILED, exc
         log.error("host failed", host=run.host.name, error=str(exc))

@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from reconciler import __version__
-from reconciler.engine import gitinfo, rollback
+from reconciler.agent.protocol import PROTOCOL
+from reconciler.engine import gitinfo
 from reconciler.errors import (
     ApplyError,
     HealthCheckFailed,
@@ -25,6 +26,7 @@ from reconciler.errors import (
     NotConverged,
     PlanStale,
     Quarantined,
+    RolledBack,
     TargetError,
 )
 from reconciler.executors.base import Event, Executor, Payload
@@ -43,7 +45,9 @@ class RunOptions:
     dry_run: bool = False
     retry_quarantined: bool = False
     lock_timeout: float = 0.0
-    fault_after_action: int = 0  # test-only: the host agent kills itself after action N
+    # Test-only fault points, e.g. {"kill_after_action": 3}: honoured only by an agent on a
+    # host whose root switched fault injection on (see reconciler/agent/apply.py).
+    fault: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -70,7 +74,9 @@ class SilentReporter:
 
 
 def observe(executor: Executor, desired: DesiredState) -> Observed:
-    answer = executor.request({"op": "observe", "observe": snapshot.request_for(desired)})
+    answer = executor.request(
+        {"op": "observe", "protocol": PROTOCOL, "observe": snapshot.request_for(desired)}
+    )
     if answer.get("event") != "result":
         raise HostError(
             f"observing the host failed: {answer.get('error')}", hint=answer.get("detail") or None
@@ -108,11 +114,6 @@ def plan_host(desired: DesiredState, executor: Executor, options: RunOptions, re
     log.info(
         "planned", host=executor.description, actions=len(the_plan.actions), observe_ms=round(observe_ms, 1)
     )
-    if the_plan.quarantined is not None:
-        raise Quarantined(
-            f"release {desired.release.version} is quarantined: {the_plan.quarantined}",
-            hint="deploy a new version, or retry this one on purpose with --retry-quarantined",
-        )
     if the_plan.blockers:
         raise HostError("the host needs attention first:\n  " + "\n  ".join(the_plan.blockers))
     return Outcome(the_plan, observed, timings={"observe_ms": observe_ms})
@@ -121,23 +122,43 @@ def plan_host(desired: DesiredState, executor: Executor, options: RunOptions, re
 def converge(
     desired: DesiredState, executor: Executor, options: RunOptions, reporter: Reporter, outcome: Outcome
 ) -> Outcome:
-    """Apply a planned outcome: rolled back if its gate fails, planned again if the host moved."""
+    """Apply a planned outcome (planned again if the host moved). A failure is undone by the
+    agent itself, with the rollback the plan carries; this only reports what happened."""
     for attempt in range(STALE_RETRIES + 1):
         if options.dry_run or not outcome.plan.changed:
+            _refuse_if_quarantined(desired, outcome)
             return outcome
         try:
             outcome.after = _apply(desired, executor, options, reporter, outcome.plan, outcome.timings)
             outcome.applied = True
+            _refuse_if_quarantined(desired, outcome)
             return outcome
         except PlanStale:
             if attempt == STALE_RETRIES:
                 raise
             log.warning("host changed between observing and applying; planning again")
             outcome = plan_host(desired, executor, options, reporter)
-        except HealthCheckFailed as failure:
+        except (RolledBack, ApplyError) as exc:
             outcome.applied = True
-            return rollback.after_failed_gate(desired, executor, options, reporter, outcome, failure)
+            if isinstance(exc, RolledBack):
+                exc.outcome = outcome
+                outcome.rolled_back_to = exc.rolled_back_to
+            raise
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _refuse_if_quarantined(desired: DesiredState, outcome: Outcome) -> None:
+    """A quarantined configuration is not tried again (its plan only ever restores the last
+    good state, if an interruption had left the host elsewhere)."""
+    if outcome.plan.quarantined is None:
+        return
+    where = " (the host was brought back to its last good state)" if outcome.applied else ""
+    raise Quarantined(
+        f"release {desired.release.version} with this configuration ({outcome.plan.config}) is "
+        f"quarantined: {outcome.plan.quarantined}{where}",
+        hint="fix it and deploy (a changed file is a new configuration), "
+        "or retry this one on purpose with --retry-quarantined",
+    )
 
 
 def _after_lock(
@@ -145,6 +166,7 @@ def _after_lock(
 ) -> Observed:
     request = {
         "op": "apply",
+        "protocol": PROTOCOL,
         "observe": snapshot.request_for(desired),
         "actions": [],
         "lock_timeout": options.lock_timeout,
@@ -198,9 +220,11 @@ def _apply(
     who = f"{getpass.getuser()}@{socket.gethostname()}"
     request = {
         "op": "apply",
+        "protocol": PROTOCOL,
         "observe": snapshot.request_for(desired),
         "expect": the_plan.fingerprint,
         "actions": wires,
+        "rollback": the_plan.rollback.wire() if the_plan.rollback else None,
         "lock_timeout": options.lock_timeout,
         "holder": {"user": who, "client_pid": os.getpid(), "version": desired.release.version},
         "journal": {
@@ -215,7 +239,7 @@ def _apply(
             "strategy": desired.strategy,
             "actions": the_plan.summaries(),
         },
-        "fault_after_action": options.fault_after_action,
+        "fault": options.fault or None,
     }
     t0 = time.perf_counter()
     answer = executor.request(request, payload=payload, on_event=lambda e: _on_event(reporter, the_plan, e))
@@ -226,9 +250,7 @@ def _apply(
     after = snapshot.parse(after_raw)
     failure = answer.get("failure")
     if failure:
-        error = _failure_error(the_plan, failure)
-        error.after = after
-        raise error
+        raise _failure_error(desired, the_plan, failure, answer.get("rolled_back"), after)
     check = make_plan(desired, after, retry_quarantined=True)
     if verify and check.changed:
         raise NotConverged(
@@ -240,9 +262,10 @@ def _apply(
 
 def _on_event(reporter: Reporter, the_plan: Plan, event: Event) -> None:
     kind = event.get("event")
-    if kind == "action_done":
-        action = the_plan.actions[event["index"]]
-        log.info("action.done", **action.summary(), ms=event.get("ms"))
+    steps = the_plan.steps(event.get("phase"))
+    if kind == "action_done" and 0 <= event["index"] < len(steps):
+        action = steps[event["index"]]
+        log.info("action.done", **action.summary(), ms=event.get("ms"), phase=event.get("phase"))
     elif kind == "action_failed":
         log.error("action.failed", index=event.get("index"), error=event.get("error"))
     reporter.event(the_plan, event)
@@ -265,15 +288,59 @@ def _agent_error(answer: Event, options: RunOptions) -> Exception:
     return HostError(f"the host agent failed: {answer.get('error')}", hint=answer.get("detail") or None)
 
 
-def _failure_error(the_plan: Plan, failure: dict[str, Any]) -> ApplyError:
+def _failure_error(
+    desired: DesiredState,
+    the_plan: Plan,
+    failure: dict[str, Any],
+    rolled_back: dict[str, Any] | None,
+    after: Observed,
+) -> ApplyError | RolledBack:
+    """What the agent reports, as the error the CLI exits with: RolledBack (exit 3) when the
+    host serves its last good state again, ApplyError (exit 1) otherwise."""
     index = int(failure["index"])
-    action = the_plan.actions[index] if index < len(the_plan.actions) else None
+    action = the_plan.actions[index] if 0 <= index < len(the_plan.actions) else None
     what = f"{action.summary()['action']} {action.target}" if action else "apply"
     message = f"action {index + 1}/{len(the_plan.actions)} ({what}) failed: {failure['error']}"
-    hint = (
-        f"actions 1-{index} were applied and stay applied; fix the cause and run again to converge"
-        if index
-        else "nothing was changed; fix the cause and run again"
-    )
+    detail = failure.get("detail", "")
+    last = next((ln for ln in detail.splitlines() if ln.startswith("last answer")), "")
+    if last:
+        message += f" ({last})"
+    version = desired.release.version
+    quarantined = failure.get("on_failure") == "quarantine"
+    if rolled_back and rolled_back.get("ok") and rolled_back.get("to"):
+        good = rolled_back["to"]
+        note = f" {version} with this configuration is quarantined." if quarantined else ""
+        error = RolledBack(
+            f"{message}\nrolled back to {good} on the host: its last good state passed its health "
+            f"gate and serves again.{note}",
+            hint="fix the release or the configuration and deploy again"
+            + (" (or retry this one with --retry-quarantined)" if quarantined else ""),
+        )
+        error.rolled_back_to = good
+        error.detail = detail
+        return error
+    if rolled_back and not rolled_back.get("ok"):
+        broken = rolled_back.get("failure") or {}
+        hint = "the host needs attention: see `reconcile status` and the unit journals"
+        cls = HealthCheckFailed if failure.get("code") == "health" else ApplyError
+        error2 = cls(
+            f"{message}\nrolling back to {rolled_back.get('to')} failed too: {broken.get('error')}",
+            action_index=index,
+            detail=detail,
+            hint=hint,
+        )
+        error2.after = after
+        return error2
+    if quarantined:
+        hint = (
+            f"there was no earlier release to roll back to; {version} with this configuration is "
+            "quarantined: fix it and deploy again, or retry with --retry-quarantined"
+        )
+    elif index:
+        hint = f"actions 1-{index} were applied and stay applied; fix the cause and run again to converge"
+    else:
+        hint = "nothing was changed; fix the cause and run again"
     cls = HealthCheckFailed if failure.get("code") == "health" else ApplyError
-    return cls(message, action_index=index, detail=failure.get("detail", ""), hint=hint)
+    error3 = cls(message, action_index=index, detail=detail, hint=hint)
+    error3.after = after
+    return error3

@@ -49,7 +49,8 @@ class Backoff:
     revision: str = ""
     failures: int = 0
     until: float = 0.0  # monotonic time before which this revision is not retried
-    parked: bool = False  # failed its health gate: wait for a new revision
+    parked: bool = False  # the file is invalid: wait for a new revision
+    quarantine_reported: str = ""  # the revision whose quarantine was last logged
 
     def reset_if_changed(self, revision: str) -> None:
         if revision != self.revision:
@@ -96,9 +97,16 @@ class _LogReporter:
     def event(self, plan: Plan, event: Event) -> None:
         kind = event.get("event")
         if kind == "action_start":
-            action = plan.actions[event["index"]]
+            steps = plan.steps(event.get("phase"))
+            if not 0 <= event["index"] < len(steps):
+                return
+            action = steps[event["index"]]
             if action.summary()["action"] in ("upload", "health-check"):
                 log.info("working", step=action.summary()["action"], target=action.target)
+        elif kind == "rollback_start":
+            log.warning("rolling back on the host", to=event.get("to"))
+        elif kind == "idle_stopped":
+            log.warning("idle colour stopped", unit=event.get("unit"), why=event.get("why"))
         elif kind == "progress" and event.get("total"):
             done, total = event["done"], event["total"]
             if done == total or int(4 * done / total) != int(4 * (done - 65536) / total):
@@ -236,9 +244,16 @@ class Watcher:
                 RunOptions(lock_timeout=self.settings.lock_timeout),
                 _LogReporter(),
             )
-        except (RolledBack, Quarantined) as exc:
-            self.backoff.parked = True
-            log.error("release not deployed", error=str(exc), commit=commit())
+        except Quarantined as exc:
+            # Cheap to repeat, and each pass still keeps the host on its last good state:
+            # no backoff, but said once per revision of the file.
+            if self.backoff.quarantine_reported != self.backoff.revision:
+                self.backoff.quarantine_reported = self.backoff.revision
+                log.error("release quarantined", error=str(exc), commit=commit())
+            return None
+        except RolledBack as exc:
+            delay = self.backoff.failed(time.monotonic())
+            log.error("release not deployed", error=str(exc), commit=commit(), retry_in_s=round(delay, 1))
             return None
         except ReconcilerError as exc:
             if self.stop.is_set():
@@ -296,10 +311,11 @@ class Watcher:
         )
         for r in run.runs:
             backoff = self.host_backoff[r.host.name]
-            if r.result in (fleet.ROLLED_BACK, fleet.QUARANTINED):
-                backoff.parked = True
-                log.error("release not deployed", host=r.host.name, error=str(r.error), commit=commit())
-            elif r.result == fleet.FAILED:
+            if r.result == fleet.QUARANTINED:
+                if backoff.quarantine_reported != backoff.revision:
+                    backoff.quarantine_reported = backoff.revision
+                    log.error("release quarantined", host=r.host.name, error=str(r.error), commit=commit())
+            elif r.result in (fleet.FAILED, fleet.ROLLED_BACK):
                 delay = backoff.failed(time.monotonic())
                 executors.drop(r.host.name)  # a broken connection is rebuilt next time
                 log.error("pass failed", host=r.host.name, error=str(r.error), retry_in_s=round(delay, 1))

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+from reconciler.render.envfile import CONFIG_VAR
+from reconciler.render.units import RELEASE_VAR
 from reconciler.spec.model import DesiredState
 
 CADDY_UNIT = "caddy.service"
@@ -40,6 +42,8 @@ class UnitState:
     enabled: str = ""  # enabled | disabled | static | ...
     need_daemon_reload: bool = False
     main_pid: int = 0
+    invocation: str = ""  # names this start of the unit; every start, automatic ones too, is new
+    restarts: int = 0  # automatic restarts by systemd since the last deliberate start
     cwd: str | None = None  # working directory of the running process (real path)
     environ: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
 
@@ -54,6 +58,71 @@ class UnitState:
     @property
     def is_enabled(self) -> bool:
         return self.enabled in ("enabled", "enabled-runtime", "linked", "alias")
+
+    @property
+    def is_crashing(self) -> bool:
+        """Failed, or waiting to be restarted after its process died."""
+        return self.active == "failed" or (self.active == "activating" and self.sub == "auto-restart")
+
+    @property
+    def release(self) -> str | None:
+        """The release its process runs, as the process itself says."""
+        return self.environ.get(RELEASE_VAR) if self.is_active else None
+
+    @property
+    def config(self) -> str | None:
+        """The configuration fingerprint its process was started with."""
+        return self.environ.get(CONFIG_VAR) if self.is_active else None
+
+
+@dataclass(frozen=True)
+class GateRecord:
+    """A process that passed its health gate, as recorded on the host when it passed."""
+
+    invocation: str
+    release: str | None = None
+    config: str | None = None
+    unit_hash: str | None = None
+
+
+@dataclass(frozen=True)
+class GateParams:
+    """How a unit is gated: recorded with a good state so a rollback gates it the same way."""
+
+    url: str
+    timeout: float
+    interval: float
+    passes: int
+    stable: float = 0.0
+    expect_version: str | None = None
+    any_status: bool = False
+
+
+@dataclass(frozen=True)
+class RecordedFile:
+    content: str
+    mode: int
+
+
+@dataclass(frozen=True)
+class GoodState:
+    """A complete state that served and passed its gates: what a rollback restores."""
+
+    config: str
+    version: str
+    image: str | None
+    strategy: str
+    files: Mapping[str, RecordedFile]  # unit files, environment files, the Caddyfile
+    links: Mapping[str, str]  # path -> target as written
+    gates: Mapping[str, GateParams]  # the units that run in it, and their gates
+    caddyfile: str
+
+
+@dataclass(frozen=True)
+class QuarantineEntry:
+    version: str
+    reason: str
+    config: str | None  # None: an entry of an older reconciler, for the whole version
 
 
 @dataclass(frozen=True)
@@ -73,10 +142,14 @@ class Observed:
     units: Mapping[str, UnitState]
     commands: Mapping[str, str | None]
     caddy_loaded_sha: str | None
-    quarantine: Mapping[str, str]  # version -> why
+    quarantine: Mapping[str, QuarantineEntry]  # configuration fingerprint -> what failed
     lock_holder: Mapping[str, Any] | None
     images: frozenset[str] = frozenset()  # container images present (repo:tag), when asked
     snapshots: frozenset[str] = frozenset()  # releases with a database snapshot
+    gates: Mapping[str, GateRecord] = field(default_factory=lambda: MappingProxyType({}))
+    good: tuple[GoodState, ...] = ()  # newest first
+    state_errors: tuple[str, ...] = ()  # records on the host that could not be read
+    user: int = 0  # the uid the agent ran as
     fingerprint: str = ""
 
     def file(self, path: str) -> FileState | None:
@@ -91,6 +164,24 @@ class Observed:
 
     def link(self, path: str) -> LinkState | None:
         return self.links.get(path)
+
+    def gated(self, name: str) -> bool:
+        """The unit's process now running passed its health gate (recorded on the host)."""
+        unit = self.unit(name)
+        record = self.gates.get(name)
+        return (
+            unit.is_active
+            and bool(unit.invocation)
+            and record is not None
+            and (record.invocation == unit.invocation)
+        )
+
+    def quarantined(self, config: str, version: str) -> QuarantineEntry | None:
+        entry = self.quarantine.get(config)
+        if entry is not None:
+            return entry
+        legacy = self.quarantine.get(version)
+        return legacy if legacy is not None and legacy.config is None else None
 
 
 def unit_path(desired: DesiredState, unit: str) -> str:
@@ -108,6 +199,7 @@ def request_for(desired: DesiredState) -> dict[str, Any]:
         "files": [
             *(unit_path(desired, u) for u in units),
             layout.env_file,
+            *(desired.colour_env_file(c) for c in colours),
             desired.proxy.caddyfile,
         ],
         "links": [layout.current, layout.previous, *(desired.colour_link(c) for c in colours)],
@@ -146,6 +238,8 @@ def parse(raw: Mapping[str, Any]) -> Observed:
             enabled=v["enabled"],
             need_daemon_reload=v["need_daemon_reload"],
             main_pid=v["main_pid"],
+            invocation=str(v.get("invocation") or ""),
+            restarts=int(v.get("restarts") or 0),
             cwd=v.get("cwd"),
             environ=_freeze(v.get("environ") or {}),
         )
@@ -153,11 +247,8 @@ def parse(raw: Mapping[str, Any]) -> Observed:
     }
     state = raw.get("state") or {}
     loaded = state.get("caddy_loaded") or {}
-    quarantine = {
-        version: str((info or {}).get("reason", ""))
-        for version, info in (state.get("quarantine") or {}).items()
-    }
     lock = raw.get("lock") or {}
+    good, good_errors = _goods(state.get("good") or [])
     return Observed(
         hostname=raw["host"]["hostname"],
         files=_freeze(files),
@@ -166,9 +257,60 @@ def parse(raw: Mapping[str, Any]) -> Observed:
         units=_freeze(units),
         commands=_freeze(raw.get("which") or {}),
         caddy_loaded_sha=loaded.get("sha256") if isinstance(loaded, dict) else None,
-        quarantine=_freeze(quarantine),
+        quarantine=_freeze(_quarantine(state.get("quarantine") or {})),
         lock_holder=_freeze(lock.get("holder") or {}) if lock.get("held") else None,
         images=frozenset(raw.get("images") or ()),
-        snapshots=frozenset((raw.get("state") or {}).get("snapshots") or ()),
+        snapshots=frozenset(state.get("snapshots") or ()),
+        gates=_freeze(_gates(state.get("gates") or {})),
+        good=good,
+        state_errors=tuple(str(e) for e in state.get("errors") or ()) + good_errors,
+        user=int(raw["host"].get("uid", 0)),
         fingerprint=str(raw.get("fingerprint", "")),
+    )
+
+
+def _quarantine(raw: Mapping[str, Any]) -> dict[str, QuarantineEntry]:
+    out = {}
+    for key, value in raw.items():
+        info = value if isinstance(value, dict) else {}
+        if "version" in info:
+            out[key] = QuarantineEntry(str(info["version"]), str(info.get("reason", "")), key)
+        else:  # written by an older reconciler: keyed by version alone
+            out[key] = QuarantineEntry(key, str(info.get("reason", "")), None)
+    return out
+
+
+def _gates(raw: Mapping[str, Any]) -> dict[str, GateRecord]:
+    return {
+        unit: GateRecord(str(r["invocation"]), r.get("release"), r.get("config"), r.get("unit_hash"))
+        for unit, r in raw.items()
+        if isinstance(r, dict) and r.get("invocation")
+    }
+
+
+def _goods(raw: list[Any]) -> tuple[tuple[GoodState, ...], tuple[str, ...]]:
+    good, errors = [], []
+    for index, entry in enumerate(raw):
+        try:
+            good.append(_good(entry))
+        except (KeyError, TypeError, ValueError, AttributeError):
+            errors.append(
+                f"the good-state record #{index + 1} in the host's good.json is malformed: move the "
+                "file away (it only enables rollback) and run again"
+            )
+    return tuple(good), tuple(errors)
+
+
+def _good(raw: Mapping[str, Any]) -> GoodState:
+    return GoodState(
+        config=str(raw["config"]),
+        version=str(raw["version"]),
+        image=raw.get("image"),
+        strategy=str(raw.get("strategy", "")),
+        files=_freeze(
+            {p: RecordedFile(str(f["content"]), int(f["mode"])) for p, f in (raw.get("files") or {}).items()}
+        ),
+        links=_freeze({p: str(t) for p, t in (raw.get("links") or {}).items()}),
+        gates=_freeze({u: GateParams(**g) for u, g in (raw.get("gates") or {}).items()}),
+        caddyfile=str(raw.get("caddyfile", "")),
     )

@@ -6,10 +6,31 @@ Fields that only the machine running the reconciler needs (the artifact path) st
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from enum import IntEnum
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
+
+from reconciler.observe.snapshot import GateParams
+
+# What the agent does when an action fails (see reconciler/agent/apply.py):
+#   report      stop here, say what failed
+#   rollback    run the request's rollback: back to the host's last good state
+#   quarantine  the same, after quarantining the desired configuration (it failed its gate)
+#   stop        stop this (idle) unit, quarantine its configuration, go on with the plan
+OnFailure = Literal["report", "rollback", "quarantine", "stop"]
+
+
+def _plain(value: Any) -> Any:
+    """A value as JSON would carry it."""
+    if is_dataclass(value) and not isinstance(value, type):
+        return {k: _plain(v) for k, v in asdict(value).items()}
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, tuple | list):
+        return [_plain(v) for v in value]
+    return value
 
 
 class Phase(IntEnum):
@@ -35,6 +56,7 @@ class Phase(IntEnum):
 class Action:
     reason: str
     phase: Phase = field(default=Phase.WRITE, kw_only=True)
+    on_failure: OnFailure = field(default="report", kw_only=True)
 
     kind: ClassVar[str] = ""
     label: ClassVar[str] = ""
@@ -48,7 +70,7 @@ class Action:
         out: dict[str, Any] = {"kind": self.kind}
         for f in fields(self):
             if f.name not in ("reason", "phase") and f.name not in self._local_only:
-                out[f.name] = getattr(self, f.name)
+                out[f.name] = _plain(getattr(self, f.name))
         return out
 
     def summary(self) -> dict[str, str]:
@@ -126,6 +148,7 @@ class RemoveFile(Action):
 
 @dataclass(frozen=True)
 class DaemonReload(Action):
+    unless_clean: tuple[str, ...] = ()  # skipped when systemd has all of these loaded as on disk
     phase: Phase = field(default=Phase.DAEMON_RELOAD, kw_only=True)
     kind: ClassVar[str] = "daemon_reload"
     label: ClassVar[str] = "daemon-reload"
@@ -148,13 +171,17 @@ class SetSymlink(Action):
         return f"{self.path} -> {self.target_path}"
 
     def wire(self) -> dict[str, Any]:
-        return {"kind": self.kind, "path": self.path, "target": self.target_path}
+        out = {"kind": self.kind, "path": self.path, "target": self.target_path}
+        return dict(out, on_failure=self.on_failure)
 
 
 @dataclass(frozen=True)
 class Systemctl(Action):
-    verb: str  # start | restart | stop | enable | disable
+    verb: str  # start | restart | stop | enable | disable | reenable
     unit: str
+    # Skipped when the unit is active and its process's environment has these values: lets a
+    # rollback planned before the failure restart only what the failure disturbed.
+    unless_runs: Mapping[str, str] | None = None
     kind: ClassVar[str] = "systemctl"
 
     @property
@@ -167,6 +194,9 @@ class Systemctl(Action):
 
 @dataclass(frozen=True)
 class CheckHealth(Action):
+    """The health gate. When it passes the agent records which process passed (its
+    invocation) and what it runs; that record, not this run, is what later runs trust."""
+
     url: str
     unit: str | None
     timeout: float
@@ -175,21 +205,48 @@ class CheckHealth(Action):
     stable: float = 0.0  # the passing streak must last this long, same process throughout
     expect_version: str | None = None
     any_status: bool = False  # a dev server is up when it answers at all (< 500)
-    gates: str | None = None  # the release version this gate protects (rollback if it fails)
+    unless_gated: bool = False  # skipped when the running process passed already
+    quarantine: Mapping[str, str] | None = None  # {key, version}: what a failing idle gate marks
     phase: Phase = field(default=Phase.VERIFY, kw_only=True)
     kind: ClassVar[str] = "check_health"
     label: ClassVar[str] = "health-check"
-    _local_only: ClassVar[frozenset[str]] = frozenset({"gates"})
 
     @property
     def target(self) -> str:
         return self.url
+
+    def params(self) -> GateParams:
+        return GateParams(
+            self.url,
+            self.timeout,
+            self.interval,
+            self.passes,
+            self.stable,
+            self.expect_version,
+            self.any_status,
+        )
+
+    @classmethod
+    def from_params(cls, reason: str, unit: str, p: GateParams, **kw: Any) -> CheckHealth:
+        return cls(
+            reason,
+            url=p.url,
+            unit=unit,
+            timeout=p.timeout,
+            interval=p.interval,
+            passes=p.passes,
+            stable=p.stable,
+            expect_version=p.expect_version,
+            any_status=p.any_status,
+            **kw,
+        )
 
 
 @dataclass(frozen=True)
 class WriteCaddyfile(Action):
     path: str
     content: str
+    routes_to: tuple[str, ...] = ()  # backends it sends traffic to: the agent checks their gates
     phase: Phase = field(default=Phase.PROXY, kw_only=True)
     kind: ClassVar[str] = "write_caddyfile"
     label: ClassVar[str] = "validate+write"
@@ -206,6 +263,7 @@ class LoadCaddy(Action):
     verb: str  # reload | start
     path: str
     unit: str
+    unless_loaded: bool = False  # skipped when Caddy runs and last loaded this very file
     phase: Phase = field(default=Phase.PROXY, kw_only=True)
     kind: ClassVar[str] = "load_caddy"
 
@@ -256,6 +314,7 @@ class RestoreDatabase(Action):
     database: str
     snapshot: str
     units: tuple[str, ...]
+    only_if_taken: bool = False  # a rollback restores only the snapshot its own deploy took
     phase: Phase = field(default=Phase.RESTORE, kw_only=True)
     kind: ClassVar[str] = "restore_database"
     label: ClassVar[str] = "restore"
@@ -267,6 +326,7 @@ class RestoreDatabase(Action):
 
 @dataclass(frozen=True)
 class RecordQuarantine(Action):
+    key: str  # the configuration fingerprint
     version: str
     why: str = ""
     clear: bool = False
@@ -275,11 +335,51 @@ class RecordQuarantine(Action):
 
     @property
     def target(self) -> str:
-        return self.version
+        return f"{self.version} ({self.key})"
 
     def summary(self) -> dict[str, str]:
         verb = "unquarantine" if self.clear else "quarantine"
-        return {"action": verb, "target": self.version, "reason": self.reason}
+        return {"action": verb, "target": self.target, "reason": self.reason}
+
+
+@dataclass(frozen=True)
+class RecordGood(Action):
+    """Record the state now serving as the last good one. The agent refuses unless every unit
+    in it passed its gate with this configuration, and reads the files back from the host."""
+
+    config: str
+    version: str
+    image: str | None
+    strategy: str
+    files: tuple[str, ...]  # unit files and environment files (the Caddyfile is apart)
+    links: tuple[str, ...]
+    gates: Mapping[str, GateParams]
+    caddyfile: str
+    phase: Phase = field(default=Phase.RECORD, kw_only=True)
+    kind: ClassVar[str] = "record_good"
+    label: ClassVar[str] = "record-good"
+
+    @property
+    def target(self) -> str:
+        return self.version
+
+
+@dataclass(frozen=True)
+class Rollback:
+    """What the agent does, under the same lock, when an action with on_failure rollback or
+    quarantine fails: back to the host's recorded last good state."""
+
+    actions: tuple[Action, ...]
+    to: str | None  # the version it restores (None: nothing recorded to go back to)
+    quarantine_key: str
+    quarantine_version: str
+
+    def wire(self) -> dict[str, Any]:
+        return {
+            "actions": [a.wire() for a in self.actions],
+            "to": self.to,
+            "quarantine": {"key": self.quarantine_key, "version": self.quarantine_version},
+        }
 
 
 @dataclass(frozen=True)
@@ -289,7 +389,9 @@ class Plan:
     actions: tuple[Action, ...]
     fingerprint: str  # of the observation the plan was made from
     blockers: tuple[str, ...] = ()  # host problems the user must fix first
-    quarantined: str | None = None  # the desired version failed before; why
+    quarantined: str | None = None  # the desired configuration failed before; why
+    rollback: Rollback | None = None
+    config: str = ""  # the desired configuration's fingerprint
 
     @property
     def changed(self) -> bool:
@@ -297,3 +399,9 @@ class Plan:
 
     def summaries(self) -> list[dict[str, str]]:
         return [a.summary() for a in self.actions]
+
+    def steps(self, phase: str | None) -> tuple[Action, ...]:
+        """The actions an agent event's index refers to: the plan's, or its rollback's."""
+        if phase == "rollback":
+            return self.rollback.actions if self.rollback else ()
+        return self.actions

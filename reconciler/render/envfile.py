@@ -1,18 +1,21 @@
 """The backend's EnvironmentFile: rendering, reading back, and a secret-safe diff.
 
-The file carries `RECONCILER_ENV_HASH`, a hash of the other lines. The backend inherits it,
-so comparing the running process's value with the desired one tells whether the process
-runs with the current settings, without ever showing a value.
+The file carries `RECONCILER_CONFIG`, the configuration fingerprint of the desired state it
+was rendered for (release, command, image, health settings and every env value; see
+`reconciler.plan.config`). The backend inherits it, so the running process itself says
+which configuration it was started with, and a gate record or a quarantine entry can name
+that configuration without ever showing a value. The fingerprint is derived from secrets, so
+it lives only where the secrets do: this file (0640), the process environment and the
+reconciler's state folder (0700).
 """
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable, Mapping
 
 from reconciler.spec.model import EnvVar
 
-HASH_VAR = "RECONCILER_ENV_HASH"
+CONFIG_VAR = "RECONCILER_CONFIG"
 HEADER = "# Managed by reconciler ({app}): edits here are reverted on the next run.\n"
 _ESCAPE = {"\\": "\\\\", '"': '\\"', "`": "\\`", "$": "\\$"}
 
@@ -22,14 +25,17 @@ def quote(value: str) -> str:
     return '"' + "".join(_ESCAPE.get(c, c) for c in value) + '"'
 
 
-def render(app: str, env: Iterable[EnvVar]) -> str:
-    body = "".join(f"{var.name}={quote(var.value)}\n" for var in sorted(env, key=lambda v: v.name))
-    digest = hashlib.sha256(body.encode()).hexdigest()[:16]
-    return HEADER.format(app=app) + f"{HASH_VAR}={digest}\n" + body
+def body(env: Iterable[EnvVar]) -> str:
+    """The variables as lines, sorted by name: what the configuration fingerprint covers."""
+    return "".join(f"{var.name}={quote(var.value)}\n" for var in sorted(env, key=lambda v: v.name))
 
 
-def hash_of(text: str | None) -> str | None:
-    return parse(text).get(HASH_VAR) if text is not None else None
+def render(app: str, env: Iterable[EnvVar], config: str) -> str:
+    return HEADER.format(app=app) + f"{CONFIG_VAR}={config}\n" + body(env)
+
+
+def config_of(text: str | None) -> str | None:
+    return parse(text).get(CONFIG_VAR) if text is not None else None
 
 
 def parse(text: str) -> dict[str, str]:
@@ -58,6 +64,6 @@ def parse(text: str) -> dict[str, str]:
 def changed_names(old_text: str | None, new: Iterable[EnvVar]) -> list[str]:
     """Names whose value differs, is new or is gone; values themselves never leave here."""
     old: Mapping[str, str] = parse(old_text) if old_text else {}
-    old = {k: v for k, v in old.items() if k != HASH_VAR}
+    old = {k: v for k, v in old.items() if k != CONFIG_VAR}
     wanted = {v.name: v.value for v in new}
     return sorted(k for k in old.keys() | wanted.keys() if old.get(k) != wanted.get(k))

@@ -12,8 +12,10 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
+from reconciler.render.envfile import CONFIG_VAR
+
 HASH_VAR = "RECONCILER_UNIT_HASH"
-RELEASE_VAR = "RECONCILER_RELEASE"  # named in a container's environment: its release
+RELEASE_VAR = "RECONCILER_RELEASE"  # the release the process runs, in its own environment
 HEADER = "# Managed by reconciler ({app}): edits here are reverted on the next run.\n"
 
 # [Unit] keys that change nothing about a running process (after NixOS's switch logic).
@@ -159,7 +161,8 @@ class ServiceSpec:
     state_directory: str | None = None
     port: int | None = None  # exported as PORT and substituted for {port}
     image: str | None = None  # run in this container image with Podman
-    release: str | None = None  # the release version, told to a container as RECONCILER_RELEASE
+    release: str | None = None  # the release version, exported as RECONCILER_RELEASE
+    env_names: tuple[str, ...] = ()  # the EnvironmentFile's variables, handed on to a container
 
 
 def render_service(spec: ServiceSpec) -> str:
@@ -176,6 +179,10 @@ def render_service(spec: ServiceSpec) -> str:
         f"WorkingDirectory={spec.workdir}",
         f"ExecStart={exec_line(spec.argv, spec.workdir, spec.port)}",
     ]
+    if spec.release is not None:
+        # The process names its release itself: what it runs is read from its environment,
+        # not from its working directory, which the app may change.
+        lines.append(f"Environment={RELEASE_VAR}={spec.release}")
     if spec.port is not None:
         lines.append(f"Environment=PORT={spec.port}")
     if spec.env_file:
@@ -221,6 +228,10 @@ def render_container_service(spec: ServiceSpec) -> str:
     127.0.0.1:PORT exactly as a folder release does, so health checks and Caddy are unchanged.
     The unit's hash and the release reach the container's environment, where the next
     observation reads them back.
+
+    The EnvironmentFile is read by systemd (its own quoting rules) into podman's environment,
+    and `--env=NAME` without a value hands each variable on unchanged: podman's own
+    `--env-file` would take the quotes literally. Only names appear in the unit and in `ps`.
     """
     assert spec.image is not None
     argv = tuple(w.replace("{port}", str(spec.port)) for w in spec.argv) if spec.port else spec.argv
@@ -241,7 +252,7 @@ def render_container_service(spec: ServiceSpec) -> str:
     if spec.port is not None:
         run.append(f"--env=PORT={spec.port}")
     if spec.env_file:
-        run.append(f"--env-file={spec.env_file}")
+        run += [f"--env={name}" for name in (CONFIG_VAR, *spec.env_names)]
     if spec.state_directory:
         run.append(f"--volume=/var/lib/{spec.state_directory}:/var/lib/{spec.state_directory}")
     if spec.user:
@@ -264,6 +275,8 @@ def render_container_service(spec: ServiceSpec) -> str:
         f"ExecStopPost={PODMAN} rm -f --ignore --cidfile=%t/%n.ctr-id",
         "SuccessExitStatus=143",
     ]
+    if spec.env_file:
+        lines.append(f"EnvironmentFile={spec.env_file}")
     if spec.state_directory:
         lines.append(f"StateDirectory={spec.state_directory}")
     lines += [

@@ -181,3 +181,11 @@ class DesiredState:
 
     def colour_link(self, colour: str) -> str:
         return f"{self.layout.root}/{colour}"
+
+    def colour_env_file(self, colour: str) -> str:
+        """Each colour has its own environment file, so configuring the idle colour never
+        touches what the live one would read on a restart."""
+        stem, dot, ext = self.layout.env_file.rpartition(".")
+        if not dot or "/" in ext:
+            return f"{self.layout.env_file}-{colour}"
+        return f"{stem}-{colour}.{ext}"

@@ -1,0 +1,110 @@
+"""The facts the reconciler keeps on the host, in its state folder (0700):
+
+gates.json       unit -> the process that last passed its health gate: its invocation, the
+                 release and configuration it runs. A process with no matching record has
+                 not been gated, whatever happened to the run that started it.
+good.json        the last few complete states that passed (newest first): every file and
+                 link they consist of, the units and their gates. Rollback restores one.
+quarantine.json  configuration fingerprint -> what failed and why. A healthy configuration
+                 is never keyed here, so restoring it needs no flag.
+
+A state file that cannot be read is reported by name with what to do, never guessed at: the
+planner refuses to act on a host whose safety records it cannot trust.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+from .fsops import atomic_write, now
+from .protocol import Json
+
+GATES = "gates.json"
+GOOD = "good.json"
+QUARANTINE = "quarantine.json"
+GOOD_KEPT = 5
+
+_WHAT = {
+    GATES: "which running processes passed their health gates; removing it makes the next run "
+    "gate every running process again",
+    GOOD: "the last states that passed; removing it leaves nothing to roll back to until the "
+    "next successful run",
+    QUARANTINE: "which configurations failed; removing it lets them be tried again",
+}
+
+
+class StateFileError(Exception):
+    def __init__(self, path: str, problem: str) -> None:
+        name = os.path.basename(path)
+        if os.path.basename(os.path.dirname(path)) == "releases":
+            what = f"what release {name[: -len('.json')]} was made from (checksum, image)"
+        else:
+            what = _WHAT.get(name, "reconciler state")
+        super().__init__(f"{path} {problem}: it records {what}. Move it away and run again")
+        self.path = path
+
+
+def load(state_dir: str, name: str, empty: Any) -> Any:
+    """The parsed file, `empty` when it does not exist; StateFileError when it is unreadable or
+    not of the shape it must have."""
+    path = os.path.join(state_dir, name)
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read()
+    except FileNotFoundError:
+        return empty
+    except OSError as exc:
+        raise StateFileError(path, f"cannot be read ({exc.strerror})") from None
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except ValueError:
+        raise StateFileError(path, "is not valid JSON (truncated or edited?)") from None
+    if not isinstance(data, type(empty)):
+        raise StateFileError(path, f"holds a {type(data).__name__}, not a {type(empty).__name__}")
+    return data
+
+
+def _save(state_dir: str, name: str, data: Any) -> None:
+    atomic_write(os.path.join(state_dir, name), json.dumps(data, sort_keys=True).encode(), 0o600)
+
+
+def record_gate(state_dir: str, unit: str, record: Json) -> None:
+    gates = load(state_dir, GATES, {})
+    gates[unit] = dict(record, at=now())
+    _save(state_dir, GATES, gates)
+
+
+def record_good(state_dir: str, record: Json) -> None:
+    """Newest first; a configuration appears once (its newest record), at most GOOD_KEPT."""
+    good = [g for g in load(state_dir, GOOD, []) if g.get("config") != record["config"]]
+    _save(state_dir, GOOD, [dict(record, at=now()), *good][:GOOD_KEPT])
+
+
+def quarantine(state_dir: str, key: str, version: str, reason: str) -> None:
+    entries = load(state_dir, QUARANTINE, {})
+    entries[key] = {"version": version, "reason": reason, "at": now()}
+    _save(state_dir, QUARANTINE, entries)
+
+
+def unquarantine(state_dir: str, key: str, version: str) -> None:
+    """Clear the entry for this configuration, and a whole-version entry of older hosts."""
+    entries = load(state_dir, QUARANTINE, {})
+    entries.pop(key, None)
+    if version in entries and "version" not in entries[version]:
+        del entries[version]
+    _save(state_dir, QUARANTINE, entries)
+
+
+def gate_of(state_dir: str, unit: str) -> tuple[Json | None, Json]:
+    """(the gate record of the process running now, or None; the unit's facts right now)."""
+    from .systemd import unit_state
+
+    state = unit_state(unit)
+    record = load(state_dir, GATES, {}).get(unit)
+    if state["active"] not in ("active", "reloading") or not state["invocation"]:
+        return None, state
+    if not isinstance(record, dict) or record.get("invocation") != state["invocation"]:
+        return None, state
+    return record, state

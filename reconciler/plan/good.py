@@ -1,0 +1,76 @@
+"""The last good state: what the host records once a state serves with every process gated,
+and what a rollback restores. Kept complete (unit files, environment files, links, the
+Caddyfile, the gates) so going back restores the configuration too, not only the release."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from reconciler.observe.snapshot import GateParams, GoodState, Observed, RecordedFile
+from reconciler.plan.actions import Action, CheckHealth, RecordGood
+from reconciler.spec.model import DesiredState
+
+
+@dataclass(frozen=True)
+class GoodParts:
+    """What a strategy's desired state consists of, as a good state would record it."""
+
+    files: Mapping[str, str]  # path -> content: unit files and environment files
+    links: Mapping[str, str]  # path -> target as written
+    gates: Mapping[str, CheckHealth]  # the units that serve, and how they are gated
+    caddy_text: str
+
+
+def record_actions(desired: DesiredState, observed: Observed, parts: GoodParts, config: str) -> list[Action]:
+    gates = {unit: gate.params() for unit, gate in parts.gates.items()}
+    latest = observed.good[0] if observed.good else None
+    files = {**parts.files, desired.proxy.caddyfile: parts.caddy_text}
+    if latest is not None and (
+        latest.config == config
+        and {p: f.content for p, f in latest.files.items()} == files
+        and dict(latest.links) == dict(parts.links)
+        and dict(latest.gates) == gates
+    ):
+        return []
+    if latest is None:
+        reason = "no good state is recorded on this host yet"
+    elif latest.config != config:
+        reason = f"the last good state recorded is {latest.version} ({latest.config})"
+    else:
+        reason = "the recorded good state has other files than the ones that now serve"
+    return [
+        RecordGood(
+            reason,
+            config=config,
+            version=desired.release.version,
+            image=desired.release.image,
+            strategy=desired.strategy,
+            files=tuple(parts.files),
+            links=tuple(parts.links),
+            gates=gates,
+            caddyfile=desired.proxy.caddyfile,
+        )
+    ]
+
+
+def baseline(
+    observed: Observed,
+    *,
+    version: str,
+    config: str,
+    files: list[str],
+    links: list[str],
+    gates: Mapping[str, GateParams],
+    caddyfile: str,
+    strategy: str,
+) -> GoodState:
+    """What serves now, taken as the state to go back to on a host that has no good record
+    yet (set up by hand, or by an older reconciler): its files as they are on disk."""
+    recorded = {
+        path: RecordedFile(f.content, f.mode or 0o644)
+        for path in [*files, caddyfile]
+        if (f := observed.file(path)) is not None and f.kind == "file" and f.content is not None
+    }
+    targets = {path: link.target for path in links if (link := observed.link(path)) and link.target}
+    return GoodState(config, version, None, strategy, recorded, targets, gates, caddyfile)

@@ -1,0 +1,147 @@
+"""Releases on the host: putting the desired one there, and pruning old ones down to
+release.keep without ever removing one in use or one a rollback would go back to."""
+
+from __future__ import annotations
+
+import posixpath
+
+from reconciler.observe.snapshot import Observed, UnitState
+from reconciler.plan.actions import (
+    Action,
+    LoadImage,
+    PruneRelease,
+    RecordGood,
+    SetSymlink,
+    Systemctl,
+    UploadRelease,
+)
+from reconciler.spec.model import DesiredState
+
+COLOURS = ("blue", "green")
+
+
+def release_dir(desired: DesiredState, version: str) -> str:
+    return desired.layout.release_dir(version)
+
+
+def link_points_to(observed: Observed, link_path: str) -> str | None:
+    """The absolute, normalised path a symlink names, or None."""
+    link = observed.link(link_path)
+    if link is None or link.kind != "symlink" or link.target is None:
+        return None
+    return posixpath.normpath(posixpath.join(posixpath.dirname(link_path), link.target))
+
+
+def relative(desired: DesiredState, path: str) -> str:
+    return posixpath.relpath(path, desired.layout.root)
+
+
+def upload_if_missing(desired: DesiredState, observed: Observed) -> list[Action]:
+    rel = desired.release
+    version = rel.version
+    have = observed.releases.get(version)
+    if rel.image is not None:
+        if have is not None and rel.image in observed.images:
+            return []
+        why = (
+            f"release {version} is not on the host"
+            if have is None
+            else f"image {rel.image} is not on the host"
+        )
+        return [
+            LoadImage(
+                why,
+                version=version,
+                image=rel.image,
+                releases=desired.layout.releases,
+                state=desired.layout.state,
+                source=rel.source,
+                sha256=rel.sha256,
+                digest=rel.digest,
+                image_root=rel.image_root,
+                static_dir=desired.frontend.static_dir if desired.frontend.mode == "static" else None,
+            )
+        ]
+    if have is None and rel.source is not None:
+        return [
+            UploadRelease(
+                f"release {version} is not on the host",
+                version=version,
+                releases=desired.layout.releases,
+                source=rel.source,
+                sha256=rel.sha256,
+            )
+        ]
+    return []
+
+
+def running_release(unit: UnitState) -> str | None:
+    """The release a unit's process runs: named in its environment, or (a process started by
+    an older reconciler) the folder it was started in."""
+    if not unit.is_active:
+        return None
+    return unit.release or (posixpath.basename(unit.cwd) if unit.cwd else None)
+
+
+def protected_releases(desired: DesiredState, observed: Observed, actions: list[Action]) -> set[str]:
+    """Releases in use once this plan has run: the desired one, whatever a link names after the
+    plan's symlink swaps, what a process keeps running because the plan leaves it alone, and
+    the two newest good states (what a rollback goes back to)."""
+    links = {
+        path: link_points_to(observed, path)
+        for path in (
+            desired.layout.current,
+            desired.layout.previous,
+            *(desired.colour_link(c) for c in COLOURS),
+        )
+    }
+    touched_units: set[str] = set()
+    for action in actions:
+        if isinstance(action, SetSymlink):
+            links[action.path] = posixpath.normpath(
+                posixpath.join(posixpath.dirname(action.path), action.target_path)
+            )
+        elif isinstance(action, Systemctl):
+            touched_units.add(action.unit)
+    keep = {desired.release.version} | {posixpath.basename(t) for t in links.values() if t}
+    keep |= _rollback_targets(observed, actions)
+    for name in (desired.backend_unit, desired.frontend_unit, *(desired.colour_unit(c) for c in COLOURS)):
+        running = running_release(observed.unit(name))
+        if running and name not in touched_units:
+            keep.add(running)
+    return keep
+
+
+def _rollback_targets(observed: Observed, actions: list[Action]) -> set[str]:
+    """The releases of the two newest good states once this plan has recorded its own."""
+    configs = [(g.config, g.version) for g in observed.good]
+    for action in actions:
+        if isinstance(action, RecordGood):
+            configs = [(action.config, action.version), *(c for c in configs if c[0] != action.config)]
+    return {version for _, version in configs[:2]}
+
+
+def prune(desired: DesiredState, observed: Observed, actions: list[Action]) -> list[Action]:
+    """Oldest first, down to release.keep; never a release in use or the one being deployed."""
+    present = set(observed.releases) | {
+        a.version for a in actions if isinstance(a, UploadRelease | LoadImage)
+    }
+    excess = len(present) - desired.release.keep
+    if excess <= 0:
+        return []
+    keep = protected_releases(desired, observed, actions)
+    candidates = sorted(
+        (observed.releases[v] for v in present - keep if v in observed.releases),
+        key=lambda r: (r.uploaded, r.version),
+    )
+    return [
+        PruneRelease(
+            f"more than release.keep={desired.release.keep} releases on the host; "
+            f"{r.version} is the oldest one not in use",
+            version=r.version,
+            releases=desired.layout.releases,
+            state=desired.layout.state,
+            image=r.image,
+        )
+        for r in candidates[:excess]
+    ]

@@ -1,0 +1,192 @@
+"""Rollback, as a pure function: from the host's recorded last good state to a plan.
+
+The same function serves twice:
+
+- for a failure that has not happened yet: the plan travels with every apply and the agent
+  runs it under the same lock the moment an action fails, so the controller dying mid-gate
+  changes nothing. It is made before the failure, so it cannot know what the failure will
+  have left; every action in it is guarded (`unless_runs`, `unless_gated`, `unless_loaded`,
+  and writes that skip what is already there) and restores the good state from wherever the
+  forward plan stopped;
+- for a host whose desired configuration is quarantined: only the actions still needed
+  (`only_needed`), so a host that already serves its good state is left alone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+
+from reconciler.observe.snapshot import CADDY_UNIT, GoodState, Observed, unit_path
+from reconciler.plan.actions import (
+    Action,
+    CheckHealth,
+    DaemonReload,
+    LoadCaddy,
+    Phase,
+    RestoreDatabase,
+    Rollback,
+    SetSymlink,
+    SnapshotDatabase,
+    Systemctl,
+    WriteCaddyfile,
+    WriteFile,
+)
+from reconciler.plan.data import snapshot_path
+from reconciler.plan.strategies import Strategy
+from reconciler.render import envfile, units
+from reconciler.spec.model import DesiredState
+
+COLOURS = ("blue", "green")
+
+
+def target(desired: DesiredState, observed: Observed, strategy: Strategy, failing: str) -> GoodState | None:
+    """The newest recorded good state that is not the failing configuration and can still be
+    restored (its release, and its image, are on the host). A host with no record at all
+    goes back to what serves now."""
+    for state in observed.good:
+        if state.config == failing or state.version not in observed.releases:
+            continue
+        if state.image and desired.release.image and state.image not in observed.images:
+            continue
+        return state
+    if observed.good:
+        return None
+    # A baseline is a process this reconciler did not start (an older one did, or a person):
+    # one it started carries a configuration, and without a gate record it never passed.
+    base = strategy.baseline(observed)
+    if base is not None and base.config and not all(observed.gated(u) for u in base.gates):
+        return None
+    if base is None or (
+        base.config and (base.config == failing or observed.quarantined(base.config, base.version))
+    ):
+        return None  # what serves now is what fails, or failed before
+    return base
+
+
+def managed_units(desired: DesiredState) -> tuple[str, ...]:
+    return (desired.backend_unit, desired.frontend_unit, *(desired.colour_unit(c) for c in COLOURS))
+
+
+def restore(
+    desired: DesiredState,
+    observed: Observed,
+    good: GoodState,
+    *,
+    failing: str,
+    disturbed: Iterable[str] = (),
+    only_needed: bool,
+) -> list[Action]:
+    """Actions that bring the host back to `good`; ordered by phase by the caller."""
+    why = f"back to the last good state, {good.version}"
+    unit_dir = desired.layout.units + "/"
+    out: list[Action] = []
+    for path, f in sorted(good.files.items()):
+        if path == good.caddyfile:
+            continue
+        have = observed.file(path)
+        if only_needed and have is not None and have.content == f.content and have.mode == f.mode:
+            continue
+        secret = not path.startswith(unit_dir)  # the environment files
+        group = desired.backend.user if secret else None
+        out.append(WriteFile(why, path=path, content=f.content, mode=f.mode, group=group, secret=secret))
+    for path, link in sorted(good.links.items()):
+        have_link = observed.link(path)
+        if only_needed and have_link is not None and have_link.target == link:
+            continue
+        out.append(SetSymlink(why, path=path, target_path=link))
+    gated = tuple(good.gates)
+    wrote_unit = any(isinstance(a, WriteFile) and a.path.startswith(unit_dir) for a in out)
+    if not only_needed or wrote_unit or any(observed.unit(u).need_daemon_reload for u in gated):
+        out.append(DaemonReload(why, unless_clean=gated))
+    for unit, params in good.gates.items():
+        want = _markers(good, desired, unit)
+        now = observed.unit(unit)
+        runs = now.is_active and all(now.environ.get(k) == v for k, v in want.items())
+        if not (only_needed and runs):
+            out.append(Systemctl(why, verb="restart", unit=unit, unless_runs=want, phase=Phase.RESTART))
+        if not (only_needed and runs and observed.gated(unit)):
+            out.append(CheckHealth.from_params(f"{unit}: {why}", unit, params, unless_gated=True))
+    out += _caddy(observed, good, why, only_needed)
+    stop = set(disturbed)
+    if only_needed:
+        stop |= {u for u in managed_units(desired) if observed.unit(u).config == failing}
+    for unit in sorted(stop - set(gated)):
+        now = observed.unit(unit)
+        if not only_needed or now.is_active or now.is_crashing:
+            reason = "it was started with the configuration that failed"
+            out.append(Systemctl(reason, verb="stop", unit=unit, phase=Phase.RETIRE))
+    return out
+
+
+def _markers(good: GoodState, desired: DesiredState, unit: str) -> dict[str, str]:
+    """What the unit's process must carry to run the good state (what `unless_runs` checks)."""
+    text = good.files.get(unit_path(desired, unit))
+    want = {}
+    marker = units.marker_of(text.content if text else None)
+    if marker:
+        want[units.HASH_VAR] = marker
+    if good.config and text is not None and "EnvironmentFile=" in text.content:
+        want[envfile.CONFIG_VAR] = good.config
+    return want
+
+
+def _caddy(observed: Observed, good: GoodState, why: str, only_needed: bool) -> list[Action]:
+    recorded = good.files.get(good.caddyfile)
+    if recorded is None:
+        return []
+    caddy = observed.unit(CADDY_UNIT)
+    sha = hashlib.sha256(recorded.content.encode()).hexdigest()
+    loaded = caddy.is_active and observed.caddy_loaded_sha == sha
+    if only_needed and loaded and observed.content(good.caddyfile) == recorded.content:
+        return []
+    verb = "reload" if caddy.is_active else "start"
+    return [
+        WriteCaddyfile(why, path=good.caddyfile, content=recorded.content, routes_to=tuple(good.gates)),
+        LoadCaddy(why, verb=verb, path=good.caddyfile, unit=CADDY_UNIT, unless_loaded=True),
+    ]
+
+
+def for_failure(
+    desired: DesiredState, observed: Observed, strategy: Strategy, actions: tuple[Action, ...]
+) -> Rollback | None:
+    """The rollback an apply carries, when any of its actions would call for one."""
+    if not any(a.on_failure in ("rollback", "quarantine") for a in actions):
+        return None
+    failing = strategy.config
+    disturbed = sorted(
+        {a.unit for a in actions if isinstance(a, Systemctl) and a.verb in ("start", "restart")}
+    )
+    good = target(desired, observed, strategy, failing)
+    version = desired.release.version
+    if good is None:
+        # Nothing to go back to. A colour that failed never got traffic: do not leave it looping.
+        colours = {desired.colour_unit(c) for c in COLOURS}
+        stops = [
+            Systemctl(
+                "it failed, and there is no earlier state to go back to",
+                verb="stop",
+                unit=u,
+                phase=Phase.RETIRE,
+            )
+            for u in disturbed
+            if u in colours
+        ]
+        return Rollback(tuple(stops), None, failing, version)
+    back = restore(desired, observed, good, failing=failing, disturbed=disturbed, only_needed=False)
+    data = desired.data
+    took = {a.snapshot for a in actions if isinstance(a, SnapshotDatabase)}
+    snapshot = snapshot_path(desired, good.version)
+    if data.sqlite and data.restore_on_rollback and snapshot in took:
+        back.append(
+            RestoreDatabase(
+                f"the data as it was when {good.version} was left (data.restore_on_rollback)",
+                database=data.sqlite,
+                snapshot=snapshot,
+                # Nothing may write while the copy lands: the live colour stops too, and the
+                # guarded restarts above (phase RESTART, after RESTORE) start it again.
+                units=tuple(sorted(set(disturbed) | set(good.gates) - {desired.frontend_unit})),
+                only_if_taken=True,
+            )
+        )
+    return Rollback(tuple(sorted(back, key=lambda a: a.phase)), good.version, failing, version)

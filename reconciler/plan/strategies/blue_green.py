@@ -1,0 +1,225 @@
+"""strategy: blue-green. Two backends (blue, green), each on its own port, with its own unit,
+environment file and symlink (/opt/<app>/blue -> releases/<v>); Caddy routes to one.
+
+Every change that needs a process restart (release, env, command, image, unit) goes to the
+colour Caddy does not route to: it is configured, started and gated there, and only then does
+Caddy switch. The live colour is never restarted. The colour to serve the desired state is
+one already running it (rolling back to what the idle colour still runs is a Caddy switch and
+nothing else), otherwise the idle one. The colour left behind stays warm, unless it is told to
+stop, crashes, or runs a configuration that failed.
+"""
+
+from __future__ import annotations
+
+import posixpath
+
+from reconciler.observe.snapshot import GoodState, Observed, unit_path
+from reconciler.plan import config, data, good, proxy, releases, units
+from reconciler.plan.actions import Action, CheckHealth, Phase, SetSymlink, Systemctl
+from reconciler.plan.units import retire_unit
+from reconciler.render import caddyfile
+from reconciler.render import units as unit_files
+from reconciler.spec.model import DesiredState
+
+COLOURS = ("blue", "green")
+
+
+def other(colour: str) -> str:
+    return "green" if colour == "blue" else "blue"
+
+
+def routed_colour(desired: DesiredState, observed: Observed) -> str | None:
+    colour = caddyfile.routed_colour(observed.content(desired.proxy.caddyfile))
+    return colour if colour in COLOURS else None
+
+
+class BlueGreen:
+    def __init__(self, desired: DesiredState) -> None:
+        self.desired = desired
+        self.config = config.fingerprint(desired)
+        self.release_dir = releases.release_dir(desired, desired.release.version)
+
+    def text(self, colour: str) -> str:
+        d = self.desired
+        spec = units.backend_spec(
+            d,
+            d.colour_link(colour),
+            d.blue_green.port(colour),
+            d.colour_env_file(colour),
+            f"backend ({colour})",
+        )
+        return unit_files.render_service(spec)
+
+    def gate(self, colour: str, version: str | None = None) -> CheckHealth:
+        d = self.desired
+        unit = d.colour_unit(colour)
+        return units.backend_gate(d, unit, d.blue_green.port(colour), version or d.release.version)
+
+    def runs_desired(self, observed: Observed, colour: str) -> bool:
+        unit = observed.unit(self.desired.colour_unit(colour))
+        return (
+            unit.is_active
+            and unit.config == self.config
+            and unit.environ.get(unit_files.HASH_VAR) == unit_files.marker_of(self.text(colour))
+            and releases.link_points_to(observed, self.desired.colour_link(colour)) == self.release_dir
+        )
+
+    def choose_colour(self, observed: Observed) -> str:
+        routed = routed_colour(self.desired, observed)
+        running = [c for c in COLOURS if self.runs_desired(observed, c)]
+        if routed in running:
+            return str(routed)
+        if running:
+            return running[0]
+        if routed is not None:
+            return other(routed)
+        for colour in COLOURS:  # nothing routed yet: prefer a colour that is not running
+            if not observed.unit(self.desired.colour_unit(colour)).is_active:
+                return colour
+        return "blue"
+
+    def caddy_text(self, colour: str) -> str:
+        d = self.desired
+        static_root = f"{d.colour_link(colour)}/{d.frontend.static_dir}"
+        return proxy.render_caddyfile(d, d.blue_green.port(colour), static_root, colour=colour)
+
+    def actions(self, observed: Observed) -> list[Action]:
+        d = self.desired
+        target = self.choose_colour(observed)
+        routed = routed_colour(d, observed)
+        name, env_file, text = d.colour_unit(target), d.colour_env_file(target), self.text(target)
+        out: list[Action] = releases.upload_if_missing(d, observed)
+        out += units.unit_file_actions(d, observed, name, text)
+        out += config.env_file_actions(d, observed, env_file)
+        out += _point(
+            d,
+            observed,
+            d.colour_link(target),
+            self.release_dir,
+            f"{target} is the colour for {d.release.version}",
+        )
+        out += units.run_actions(
+            d, observed, name, text, self.gate(target), config=self.config, env_file=env_file
+        )
+        out += self._left_behind(observed, other(target), routed)
+        serving = self.serving(observed)
+        leaving = {serving} if serving and routed != target else set()
+        out += data.data_actions(d, observed, [d.colour_unit(c) for c in COLOURS], leaving)
+        out += proxy.caddy_actions(d, observed, self.caddy_text(target), routes_to=(name,))
+        out += _bookkeeping_links(d, observed, self.release_dir)
+        out += retire_unit(d, observed, d.backend_unit, "the strategy is blue-green")
+        out += retire_unit(d, observed, d.frontend_unit, "the frontend is served as static files")
+        parts = good.GoodParts(
+            files={unit_path(d, name): text, env_file: config.env_text(d)},
+            links={
+                d.colour_link(target): releases.relative(d, self.release_dir),
+                d.layout.current: releases.relative(d, self.release_dir),
+            },
+            gates={name: self.gate(target)},
+            caddy_text=self.caddy_text(target),
+        )
+        out += good.record_actions(d, observed, parts, self.config)
+        return out
+
+    def _left_behind(self, observed: Observed, colour: str, routed: str | None) -> list[Action]:
+        """The colour not chosen: never restarted or rewritten; it stays warm as it is, gated
+        if its process has no gate record, and is stopped when it must not run."""
+        d = self.desired
+        name = d.colour_unit(colour)
+        unit = observed.unit(name)
+        stop = Phase.RETIRE
+        if unit.is_crashing:
+            why = f"idle colour {colour} is {units.describe_state(unit)}: stopped so it does not loop"
+            return [Systemctl(why, verb="stop", unit=name, phase=stop)]
+        if not unit.is_active:
+            return []
+        if d.blue_green.idle == "stop":
+            return [
+                Systemctl(
+                    f"idle colour {colour} is kept stopped (blue_green.idle: stop)",
+                    verb="stop",
+                    unit=name,
+                    phase=stop,
+                )
+            ]
+        entry = observed.quarantined(unit.config or "", unit.release or "") if unit.config else None
+        if entry is not None:
+            why = f"idle colour {colour} runs a configuration that failed ({unit.release}: {entry.reason})"
+            return [Systemctl(why, verb="stop", unit=name, phase=stop)]
+        if colour != routed and not observed.gated(name):
+            version = unit.release or ""
+            gate = units.with_reason(self.gate(colour, version), f"{units.NOT_GATED} (idle colour {colour})")
+            quarantine = {"key": unit.config or "", "version": version} if unit.config else None
+            return [_soft(gate, quarantine)]
+        return []
+
+    def serving(self, observed: Observed) -> str | None:
+        colour = routed_colour(self.desired, observed)
+        if colour is None:
+            return None
+        return releases.running_release(observed.unit(self.desired.colour_unit(colour)))
+
+    def baseline(self, observed: Observed) -> GoodState | None:
+        """The routed colour as it is on disk, when nothing better is recorded."""
+        d = self.desired
+        colour = routed_colour(d, observed)
+        if colour is None:
+            return None
+        unit = observed.unit(d.colour_unit(colour))
+        version = releases.running_release(unit)
+        if version is None or version not in observed.releases:
+            return None
+        text = observed.content(unit_path(d, unit.name)) or ""
+        env_files = [v for k, v in unit_files.parse(text).get("Service", []) if k == "EnvironmentFile"]
+        return good.baseline(
+            observed,
+            version=version,
+            config=unit.config or "",
+            files=[unit_path(d, unit.name), *(p.lstrip("-") for p in env_files)],
+            links=[d.colour_link(colour), d.layout.current],
+            gates={unit.name: self.gate(colour, version).params()},
+            caddyfile=d.proxy.caddyfile,
+            strategy=d.strategy,
+        )
+
+
+def _soft(gate: CheckHealth, quarantine: dict[str, str] | None) -> CheckHealth:
+    from dataclasses import replace
+
+    return replace(gate, on_failure="stop", quarantine=quarantine, phase=Phase.RETIRE)
+
+
+def _point(
+    desired: DesiredState, observed: Observed, link: str, want: str, why: str, phase: Phase = Phase.SWITCH
+) -> list[Action]:
+    now = releases.link_points_to(observed, link)
+    if now == want:
+        return []
+    was = f"points to {posixpath.basename(now)}" if now else "does not exist"
+    return [
+        SetSymlink(
+            f"{posixpath.basename(link)} {was}; {why}",
+            path=link,
+            target_path=releases.relative(desired, want),
+            phase=phase,
+        )
+    ]
+
+
+def _bookkeeping_links(desired: DesiredState, observed: Observed, want: str) -> list[Action]:
+    """current/previous mirror what Caddy serves, for people and tools reading the layout."""
+    layout = desired.layout
+    now = releases.link_points_to(observed, layout.current)
+    out: list[Action] = []
+    keep = now is not None and now != want and posixpath.basename(now) in observed.releases
+    if now is not None and keep and releases.link_points_to(observed, layout.previous) != now:
+        out.append(
+            SetSymlink(
+                f"{posixpath.basename(now)} served before the switch",
+                path=layout.previous,
+                target_path=releases.relative(desired, now),
+                phase=Phase.RETIRE,
+            )
+        )
+    out += _point(desired, observed, layout.current, want, "Caddy serves it", phase=Phase.RETIRE)
+    return out
