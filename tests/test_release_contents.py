@@ -1,11 +1,12 @@
 """What a release may hold, checked on local temp folders: chains of symlinks that each look
 inside the release but together lead out of it (in an archive the host receives, and in a
-folder or archive source before anything is sent)."""
+folder or archive source before anything is sent), and the modes a release gets."""
 
 from __future__ import annotations
 
 import io
 import os
+import stat
 import tarfile
 from pathlib import Path
 
@@ -190,3 +191,35 @@ def test_a_folder_source_with_links_inside_it_is_accepted(tmp_path: Path) -> Non
     releases = upload(tmp_path, raw)
     assert (releases / VERSION / "current-bin" / "app").read_bytes() == b"hi"
     assert (releases / VERSION / "here" / "bin" / "app").exists()
+
+
+def mode_of(path: Path) -> int:
+    return stat.S_IMODE(path.lstat().st_mode)
+
+
+def test_extraction_strips_group_and_other_write_and_special_bits(data_filter: str, tmp_path: Path) -> None:
+    raw = tarball(
+        [
+            folder("open", 0o777),
+            folder("sticky", 0o1777),
+            folder("private", 0o700),
+            file("open/run", 0o777),
+            file("open/data", 0o666),
+            file("setuid", 0o4755),
+            file("setgid", 0o2775),
+            file("plain", 0o600),
+        ]
+    )
+    release = upload(tmp_path, raw) / VERSION
+    modes = {str(p.relative_to(release)): mode_of(p) for p in release.rglob("*")}
+    assert modes == {
+        "open": 0o755,
+        "sticky": 0o755,
+        "private": 0o755,  # Caddy and backend.user must read it
+        "open/run": 0o755,
+        "open/data": 0o644,
+        "setuid": 0o755,
+        "setgid": 0o755,
+        "plain": 0o644,
+    }
+    assert mode_of(release) == 0o755

@@ -1,4 +1,5 @@
-"""A release folder as it lies on disk, checked before it is renamed into place.
+"""A release folder as it lies on disk: checked and given its modes before it is renamed into
+place, whether it came from an archive or out of a container image.
 
 Links are judged on the real tree, not as text: links that each look harmless can combine
 (`d -> .` used as `d/d/d/../../..`) into a path out of the release, and Caddy's file_server
@@ -12,6 +13,14 @@ import stat
 from collections.abc import Iterator
 
 from .protocol import AgentError
+
+DIR_MODE = 0o755  # Caddy and a backend.user read the release; only root writes it
+
+
+def file_mode(mode: int) -> int:
+    """0755 for a file its owner may run, 0644 for any other: no group or other write, no
+    setuid, setgid or sticky bit, whatever the archive or image said."""
+    return 0o755 if mode & 0o100 else 0o644
 
 
 def refuse(rel: str, why: str) -> AgentError:
@@ -45,3 +54,13 @@ def check_tree(root: str) -> None:
                 raise refuse(rel, f"symlink to {target!r} resolves outside the release (to {where})")
         elif not (stat.S_ISDIR(st.st_mode) or stat.S_ISREG(st.st_mode)):
             raise refuse(rel, "only files, folders and symlinks are allowed")
+
+
+def settle_modes(root: str) -> None:
+    """Every folder 0755, every file 0755 or 0644 (see file_mode); links have no mode."""
+    os.chmod(root, DIR_MODE)
+    for path, _, st in entries(root):
+        if stat.S_ISDIR(st.st_mode):
+            os.chmod(path, DIR_MODE)
+        elif stat.S_ISREG(st.st_mode):
+            os.chmod(path, file_mode(st.st_mode))

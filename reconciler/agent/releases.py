@@ -17,7 +17,7 @@ from typing import IO, TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import tarfile
 
-from .contents import check_tree
+from .contents import DIR_MODE, check_tree, file_mode, settle_modes
 from .context import Context
 from .fsops import atomic_write, fsync_dir, makedirs, now, run
 from .protocol import CHUNK, AgentError, Json
@@ -70,8 +70,11 @@ class MemberCheck:
 
 
 def extract_release(stream: IO[bytes], dest: str) -> tuple[int, int]:
-    """Extract a tar stream into `dest` (which must not exist); returns (files, bytes)."""
-    os.mkdir(dest, 0o755)
+    """Extract a tar stream into `dest` (which must not exist); returns (files, bytes).
+
+    Group and other never get write access: folders are 0755, files 0755 or 0644.
+    """
+    os.mkdir(dest, DIR_MODE)
     check = MemberCheck()
     files = total = 0
     import tarfile
@@ -92,20 +95,20 @@ def extract_release(stream: IO[bytes], dest: str) -> tuple[int, int]:
                     raise check.refuse(member, str(exc)) from None
             path = os.path.join(dest, rel)
             if member.isdir():
-                makedirs(path)
-                os.chmod(path, (member.mode & 0o777) | 0o700)
+                makedirs(path, DIR_MODE)
+                os.chmod(path, DIR_MODE)
             elif member.issym():
-                makedirs(os.path.dirname(path))
+                makedirs(os.path.dirname(path), DIR_MODE)
                 os.symlink(member.linkname, path)
             else:
-                makedirs(os.path.dirname(path))
+                makedirs(os.path.dirname(path), DIR_MODE)
                 src = tar.extractfile(member)
                 if src is None:  # pragma: no cover - isfile() members always have data
                     continue
                 fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
                 with os.fdopen(fd, "wb") as out:
                     shutil.copyfileobj(src, out, CHUNK)
-                os.chmod(path, (member.mode & 0o755) | 0o644)
+                os.chmod(path, file_mode(member.mode))
                 files += 1
                 total += member.size
     return files, total
@@ -113,13 +116,13 @@ def extract_release(stream: IO[bytes], dest: str) -> tuple[int, int]:
 
 def unpack_release(stream: IO[bytes], dest: str, version: str) -> tuple[int, int]:
     """What a release archive becomes before it may be used: extracted member by member, a
-    single top folder flattened, then the tree as it lies on disk checked. The host does
-    this in a staging folder; the controller, in a temporary one, before sending anything.
-    Returns (files, bytes)."""
+    single top folder flattened, then the tree as it lies on disk checked and its modes
+    settled. The host does this in a staging folder; the controller, in a temporary one,
+    before sending anything. Returns (files, bytes)."""
     files, total = extract_release(stream, dest)
     single_top_dir(dest, version)  # before the check: flattening moves what `..` reaches
-    os.chmod(dest, 0o755)
     check_tree(dest)
+    settle_modes(dest)
     return files, total
 
 
