@@ -158,6 +158,7 @@ def test_observe_reads_files_links_and_releases(tmp_path: Path) -> None:
             "links": [str(tmp_path / "current"), str(tmp_path / "previous")],
             "units": [],
             "commands": ["sh"],
+            "users": ["root", "no-such-user"],
         }
     )
     assert list(snap["releases"]) == ["1.0.0"], "an unfinished upload must be invisible"
@@ -165,6 +166,7 @@ def test_observe_reads_files_links_and_releases(tmp_path: Path) -> None:
     assert snap["links"][str(tmp_path / "previous")] is None
     assert snap["files"][str(tmp_path / "f")]["content"] == "hello"
     assert snap["files"][str(tmp_path / "missing")] is None
+    assert snap["users"] == {"root": {"uid": 0, "group": True}, "no-such-user": None}
     assert not (tmp_path / "state").exists(), "observation must not write"
 
 

@@ -65,6 +65,12 @@ class ReleaseState:
 
 
 @dataclass(frozen=True)
+class UserState:
+    uid: int
+    has_group: bool  # a group of the same name exists (the environment file's group)
+
+
+@dataclass(frozen=True)
 class Observed:
     hostname: str
     files: Mapping[str, FileState | None]
@@ -77,6 +83,8 @@ class Observed:
     lock_holder: Mapping[str, Any] | None
     images: frozenset[str] = frozenset()  # container images present (repo:tag), when asked
     snapshots: frozenset[str] = frozenset()  # releases with a database snapshot
+    # The users asked about (backend.user); None: no such user on the host.
+    users: Mapping[str, UserState | None] = field(default_factory=lambda: MappingProxyType({}))
     fingerprint: str = ""
 
     def file(self, path: str) -> FileState | None:
@@ -114,6 +122,7 @@ def request_for(desired: DesiredState) -> dict[str, Any]:
         "units": [*units, CADDY_UNIT],
         "commands": ["caddy", "systemctl", "podman"],
         "images": desired.release.image is not None,
+        "users": [desired.backend.user] if desired.backend.user else [],
     }
 
 
@@ -170,5 +179,11 @@ def parse(raw: Mapping[str, Any]) -> Observed:
         lock_holder=_freeze(lock.get("holder") or {}) if lock.get("held") else None,
         images=frozenset(raw.get("images") or ()),
         snapshots=frozenset((raw.get("state") or {}).get("snapshots") or ()),
+        users=_freeze(
+            {
+                name: None if v is None else UserState(int(v["uid"]), bool(v["group"]))
+                for name, v in (raw.get("users") or {}).items()
+            }
+        ),
         fingerprint=str(raw.get("fingerprint", "")),
     )
