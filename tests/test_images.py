@@ -129,3 +129,71 @@ def test_blue_green_between_two_images_fails_no_request(project: Project, images
     assert unit_pid(host, "choiros-backend-blue.service") == blue, "rollback restarted blue"
     assert serves(host) == "1.0.0"
     assert project.once("--dry-run").rc == 0
+
+
+def image_with(out: Path, version: str, extra: dict[str, object], monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An image like CI builds, with `extra` members (build_image.Member) added under /app."""
+    import build_image  # type: ignore[import-not-found]
+
+    app_members = build_image.app_members
+    monkeypatch.setattr(build_image, "app_members", lambda v, fault: {**app_members(v, fault), **extra})
+    return Path(build_image.build_image(version, out, runtime_root=str(ensure_rootfs()))[0])
+
+
+def test_static_folder_out_of_an_image_is_refused_when_its_links_lead_out(
+    project: Project, images: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """podman cp copies links as they are; Caddy would follow `passwd` to the host's file."""
+    from build_image import Member  # type: ignore[import-not-found]
+
+    host = project.host
+    write(project, images, "1.0.0")
+    assert project.once().rc == 0
+    dist = "app/frontend/dist"
+    extra = {
+        f"{dist}/d": Member("symlink", 0o777, target="."),
+        f"{dist}/passwd": Member("symlink", 0o777, target="d/" * 24 + "../" * 24 + "etc/passwd"),
+    }
+    images = dict(images, **{"6.6.6": image_with(tmp_path, "6.6.6", extra, monkeypatch)})
+    project.artifacts["6.6.6"] = images["6.6.6"]  # so that write() finds the source line
+    write(project, images, "6.6.6")
+    run = project.reconcile("--once")
+    assert run.rc == 1, run.stdout
+    assert (
+        "frontend/dist/passwd" in run.stdout + run.stderr and "outside the release" in run.stdout + run.stderr
+    )
+    on_host = host.exec(["ls", "-A", "/opt/choiros/releases"]).stdout.split()
+    assert on_host == ["1.0.0"], "a release or its staging was left"
+    assert "root:x:0:0" not in host.http("/passwd", timeout=5).text
+    assert serves(host) == "1.0.0"
+
+
+def test_static_folder_out_of_an_image_gets_release_modes(
+    project: Project, images: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from build_image import Member  # type: ignore[import-not-found]
+
+    host = project.host
+    extra = {
+        "app/frontend/dist": Member("dir", 0o777),
+        "app/frontend/dist/open": Member("dir", 0o2777),
+        "app/frontend/dist/open/tool": Member("file", 0o4777, data=b"#!/bin/sh\n"),
+        "app/frontend/dist/open/page.html": Member("file", 0o666, data=b"<p>hi</p>\n"),
+    }
+    images = dict(images, **{"7.0.0": image_with(tmp_path, "7.0.0", extra, monkeypatch)})
+    project.artifacts["7.0.0"] = images["7.0.0"]  # so that write() finds the source line
+    write(project, images, "7.0.0")
+    run = project.once()
+    assert run.rc == 0, run.stdout + run.stderr
+    dist = "/opt/choiros/releases/7.0.0/frontend/dist"
+    out = host.exec(
+        ["stat", "-c", "%a %n", dist, f"{dist}/open", f"{dist}/open/tool", f"{dist}/open/page.html"]
+    )
+    modes = dict(reversed(line.split(" ", 1)) for line in out.stdout.splitlines())
+    assert modes == {
+        dist: "755",
+        f"{dist}/open": "755",
+        f"{dist}/open/tool": "755",
+        f"{dist}/open/page.html": "644",
+    }
+    assert host.http("/open/page.html", timeout=5).text == "<p>hi</p>\n"

@@ -21,6 +21,9 @@ from reconciler.observe.snapshot import (
     QuarantineEntry,
     ReleaseState,
     UnitState,
+    UserState,
+    parse,
+    request_for,
 )
 from reconciler.plan import config
 from reconciler.plan.actions import (
@@ -395,6 +398,30 @@ def test_blockers_when_caddy_missing_or_current_is_a_directory() -> None:
     assert not p.actions
     assert any("caddy is not installed" in b for b in p.blockers)
     assert any("real dir" in b for b in p.blockers)
+
+
+def test_a_backend_user_missing_on_the_host_blocks_the_plan() -> None:
+    with_user = replace(desired(), backend=replace(desired().backend, user="svc"))
+    missing = replace(empty_host(), users=MappingProxyType({"svc": None}))
+    p = plan(with_user, missing)
+    assert not p.actions and len(p.blockers) == 1
+    assert "backend.user 'svc' does not exist on the host" in p.blockers[0]
+    assert "useradd --system --user-group" in p.blockers[0]
+    no_group = replace(empty_host(), users=MappingProxyType({"svc": UserState(998, has_group=False)}))
+    assert "groupadd --system svc" in plan(with_user, no_group).blockers[0]
+    present = replace(empty_host(), users=MappingProxyType({"svc": UserState(998, has_group=True)}))
+    assert plan(with_user, present).blockers == () and plan(with_user, present).actions
+
+
+def test_the_backend_user_is_asked_about_and_parsed_from_the_observation() -> None:
+    with_user = replace(desired(), backend=replace(desired().backend, user="svc"))
+    assert request_for(with_user)["users"] == ["svc"]
+    assert request_for(desired())["users"] == []
+    raw = {"host": {"hostname": "h"}, "files": {}, "links": {}, "releases": {}, "units": {}}
+    assert parse({**raw, "users": {"svc": None}}).users == {"svc": None}
+    assert parse({**raw, "users": {"svc": {"uid": 998, "group": True}}}).users == {
+        "svc": UserState(998, True)
+    }
 
 
 def test_plan_carries_the_observation_fingerprint() -> None:

@@ -1,4 +1,5 @@
-"""Release artifacts on a real host: interrupted uploads, hostile archives, pruning."""
+"""Release artifacts on a real host: interrupted uploads, hostile archives and link chains,
+pruning."""
 
 from __future__ import annotations
 
@@ -82,6 +83,80 @@ def test_hostile_tarball_is_refused_with_nothing_written(project: Project, tmp_p
     assert run.rc == 1
     assert "release.source" in run.stderr and "../../../etc/cron.d/evil" in run.stderr
     assert host.tree_state([*WATCHED_PATHS, "/etc/cron.d"]) == before
+
+
+N = 24  # more `..` than the release folder is deep: the chains reach `/`
+
+
+def chain_release(out: Path, fmt: str, flip: bool = False) -> Path:
+    """Release 6.6.6 whose static site holds `d -> .` and `passwd -> d/d/.../../../etc/passwd`:
+    each link read alone stays inside, together they name the host's /etc/passwd. With
+    `flip`, the chain's link comes first in the archive, before the `.` link it uses."""
+    sys.path.insert(0, str(REPO / "examples" / "app"))
+    import build  # type: ignore[import-not-found]
+
+    folder, _ = build.build("6.6.6", out, fmt="dir")
+    (folder / "frontend" / "dist" / "passwd").symlink_to("d/" * N + "../" * N + "etc/passwd")
+    (folder / "frontend" / "dist" / "d").symlink_to(".")
+    if fmt == "dir":
+        return folder
+    names = sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
+    if flip:
+        names.remove("frontend/dist/d")
+        names.append("frontend/dist/d")
+    archive = out / "choiros-6.6.6.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        for name in names:
+            tar.add(folder / name, arcname=name, recursive=False)
+    return archive
+
+
+@pytest.mark.parametrize("fmt", ["tar.gz", "dir"])
+def test_link_chain_is_refused_before_anything_is_sent(project: Project, tmp_path: Path, fmt: str) -> None:
+    host = project.host
+    project.write("1.0.0")
+    assert project.once().rc == 0
+    project.artifacts["6.6.6"] = chain_release(tmp_path, fmt)
+    before = host.tree_state(WATCHED_PATHS)
+    project.write("6.6.6")
+    run = project.reconcile("--once")
+    assert run.rc == 1, run.stdout
+    assert "release.source" in run.stderr and "frontend/dist/passwd" in run.stderr, run.stderr
+    assert host.tree_state(WATCHED_PATHS) == before
+    assert "root:x:0:0" not in host.http("/passwd", timeout=5).text
+    assert serves(host) == "1.0.0"
+
+
+AGENT_UPLOAD = """
+import sys
+from reconciler.agent.context import Context
+from reconciler.agent.protocol import AgentError
+from reconciler.agent.releases import do_upload_release
+path, size = sys.argv[1], int(sys.argv[2])
+with open(path, "rb") as payload:
+    ctx = Context({"observe": {"state": "/var/lib/reconciler/choiros"}}, payload, print)
+    try:
+        do_upload_release(ctx, {"releases": "/opt/choiros/releases", "version": "6.6.6", "size": size})
+    except AgentError as exc:
+        print(exc.code, exc.message)
+"""
+
+
+def test_the_host_agent_refuses_a_link_chain_on_the_hosts_own_python(
+    project: Project, tmp_path: Path
+) -> None:
+    """The agent alone, on the test host's Debian Python 3.11.2 (no PEP 706 filter there),
+    given an archive the controller never checked: refused before it is renamed into place."""
+    host = project.host
+    project.write("1.0.0")
+    assert project.once().rc == 0
+    archive = chain_release(tmp_path, "tar.gz", flip=True)
+    (host.share / archive.name).write_bytes(archive.read_bytes())
+    cmd = ["python3", "-c", AGENT_UPLOAD, f"/share/{archive.name}", str(archive.stat().st_size)]
+    out = host.exec(cmd, env={"PYTHONPATH": "/src"}).stdout
+    assert "hostile refusing release: 'frontend/dist/passwd'" in out, out
+    assert releases_on(project) == ["1.0.0"], "a release or its staging was left"
+    assert host.exec(["ls", "/var/lib/reconciler/choiros/releases"]).stdout.split() == ["1.0.0.json"]
 
 
 def test_pruning_keeps_exactly_what_it_should_across_deploys_and_rollbacks(project: Project) -> None:

@@ -16,6 +16,7 @@ are written as bytes. The request is data, interpreted by the handlers.
     observe    the read-only snapshot and its fingerprint
     lock       the host lock
     releases   release archives received safely, old releases pruned
+    contents   a release folder on disk: links resolved on the real tree, modes settled
     images     container images (podman)
     health     health gates
     caddy      validated Caddyfile writes, reloads

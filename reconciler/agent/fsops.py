@@ -56,6 +56,22 @@ def owner_ids(owner: str | None, group: str | None) -> tuple[int, int]:
     return uid, gid
 
 
+def account(name: str) -> Json | None:
+    """A user as the planner needs to know it: None if there is none of that name, else its
+    uid and whether a group of the same name exists (the environment file is given to it)."""
+    import grp
+
+    try:
+        uid = pwd.getpwnam(name).pw_uid
+    except KeyError:
+        return None
+    try:
+        grp.getgrnam(name)
+    except KeyError:
+        return {"uid": uid, "group": False}
+    return {"uid": uid, "group": True}
+
+
 def atomic_write(
     path: str, data: bytes, mode: int, owner: str | None = None, group: str | None = None
 ) -> None:

@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 
+from .contents import check_tree, settle_modes
 from .context import Context
 from .fsops import atomic_write, decode, fsync_dir, makedirs, now, run
 from .protocol import AgentError, Json
@@ -75,6 +76,10 @@ def do_load_image(ctx: Context, a: Json) -> Json:
                     podman("cp", f"{name}:{inner}", os.path.join(staging, a["static_dir"]), timeout=300)
                 finally:
                     run(["podman", "rm", "-f", name], timeout=60)
+            # podman cp keeps the image's links, fifos and modes (setuid, 0777) as they are;
+            # Caddy serves this folder, so it gets the checks of an uploaded release.
+            check_tree(staging)
+            settle_modes(staging)
             os.rename(staging, dest)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)

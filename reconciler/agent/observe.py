@@ -9,7 +9,7 @@ import shutil
 import socket
 import sys
 
-from .fsops import decode, read_file, read_json, read_link, run
+from .fsops import account, decode, read_file, read_json, read_link, run
 from .lock import lock_state
 from .protocol import PROTOCOL, Json
 from .records import GATES, GOOD, QUARANTINE, StateFileError, load
@@ -68,6 +68,7 @@ def observe(spec: Json) -> Json:
         "state": state,
         "lock": lock_state(state_dir),
         "images": images(bool(spec.get("images"))),
+        "users": {name: account(name) for name in spec.get("users", [])},
     }
     snap["fingerprint"] = fingerprint(snap)
     return snap

@@ -1,5 +1,5 @@
-"""Release folders: receiving an archive safely (every member checked before it is written),
-and pruning old releases out of sight.
+"""Release folders: receiving an archive safely (every member checked before it is written,
+the whole tree checked before it is renamed into place), and pruning old releases out of sight.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from typing import IO, TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import tarfile
 
+from .contents import DIR_MODE, check_tree, file_mode, settle_modes
 from .context import Context
 from .fsops import atomic_write, fsync_dir, makedirs, now, run
 from .protocol import CHUNK, AgentError, Json
@@ -25,8 +26,10 @@ from .protocol import CHUNK, AgentError, Json
 class MemberCheck:
     """Decides, member by member, whether a release archive is safe to unpack.
 
-    Refused: absolute paths, `..`, devices, fifos, hard links, symlinks that point outside
-    the release, and any member below a symlink (the classic way to write through a link).
+    Refused: absolute paths, `..`, devices, fifos, hard links, symlinks whose text points
+    outside the release, and any member below a symlink (the classic way to write through a
+    link). Read as text one member at a time, links can still combine into a way out; that
+    is caught on the extracted tree (contents.check_tree) before the release is used.
     """
 
     def __init__(self) -> None:
@@ -66,49 +69,60 @@ class MemberCheck:
         return AgentError(f"refusing release archive: member {member.name!r}: {why}", code="hostile")
 
 
-def check_tar(fileobj: IO[bytes]) -> int:
-    """Refuse a tarball with any hostile member before anything is written; count members."""
-    check = MemberCheck()
-    count = 0
-    import tarfile
-
-    with tarfile.open(fileobj=fileobj, mode="r|*") as tar:
-        for member in tar:
-            check(member)
-            count += 1
-    return count
-
-
 def extract_release(stream: IO[bytes], dest: str) -> tuple[int, int]:
-    """Extract a tar stream into `dest` (which must not exist); returns (files, bytes)."""
-    os.mkdir(dest, 0o755)
+    """Extract a tar stream into `dest` (which must not exist); returns (files, bytes).
+
+    Group and other never get write access: folders are 0755, files 0755 or 0644.
+    """
+    os.mkdir(dest, DIR_MODE)
     check = MemberCheck()
     files = total = 0
     import tarfile
 
+    # PEP 706's `data` filter where this Python has it (3.12; 3.9.17+, 3.10.12+, 3.11.4+): a
+    # second opinion on each member, not the only one. Streamed, it judges a link by the
+    # members extracted so far, so a link through one that comes later gets past it.
+    data_filter = getattr(tarfile, "data_filter", None)
     with tarfile.open(fileobj=stream, mode="r|*") as tar:
         for member in tar:
             rel = check(member)
             if rel == ".":
                 continue
+            if data_filter is not None:
+                try:
+                    data_filter(member, dest)
+                except tarfile.FilterError as exc:
+                    raise check.refuse(member, str(exc)) from None
             path = os.path.join(dest, rel)
             if member.isdir():
-                makedirs(path)
-                os.chmod(path, (member.mode & 0o777) | 0o700)
+                makedirs(path, DIR_MODE)
+                os.chmod(path, DIR_MODE)
             elif member.issym():
-                makedirs(os.path.dirname(path))
+                makedirs(os.path.dirname(path), DIR_MODE)
                 os.symlink(member.linkname, path)
             else:
-                makedirs(os.path.dirname(path))
+                makedirs(os.path.dirname(path), DIR_MODE)
                 src = tar.extractfile(member)
                 if src is None:  # pragma: no cover - isfile() members always have data
                     continue
                 fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
                 with os.fdopen(fd, "wb") as out:
                     shutil.copyfileobj(src, out, CHUNK)
-                os.chmod(path, (member.mode & 0o755) | 0o644)
+                os.chmod(path, file_mode(member.mode))
                 files += 1
                 total += member.size
+    return files, total
+
+
+def unpack_release(stream: IO[bytes], dest: str, version: str) -> tuple[int, int]:
+    """What a release archive becomes before it may be used: extracted member by member, a
+    single top folder flattened, then the tree as it lies on disk checked and its modes
+    settled. The host does this in a staging folder; the controller, in a temporary one,
+    before sending anything. Returns (files, bytes)."""
+    files, total = extract_release(stream, dest)
+    single_top_dir(dest, version)  # before the check: flattening moves what `..` reaches
+    check_tree(dest)
+    settle_modes(dest)
     return files, total
 
 
@@ -201,13 +215,11 @@ def do_upload_release(ctx: Context, a: Json) -> Json:
 
     reader = _HashingReader(ctx.payload, size, progress)
     try:
-        files, total = extract_release(io.BufferedReader(reader, CHUNK), staging)
+        files, total = unpack_release(io.BufferedReader(reader, CHUNK), staging, version)
         reader.drain()
         digest = reader.sha.hexdigest()
         if a.get("sha256") and digest != a["sha256"]:
             raise AgentError(f"release {version} arrived with sha256 {digest}, expected {a['sha256']}")
-        single_top_dir(staging, version)
-        os.chmod(staging, 0o755)
         fsync_dir(releases)
         meta = {
             "version": version,

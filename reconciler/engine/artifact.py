@@ -1,7 +1,8 @@
 """The release artifact on the machine running the reconciler: checked, then streamed.
 
 Everything here happens before the host is touched, so a missing file, a checksum mismatch
-or a hostile archive member stops the run with nothing written anywhere.
+or a hostile archive (a member, or links that together lead out of the release) stops the
+run with nothing written anywhere.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 from typing import IO
 
 from reconciler.agent.protocol import AgentError
-from reconciler.agent.releases import check_tar
+from reconciler.agent.releases import unpack_release
 from reconciler.errors import InputProblem, InvalidDesiredState
 from reconciler.executors.base import Payload
 from reconciler.spec.model import DesiredState
@@ -92,12 +93,16 @@ def _prepare_image_archive(desired: DesiredState, source: Path) -> Payload:
 
 
 def _refuse_hostile(desired: DesiredState, opener: Callable[[], IO[bytes]]) -> None:
+    """Unpack the exact bytes the host will get into a temporary folder, with the host's own
+    code: links are judged on a real tree, where chains of them show, and a folder source
+    gets the same verdict as an archive. Costs one local extraction per upload."""
     source = desired.release.source
     try:
-        with opener() as fh:
-            if check_tar(fh) == 0:
-                raise _problem(desired, f"{source} is empty")
+        with tempfile.TemporaryDirectory(prefix="reconciler-release-") as tmp, opener() as fh:
+            files, _ = unpack_release(fh, os.path.join(tmp, "release"), desired.release.version)
     except AgentError as exc:
         raise _problem(desired, exc.message) from None
     except (tarfile.TarError, EOFError, OSError) as exc:
         raise _problem(desired, f"{source} is not a readable .tar.gz ({exc})") from None
+    if files == 0:
+        raise _problem(desired, f"{source} holds no files")

@@ -134,6 +134,12 @@ class ReleaseState:
 
 
 @dataclass(frozen=True)
+class UserState:
+    uid: int
+    has_group: bool  # a group of the same name exists (the environment file's group)
+
+
+@dataclass(frozen=True)
 class Observed:
     hostname: str
     files: Mapping[str, FileState | None]
@@ -150,6 +156,8 @@ class Observed:
     good: tuple[GoodState, ...] = ()  # newest first
     state_errors: tuple[str, ...] = ()  # records on the host that could not be read
     user: int = 0  # the uid the agent ran as
+    # The users asked about (backend.user); None: no such user on the host.
+    users: Mapping[str, UserState | None] = field(default_factory=lambda: MappingProxyType({}))
     fingerprint: str = ""
 
     def file(self, path: str) -> FileState | None:
@@ -206,6 +214,7 @@ def request_for(desired: DesiredState) -> dict[str, Any]:
         "units": [*units, CADDY_UNIT],
         "commands": ["caddy", "systemctl", "podman"],
         "images": desired.release.image is not None,
+        "users": [desired.backend.user] if desired.backend.user else [],
     }
 
 
@@ -265,6 +274,12 @@ def parse(raw: Mapping[str, Any]) -> Observed:
         good=good,
         state_errors=tuple(str(e) for e in state.get("errors") or ()) + good_errors,
         user=int(raw["host"].get("uid", 0)),
+        users=_freeze(
+            {
+                name: None if v is None else UserState(int(v["uid"]), bool(v["group"]))
+                for name, v in (raw.get("users") or {}).items()
+            }
+        ),
         fingerprint=str(raw.get("fingerprint", "")),
     )
 

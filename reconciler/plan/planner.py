@@ -67,6 +67,21 @@ def _blockers(desired: DesiredState, observed: Observed) -> Iterable[str]:
         link = observed.link(path)
         if link is not None and link.kind != "symlink":
             yield f"{path} is a real {link.kind}, not a symlink; move it away and run again"
+    user = desired.backend.user  # the reconciler does not create accounts: they must exist
+    if user is not None and user in observed.users:
+        account = observed.users[user]
+        if account is None:
+            yield (
+                f"backend.user {user!r} does not exist on the host: create it as a system user "
+                f"(`useradd --system --user-group --no-create-home --shell /usr/sbin/nologin {user}`) "
+                "and run again, or remove backend.user to run the services as root"
+            )
+        elif not account.has_group:
+            yield (
+                f"backend.user {user!r} has no group of that name on the host, and "
+                f"{desired.layout.env_file} is given to that group: create it "
+                f"(`groupadd --system {user} && usermod -a -G {user} {user}`) and run again"
+            )
     have = observed.releases.get(desired.release.version)
     want_sha = desired.release.sha256
     if have is not None and want_sha and have.sha256 and have.sha256 != want_sha:
