@@ -1,6 +1,6 @@
-"""Whom the reconciler trusts, on real hosts, over both SSH transports: known_hosts as
-OpenSSH writes it (comments, hashed names, `@revoked`, `@cert-authority`) and
-`--accept-new-host-key` across a fleet at once."""
+"""Whom the reconciler trusts and as whom it acts, on real hosts, over both SSH transports:
+known_hosts as OpenSSH writes it (comments, hashed names, `@revoked`, `@cert-authority`),
+`--accept-new-host-key` across a fleet at once, and a login that is not root."""
 
 from __future__ import annotations
 
@@ -12,10 +12,15 @@ from pathlib import Path
 
 import pytest
 
+from reconciler.engine.once import RunOptions, reconcile_once
+from reconciler.errors import TargetError
+from reconciler.executors.connect import executor_for
 from reconciler.executors.known_hosts import hash_name
 from reconciler.executors.openssh import OpenSSHExecutor
+from reconciler.executors.ssh_options import SSHOptions
+from reconciler.spec.load import load
 from reconciler.spec.model import Target
-from tests.deploying import REPO, WATCHED_PATHS, Project
+from tests.deploying import REPO, WATCHED_PATHS, Project, serves
 from tests.testhost import TestHost, boot_many
 
 pytestmark = pytest.mark.testhost
@@ -231,3 +236,105 @@ def test_accept_new_host_keys_of_a_fleet_at_once_appends_one_line_each(
     assert again.returncode == 2, again.stdout + again.stderr  # now known, without the flag
     assert known.read_text() == text
     print(f"\nfleet of {len(fleet)} new hosts accepted at once: original kept, {len(added)} lines added")
+
+
+# --- 3. a login that is not root -------------------------------------------------------------------
+
+USERS = """
+set -e
+for u in alice deploy carol; do
+  id -u $u >/dev/null 2>&1 || useradd -m -s /bin/bash $u
+  install -d -m 700 -o $u -g $u /home/$u/.ssh
+  install -m 600 -o $u -g $u /root/.ssh/authorized_keys /home/$u/.ssh/authorized_keys
+done
+usermod -s /bin/sh carol
+echo 'deploy ALL=(ALL) NOPASSWD: ALL' > /etc/sudoers.d/deploy
+echo 'carol ALL=(ALL) ALL' > /etc/sudoers.d/carol
+chmod 440 /etc/sudoers.d/deploy /etc/sudoers.d/carol
+"""
+
+
+@pytest.fixture
+def users(project: Project) -> Project:
+    """alice: no sudo; deploy: passwordless sudo; carol: sudo that wants a password."""
+    project.host.exec(["bash", "-c", USERS])
+    return project
+
+
+def as_user(
+    project: Project, tmp_path: Path, user: str, transport: str, **options: object
+) -> TargetError | None:
+    """One run through the engine, the user coming from an ssh config file (not the URL)."""
+    config = tmp_path / f"ssh_config_{user}"
+    config.write_text(f"Host {project.host.address}\n  User {user}\n")
+    ssh = SSHOptions(
+        identity=(str(project.host.key_path),),
+        known_hosts=str(project.host.known_hosts),
+        config_file=str(config),
+        transport=transport,
+        **options,  # type: ignore[arg-type]
+    )
+    desired = load(project.root / "desired-state.yaml", target_override=f"ssh://{project.host.address}")
+    executor = executor_for(desired.target, ssh)
+    try:
+        reconcile_once(desired, executor, RunOptions())
+    except TargetError as exc:
+        return exc
+    finally:
+        executor.close()
+    return None
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_a_login_without_root_or_sudo_is_refused_before_planning(
+    users: Project, tmp_path: Path, transport: str
+) -> None:
+    project = users
+    project.write("1.0.0")
+    before = project.host.tree_state(WATCHED_PATHS)
+    uid = project.host.exec(["id", "-u", "alice"]).stdout.strip()
+    for user, why in (("alice", "a password is required"), ("carol", "a password is required")):
+        error = as_user(project, tmp_path, user, transport)
+        assert error is not None, f"{user} over {transport} was not refused"
+        text = str(error)
+        assert f"as {user} (uid " in text and why in text, text
+        assert f"connect as root or give {user} passwordless sudo" in text, text
+    # the agent run without sudo (as an explicit `sudo=False` would): the snapshot says who
+    error = as_user(project, tmp_path, "alice", transport, sudo=False)
+    assert error is not None and f"connected as alice (uid {uid}) without root" in str(error), error
+    assert "give alice passwordless sudo" in str(error)
+    project.host.exec(["mv", "/usr/bin/sudo", "/usr/bin/sudo.off"])
+    try:
+        error = as_user(project, tmp_path, "alice", transport)
+    finally:
+        project.host.exec(["mv", "/usr/bin/sudo.off", "/usr/bin/sudo"])
+    assert error is not None and "sudo is not installed" in str(error), error
+    assert project.host.tree_state(WATCHED_PATHS) == before
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_a_login_with_passwordless_sudo_deploys(users: Project, tmp_path: Path, transport: str) -> None:
+    project = users
+    project.write("1.0.0")
+    assert as_user(project, tmp_path, "deploy", transport) is None
+    assert serves(project.host) == "1.0.0"
+    owner = project.host.exec(["stat", "-c", "%U", "/opt/choiros/releases/1.0.0"]).stdout.strip()
+    assert owner == "root"
+
+
+def test_a_local_run_without_root_is_refused(project: Project) -> None:
+    host = project.host
+    share = Path(host.share) / "project"
+    share.mkdir(parents=True, exist_ok=True)
+    body = project.render("1.0.0").replace(f"target: {host.ssh_target}", "target: local")
+    (share / "desired-state.yaml").write_text(body)
+    run = host.exec(
+        ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", host.python, "-m", "reconciler",
+         "--once", "--dry-run", "--json", "-f", "/share/project/desired-state.yaml"],
+        env={"PYTHONPATH": "/src", "HOME": "/tmp", "XDG_CACHE_HOME": "/tmp/cache"},
+        check=False,
+    )  # fmt: skip
+    assert run.rc == 1, run.stdout + run.stderr
+    assert (
+        "running as nobody (uid 65534) without root" in run.stdout and "run reconcile as root" in run.stdout
+    )

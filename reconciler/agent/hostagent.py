@@ -322,6 +322,13 @@ def _releases(releases_dir: str, state_dir: str) -> Json:
     return out
 
 
+def _user_name(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
+
+
 def observe(spec: Json) -> Json:
     """One snapshot of everything the planner needs. Reads only; never writes."""
     state_dir = spec["state"]
@@ -331,6 +338,7 @@ def observe(spec: Json) -> Json:
             "hostname": socket.gethostname(),
             "python": "%d.%d.%d" % sys.version_info[:3],
             "uid": os.getuid(),
+            "user": _user_name(os.getuid()),
         },
         "files": {p: _read_file(p) for p in spec.get("files", [])},
         "links": {p: _read_link(p) for p in spec.get("links", [])},

@@ -60,8 +60,7 @@ class OpenSSHExecutor:
             argv += ["-p", str(self.target.port)]
         if self.target.user:
             argv += ["-l", self.target.user]
-        sudo = o.sudo if o.sudo is not None else bool(self.target.user and self.target.user != "root")
-        return [*argv, "--", self.target.host, bootstrap_command(o.python, sudo)]
+        return [*argv, "--", self.target.host, bootstrap_command(o.python, o.sudo)]
 
     def request(
         self,

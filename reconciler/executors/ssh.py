@@ -127,7 +127,6 @@ class SSHExecutor:
         self.options = options or SSHOptions()
         self.description = str(target)
         self._client: paramiko.SSHClient | None = None
-        self._sudo = False
         self._active: paramiko.Channel | None = None
 
     # -- connection ------------------------------------------------------------------------
@@ -214,7 +213,6 @@ class SSHExecutor:
         if transport is not None:
             transport.set_keepalive(15)
         self._client = client
-        self._sudo = self.options.sudo if self.options.sudo is not None else user != "root"
         return client
 
     # -- requests --------------------------------------------------------------------------
@@ -240,7 +238,7 @@ class SSHExecutor:
             ) from None
         self._active = chan
         try:
-            chan.exec_command(bootstrap_command(self.options.python, self._sudo))
+            chan.exec_command(bootstrap_command(self.options.python, self.options.sudo))
             body = dict(request, payload_size=payload.size if payload else 0)
             chan.sendall(agent_blob() + json.dumps(body).encode() + b"\n")
             sender = None
