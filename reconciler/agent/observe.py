@@ -49,6 +49,15 @@ def images(wanted: bool) -> list[str]:
     return sorted(set(decode(proc.stdout).split())) if proc.returncode == 0 else []
 
 
+def user_name(uid: int) -> str:
+    import pwd
+
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
+
+
 def observe(spec: Json) -> Json:
     """One snapshot of everything the planner needs. Reads only; never writes."""
     state_dir = spec["state"]
@@ -59,6 +68,7 @@ def observe(spec: Json) -> Json:
             "hostname": socket.gethostname(),
             "python": "%d.%d.%d" % sys.version_info[:3],
             "uid": os.getuid(),
+            "user": user_name(os.getuid()),
         },
         "files": {p: read_file(p) for p in spec.get("files", [])},
         "links": {p: read_link(p) for p in spec.get("links", [])},

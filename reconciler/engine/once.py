@@ -82,6 +82,15 @@ def observe(executor: Executor, desired: DesiredState) -> Observed:
             f"observing the host failed: {answer.get('error')}", hint=answer.get("detail") or None
         )
     raw = answer["snapshot"]
+    host = raw.get("host") or {}
+    uid = host.get("uid")
+    if isinstance(uid, int) and uid != 0:  # it would read too little and plan from that
+        user = host.get("user") or uid
+        local = executor.description == "local"
+        raise TargetError(
+            f"{'running' if local else 'connected'} as {user} (uid {uid}) without root",
+            hint="run reconcile as root" if local else f"connect as root or give {user} passwordless sudo",
+        )
     return snapshot.parse(raw)
 
 

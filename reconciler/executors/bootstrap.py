@@ -8,6 +8,7 @@ transports send exactly the same bytes.
 from __future__ import annotations
 
 import json
+import re
 import zlib
 from collections.abc import Iterable
 from functools import cache
@@ -28,13 +29,32 @@ def agent_blob() -> bytes:
     return zlib.compress(json.dumps({"boot": boot, "modules": modules}).encode(), 9)
 
 
-def bootstrap_command(python: str, sudo: bool) -> str:
+# The agent needs root, and whether the login is root is known on the host only (the user
+# may come from ssh_config, a Match block, a ProxyJump chain). So the host decides: root runs
+# the agent directly, anyone else through `sudo -n`, which fails at once instead of prompting.
+# A `sh -c` script with the command as its arguments: the user's login shell only sees
+# single-quoted words (as before), and the command is written once.
+AS_ROOT = (
+    "sh -c '"
+    '[ "$(id -u)" = 0 ] && exec "$@"; '
+    'echo "reconciler: connected as $(id -un) (uid $(id -u)), not root: sudo -n" >&2; '
+    'command -v sudo >/dev/null || { echo "reconciler: sudo is not installed" >&2; exit 126; }; '
+    'exec sudo -n "$@"'
+    "' reconcile "
+)
+NOT_ROOT = re.compile(r"reconciler: connected as (\S+) \(uid (\d+)\), not root")
+SUDO_REFUSED = ("password is required", "not in the sudoers", "may not run sudo", "not allowed to execute")
+
+
+def bootstrap_command(python: str, sudo: bool | None = None) -> str:
+    """The exec that runs the agent. sudo: None lets the host decide (above); True always
+    prefixes `sudo -n`; False never does."""
     blob = agent_blob()
     code = (
         f"import sys,zlib,json;S=json.loads(zlib.decompress(sys.stdin.buffer.read({len(blob)})));"
         'exec(S["boot"]);install(S["modules"]);from hostagent.main import main;main()'
     )
-    prefix = "sudo -n " if sudo else ""
+    prefix = AS_ROOT if sudo is None else "sudo -n " if sudo else ""
     return f"{prefix}{python} -c '{code}'"
 
 
@@ -56,6 +76,16 @@ def read_events(lines: Iterable[bytes], on_event: OnEvent | None) -> Event | Non
 def no_answer(host: str, python: str, code: int, stderr: str) -> TargetError:
     """Why the agent ended without a final event, from its exit status and what it printed."""
     text = stderr.strip()
+    who = NOT_ROOT.search(text)
+    if who is not None:
+        user, uid = who.groups()
+        last = text.splitlines()[-1]
+        if "sudo is not installed" in last or any(m in last for m in SUDO_REFUSED):
+            return TargetError(
+                f"connected to {host} as {user} (uid {uid}) without root, and "
+                + ("sudo is not installed" if "not installed" in last else f"sudo -n refused: {last}"),
+                hint=f"connect as root or give {user} passwordless sudo",
+            )
     if code == 127 or "not found" in text:
         return TargetError(
             f"{python} is not available on {host}",

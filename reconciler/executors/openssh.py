@@ -60,8 +60,7 @@ class OpenSSHExecutor:
             argv += ["-p", str(self.target.port)]
         if self.target.user:
             argv += ["-l", self.target.user]
-        sudo = o.sudo if o.sudo is not None else bool(self.target.user and self.target.user != "root")
-        return [*argv, "--", self.target.host, bootstrap_command(o.python, sudo)]
+        return [*argv, "--", self.target.host, bootstrap_command(o.python, o.sudo)]
 
     def request(
         self,
@@ -104,6 +103,12 @@ class OpenSSHExecutor:
     def _failure(self, code: int, stderr: str) -> Exception:
         text = stderr.strip()
         host = self.target.host
+        if "marked as revoked" in text or "REVOKED HOST KEY" in text:
+            return HostKeyError(
+                f"host key of {host} is REVOKED in known_hosts (ssh: {_revoked_line(text)})",
+                hint="do not connect: a revoked key may be stolen. If the host has a new key, "
+                "verify it and put it in known_hosts",
+            )
         if "Host key verification failed" in text or "REMOTE HOST IDENTIFICATION HAS CHANGED" in text:
             return HostKeyError(
                 f"host key of {host} is unknown or CHANGED (ssh: {text.splitlines()[-1]})",
@@ -140,6 +145,10 @@ class OpenSSHExecutor:
         if self.target.user:
             argv += ["-l", self.target.user]
         subprocess.run([*argv, self.target.host], capture_output=True, timeout=30, check=False)
+
+
+def _revoked_line(text: str) -> str:
+    return next((line for line in text.splitlines() if "revoked" in line), text.splitlines()[-1]).strip()
 
 
 def _send(stdin: IO[bytes], body: bytes, payload: Payload | None) -> None:

@@ -10,12 +10,14 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shlex
 import socket
 import threading
 from pathlib import Path
 from typing import Any
 
 from reconciler.errors import AuthError, HostKeyError, TargetError
+from reconciler.executors import known_hosts
 from reconciler.executors.base import Event, OnEvent, Payload
 from reconciler.executors.bootstrap import agent_blob, bootstrap_command, no_answer, read_events
 from reconciler.executors.lean_paramiko import paramiko
@@ -25,23 +27,98 @@ from reconciler.spec.model import Target
 CONNECT_TIMEOUT = 10.0
 
 
-class _Policy(paramiko.MissingHostKeyPolicy):
-    def __init__(self, accept_new: bool, save_to: str | None) -> None:
+class _HostKeyCheck(paramiko.MissingHostKeyPolicy):
+    """Every host key is judged here, by our own known_hosts reader (known_hosts.py): paramiko
+    is given no host keys, so it asks this policy about each one. paramiko's reader stops at
+    the first `@revoked` or `@cert-authority` line, and its save rewrites the whole file."""
+
+    def __init__(
+        self, name: str, files: list[str], entries: list[known_hosts.Entry], accept_new: bool
+    ) -> None:
+        self.name = name
+        self.files = files
+        self.entries = entries
         self.accept_new = accept_new
-        self.save_to = save_to
 
     def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> None:
-        if not self.accept_new:
-            bare = hostname.split("]", maxsplit=1)[0].lstrip("[")
-            raise HostKeyError(
-                f"host key of {hostname} is unknown ({key.get_name()} {key.fingerprint})",
-                hint=f"verify it, then add it: ssh-keyscan -H {bare} >> ~/.ssh/known_hosts, "
-                "or pass --accept-new-host-key to trust it on first use",
-            )
-        client.get_host_keys().add(hostname, key.get_name(), key)
-        if self.save_to:
-            Path(self.save_to).parent.mkdir(parents=True, exist_ok=True)
-            client.save_host_keys(self.save_to)
+        blob = key.asbytes()
+        verdict = known_hosts.check(self.entries, self.name, blob)
+        if verdict.status == known_hosts.NEW and self.accept_new and not verdict.authorities and self.files:
+            path = self.files[0]
+            others = [e for e in self.entries if e.path != path]
+            try:
+                verdict = known_hosts.append(path, self.name, key.get_name(), blob, others)
+            except OSError as exc:
+                raise HostKeyError(
+                    f"cannot remember the host key of {self.name} in {path}: {exc.strerror or exc}",
+                    hint=f"make the file writable, or add the key yourself: {_keyscan(self.name)} >> {path}",
+                ) from None
+            if verdict.status == known_hosts.NEW:
+                return  # appended: trusted on first use
+        if verdict.status != known_hosts.OK:
+            raise _refusal(verdict, self.name, key, self.files[0] if self.files else "~/.ssh/known_hosts")
+
+
+def _keyscan(name: str) -> str:
+    """The ssh-keyscan command line that fetches the key of `name` (host or [host]:port)."""
+    host, _, port = name.lstrip("[").partition("]:")
+    return f"ssh-keyscan -H -p {port} {host}" if port else f"ssh-keyscan -H {host}"
+
+
+def _refusal(verdict: known_hosts.Verdict, name: str, key: paramiko.PKey, path: str) -> HostKeyError:
+    offered = f"{key.get_name()} {key.fingerprint}"
+    if verdict.status == known_hosts.REVOKED_KEY and verdict.entry is not None:
+        return HostKeyError(
+            f"host key of {name} ({offered}) is REVOKED by {verdict.entry.where}",
+            hint="do not connect: a revoked key may be stolen. If the host has a new key, "
+            "verify it and put it in known_hosts",
+        )
+    openssh = ""
+    if verdict.authorities:
+        ca = verdict.authorities[0]
+        openssh = (
+            f"; {ca.where} trusts host certificates signed by a CA for it, which the built-in "
+            "SSH client cannot check: run with --ssh openssh"
+        )
+    if verdict.status == known_hosts.CHANGED and verdict.entry is not None:
+        known = verdict.entry
+        return HostKeyError(
+            f"host key of {name} CHANGED: {known.where} has {known.key_type} {known.fingerprint}, "
+            f"the host offers {offered}",
+            hint="if the host was reinstalled on purpose, remove the old key with "
+            f"`ssh-keygen -R {shlex.quote(name)}` and verify the new one; otherwise do not connect" + openssh,
+        )
+    if verdict.authorities:
+        return HostKeyError(
+            f"host key of {name} ({offered}) is not in known_hosts, and "
+            f"{verdict.authorities[0].where} trusts host certificates signed by a CA for it, "
+            "which the built-in SSH client cannot check",
+            hint="run with --ssh openssh (the system ssh client verifies host certificates), "
+            f"or add the host's own key: {_keyscan(name)} >> {path}",
+        )
+    return HostKeyError(
+        f"host key of {name} is unknown ({offered})",
+        hint=f"verify it, then add it: {_keyscan(name)} >> {path}, "
+        "or pass --accept-new-host-key to trust it on first use",
+    )
+
+
+def _preferring(types: list[str]) -> Any:
+    """A transport factory that asks the host for a key of a type known_hosts has for it
+    first, as OpenSSH orders HostKeyAlgorithms; otherwise a host with several keys may offer
+    one we do not know and look CHANGED."""
+
+    def factory(sock: socket.socket, **kwargs: Any) -> paramiko.Transport:
+        transport = paramiko.Transport(sock, **kwargs)
+        if types:
+            options = transport.get_security_options()
+            order = list(options.key_types)
+            # known_hosts says ssh-rsa for RSA keys, which are signed with rsa-sha2-*.
+            first = [t for t in order if ("ssh-rsa" if t.startswith("rsa-sha2-") else t) in types]
+            options.key_types = [*first, *(t for t in order if t not in first)]
+        return transport
+
+    return factory
 
 
 class SSHExecutor:
@@ -50,7 +127,6 @@ class SSHExecutor:
         self.options = options or SSHOptions()
         self.description = str(target)
         self._client: paramiko.SSHClient | None = None
-        self._sudo = False
         self._active: paramiko.Channel | None = None
 
     # -- connection ------------------------------------------------------------------------
@@ -79,12 +155,17 @@ class SSHExecutor:
             if transport is not None and transport.is_active():
                 return self._client
         host, port, user, idents, known = self._resolve()
+        name = known_hosts.lookup_name(host, port)
+        try:
+            entries = known_hosts.load(known)
+        except OSError as exc:
+            raise HostKeyError(
+                f"cannot read known_hosts {exc.filename}: {exc.strerror or exc}",
+                hint="make it readable by the user running reconcile, or point --known-hosts elsewhere",
+            ) from None
         client = paramiko.SSHClient()
-        for path in known:
-            if os.path.exists(path):
-                client.load_host_keys(path)
         client.set_missing_host_key_policy(
-            _Policy(self.options.accept_new_host_key, known[0] if known else None)
+            _HostKeyCheck(name, known, entries, self.options.accept_new_host_key)
         )
         try:
             sock = socket.create_connection((host, port), timeout=CONNECT_TIMEOUT)
@@ -107,15 +188,8 @@ class SSHExecutor:
                 timeout=CONNECT_TIMEOUT,
                 banner_timeout=CONNECT_TIMEOUT,
                 auth_timeout=CONNECT_TIMEOUT,
+                transport_factory=_preferring(known_hosts.key_types(entries, name)),
             )
-        except paramiko.BadHostKeyException as exc:
-            sock.close()
-            raise HostKeyError(
-                f"host key of {host} CHANGED: known_hosts has {exc.expected_key.get_name()} "
-                f"{exc.expected_key.fingerprint}, the host offers {exc.key.fingerprint}",
-                hint="if the host was reinstalled on purpose, remove the old key with "
-                f"`ssh-keygen -R {host}` and verify the new one; otherwise do not connect",
-            ) from None
         except HostKeyError:
             sock.close()
             raise
@@ -139,7 +213,6 @@ class SSHExecutor:
         if transport is not None:
             transport.set_keepalive(15)
         self._client = client
-        self._sudo = self.options.sudo if self.options.sudo is not None else user != "root"
         return client
 
     # -- requests --------------------------------------------------------------------------
@@ -165,7 +238,7 @@ class SSHExecutor:
             ) from None
         self._active = chan
         try:
-            chan.exec_command(bootstrap_command(self.options.python, self._sudo))
+            chan.exec_command(bootstrap_command(self.options.python, self.options.sudo))
             body = dict(request, payload_size=payload.size if payload else 0)
             chan.sendall(agent_blob() + json.dumps(body).encode() + b"\n")
             sender = None

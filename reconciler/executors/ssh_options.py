@@ -11,6 +11,6 @@ class SSHOptions:
     known_hosts: str | None = None  # default: the ssh config's UserKnownHostsFile, ~/.ssh/known_hosts
     accept_new_host_key: bool = False  # like StrictHostKeyChecking=accept-new
     config_file: str | None = None  # default ~/.ssh/config
-    sudo: bool | None = None  # None: use `sudo -n` when the remote user is not root
+    sudo: bool | None = None  # None: the host decides, `sudo -n` unless the login is root
     python: str = "python3"
     transport: str = "paramiko"  # or "openssh": the system's ssh client, with a master connection

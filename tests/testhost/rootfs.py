@@ -64,6 +64,7 @@ PACKAGES: tuple[str, ...] = (
     "procps",
     "curl",
     "sqlite3",
+    "sudo",  # tests of a deploy user that is not root (passwordless sudo, or none)
     *PODMAN_PACKAGES,
 )
 VENV = "/opt/reconciler-venv"
