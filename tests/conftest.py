@@ -11,6 +11,7 @@ import pytest
 
 from tests.deploying import Project, build_artifacts, reset_host
 from tests.testhost import TestHost, boot
+from tests.testhost.rootfs import DEFAULT_RELEASE
 
 # The CLI remembers files that passed the schema; tests (and the CLI runs they start)
 # keep that memory to themselves.
@@ -23,8 +24,9 @@ def artifacts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="module")
-def testhost() -> Iterator[TestHost]:
-    with boot() as host:
+def testhost(request: pytest.FixtureRequest) -> Iterator[TestHost]:
+    """One host per module: bookworm, or the Debian release the module names in TESTHOST_RELEASE."""
+    with boot(release=getattr(request.module, "TESTHOST_RELEASE", DEFAULT_RELEASE)) as host:
         yield host
 
 

@@ -37,7 +37,7 @@ from tests.testhost.errors import TesthostError
 from tests.testhost.guestfs import EntryState
 from tests.testhost.layout import REPO_ROOT, host_name, state_dir, veth_name
 from tests.testhost.mounts import mount_overlay
-from tests.testhost.rootfs import VENV, ensure_rootfs
+from tests.testhost.rootfs import DEFAULT_RELEASE, ensure_rootfs, release_of
 from tests.testhost.teardown import leftovers, teardown
 
 #: Environment of commands run by exec(): the host's own defaults, nothing from
@@ -80,10 +80,13 @@ class TestHost:
 
     ssh_user = "root"
     ssh_port = 22
-    python = f"{VENV}/bin/python"
 
-    def __init__(self, lease: network.IndexLease, rootfs: Path) -> None:
+    def __init__(self, lease: network.IndexLease, rootfs: Path, release: str = DEFAULT_RELEASE) -> None:
         self._lease = lease
+        #: The Debian release booted ("bookworm", "bullseye").
+        self.release = release
+        #: bookworm: the venv with the project's runtime deps; bullseye: /usr/bin/python3.
+        self.python = release_of(release).python
         self.index = lease.index
         self.name = host_name(lease.index)
         self.address = network.address(lease.index)
@@ -112,7 +115,7 @@ class TestHost:
 
     def __repr__(self) -> str:
         state = "stopped" if self._stopped else f"leader={self.leader}"
-        return f"<TestHost {self.name} {self.address} {state}>"
+        return f"<TestHost {self.name} {self.release} {self.address} {state}>"
 
     # ----------------------------------------------------------------- boot
 
@@ -377,11 +380,11 @@ class TestHost:
                 cgroups.remove_parents_if_empty()
 
 
-def start(index: int | None = None, *, timeout: float = 60) -> TestHost:
+def start(index: int | None = None, *, timeout: float = 60, release: str = DEFAULT_RELEASE) -> TestHost:
     """Boot a host and return it running; the caller must stop() it (boot() does)."""
     preflight.check()
-    rootfs = ensure_rootfs()
-    host = TestHost(network.lease(index), rootfs)
+    rootfs = ensure_rootfs(release)
+    host = TestHost(network.lease(index), rootfs, release)
     lifecycle.register(host)
     try:
         host._boot(timeout)
@@ -392,9 +395,12 @@ def start(index: int | None = None, *, timeout: float = 60) -> TestHost:
 
 
 @contextmanager
-def boot(index: int | None = None, *, timeout: float = 60) -> Iterator[TestHost]:
-    """Boot one host for the duration of a with-block; it is always torn down."""
-    host = start(index, timeout=timeout)
+def boot(
+    index: int | None = None, *, timeout: float = 60, release: str = DEFAULT_RELEASE
+) -> Iterator[TestHost]:
+    """Boot one host (of `release`: "bookworm" or "bullseye") for the duration of a
+    with-block; it is always torn down."""
+    host = start(index, timeout=timeout, release=release)
     try:
         yield host
     finally:
@@ -402,14 +408,14 @@ def boot(index: int | None = None, *, timeout: float = 60) -> Iterator[TestHost]
 
 
 @contextmanager
-def boot_many(count: int, *, timeout: float = 60) -> Iterator[list[TestHost]]:
+def boot_many(count: int, *, timeout: float = 60, release: str = DEFAULT_RELEASE) -> Iterator[list[TestHost]]:
     """Boot `count` hosts concurrently (distinct subnets); stop them all on exit."""
-    ensure_rootfs()  # once, not raced by every thread
+    ensure_rootfs(release)  # once, not raced by every thread
     lifecycle.hold()  # handlers installed from this (main) thread before workers start
     hosts: list[TestHost] = []
     try:
         with ThreadPoolExecutor(max_workers=max(1, count)) as pool:
-            futures = [pool.submit(start, None, timeout=timeout) for _ in range(count)]
+            futures = [pool.submit(start, None, timeout=timeout, release=release) for _ in range(count)]
             errors: list[BaseException] = []
             for future in futures:
                 try:

@@ -121,7 +121,7 @@ def cleanup(*, force: bool = False) -> list[str]:
 
 
 def remove_outdated_rootfs() -> list[Path]:
-    """Cache entries of other recipes that no running host boots from any more.
+    """Cache entries of other recipes (of any release) that no running host boots from any more.
 
     A build removes the outdated entries itself, except those in use at that moment
     (a recipe changed while another session's hosts ran): nothing else would ever
@@ -129,7 +129,7 @@ def remove_outdated_rootfs() -> list[Path]:
     that, and a checkout with another recipe sharing the cache would lose its entry
     on every test run. (Here, not in rootfs.py: its source is part of the recipe hash.)
     """
-    current = rootfs.cache_entry()
+    current = {rootfs.cache_entry(release=release) for release in rootfs.RELEASES}
     if not cache_dir().is_dir():
         return []
     removed: list[Path] = []
@@ -138,7 +138,7 @@ def remove_outdated_rootfs() -> list[Path]:
             return []  # a build is running; it cleans up after itself
         in_use = lowerdirs_in_use()
         for entry in sorted([*cache_dir().glob("rootfs-*"), *cache_dir().glob(".trash-rootfs-*")]):
-            if entry != current and entry.is_dir() and entry / "rootfs" not in in_use:
+            if entry not in current and entry.is_dir() and entry / "rootfs" not in in_use:
                 shutil.rmtree(entry)
                 removed.append(entry)
     return removed

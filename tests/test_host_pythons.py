@@ -1,0 +1,63 @@
+"""The agent on the oldest host it supports: Debian bullseye, python3 3.9, systemd 247.
+
+The README promises python3 3.9 or newer on the host; the other test hosts are bookworm
+(3.11, systemd 252). Here the reconciler runs on this machine as always and sends the agent
+over SSH to the bullseye host's /usr/bin/python3. The scenarios are the bookworm modules' own
+tests of the agent's essential paths, collected again in this module, so conftest's `testhost`
+boots TESTHOST_RELEASE for them: a deploy from scratch and a second run that plans nothing,
+a bump and its revert (symlink-swap), blue-green with its instant rollback, health gates
+that fail (an error answer, a crash) and are rolled back and quarantined, and SQLite snapshots
+taken and restored with Python 3.9's sqlite3.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from reconciler.executors.ssh import SSHExecutor
+from reconciler.executors.ssh_options import SSHOptions
+from reconciler.spec.model import Target
+from tests import test_data, test_health_gates, test_once_ssh
+from tests.testhost import TestHost
+
+pytestmark = pytest.mark.testhost
+
+TESTHOST_RELEASE = "bullseye"
+
+test_deploy_from_scratch_then_nothing_to_do = test_once_ssh.test_deploy_from_scratch_then_nothing_to_do
+test_bump_plans_only_what_is_needed_and_revert_needs_no_upload = (
+    test_once_ssh.test_bump_plans_only_what_is_needed_and_revert_needs_no_upload
+)
+test_many_requests_on_one_connection = test_once_ssh.test_many_requests_on_one_connection
+test_blue_green_deploy_and_instant_rollback = test_health_gates.test_blue_green_deploy_and_instant_rollback
+test_failing_release_rolls_back_exits_3_and_is_not_retried = (
+    test_health_gates.test_failing_release_rolls_back_exits_3_and_is_not_retried
+)
+test_crashing_release_is_rolled_back_with_journal_lines = (
+    test_health_gates.test_crashing_release_is_rolled_back_with_journal_lines
+)
+test_snapshot_on_the_way_out_restore_on_the_way_back = (
+    test_data.test_snapshot_on_the_way_out_restore_on_the_way_back
+)
+
+
+def test_the_agent_runs_on_the_hosts_python_3_9_with_systemd_247(testhost: TestHost) -> None:
+    """What the tests above ran against: the agent reports the interpreter it runs on, and
+    Caddy is bookworm's (borrowed by the harness: bullseye has no caddy package)."""
+    assert testhost.release == TESTHOST_RELEASE
+    systemd = testhost.exec(["systemctl", "--version"]).stdout.split()
+    assert systemd[:2] == ["systemd", "247"], systemd
+    assert testhost.exec(["caddy", "version"]).stdout.startswith("2.6.2")
+    options = SSHOptions(identity=(str(testhost.key_path),), known_hosts=str(testhost.known_hosts))
+    executor = SSHExecutor(Target("ssh", host=testhost.address, user="root", port=22), options)
+    try:
+        answer = executor.request(
+            {
+                "op": "observe",
+                "observe": {"state": "/var/lib/reconciler/choiros", "releases": "/opt/choiros/releases"},
+            }
+        )
+    finally:
+        executor.close()
+    assert answer["event"] == "result", answer
+    assert answer["snapshot"]["host"]["python"].startswith("3.9."), answer["snapshot"]["host"]
