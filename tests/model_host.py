@@ -414,15 +414,30 @@ class ModelHost:
         if isinstance(action, LoadCaddy):
             self._check_caddy()
 
-    def run(self, plan: Plan, kill_at: int | None = None, fail_at: int | None = None) -> str:
+    def run(
+        self, plan: Plan, kill_at: int | None = None, fail_at: int | None = None, cancel_at: int | None = None
+    ) -> str:
         """Apply a plan as the agent does: on failure, the plan's rollback, under the same
         "lock". `kill_at`: the agent dies before its N-th step (forward and rollback steps
         counted together); `fail_at`: the N-th forward action fails for a reason of the host's
-        (a refused Caddyfile, a failing daemon-reload), unless it is a health gate.
-        Returns ok | failed | rolled_back | rollback_failed | killed."""
+        (a refused Caddyfile, a failing daemon-reload), unless it is a health gate;
+        `cancel_at`: the client goes away before the N-th forward action (the agent then still
+        gates what it started, and goes back to the good state if it stopped half-way).
+        Returns ok | failed | rolled_back | rollback_failed | killed | cancelled."""
         self._steps, self._kill_at, self._fail_at, self._taken = 0, kill_at, fail_at, set()
+        started: set[str] = set()
+        undoable = ("rollback", "quarantine")
         try:
-            for action in plan.actions:
+            for index, action in enumerate(plan.actions):
+                finish = isinstance(action, CheckHealth) and action.unit in started
+                if cancel_at is not None and index >= cancel_at and not finish:
+                    done = any(a.on_failure in undoable for a in plan.actions[:index])
+                    rest = any(a.on_failure in undoable for a in plan.actions[index:])
+                    if done and rest and plan.rollback is not None:
+                        self._rollback(plan, action, Failure("cancelled", "cancelled"))
+                    return "cancelled"
+                if isinstance(action, Systemctl) and action.verb in ("start", "restart"):
+                    started.add(action.unit)
                 try:
                     self._step(action)
                 except Failure as failure:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import pytest
 
+from reconciler.agent.protocol import PROTOCOL
 from reconciler.executors.ssh import SSHExecutor
 from reconciler.executors.ssh_options import SSHOptions
 from reconciler.spec.model import Target
@@ -54,6 +55,7 @@ def test_the_agent_runs_on_the_hosts_python_3_9_with_systemd_247(testhost: TestH
         answer = executor.request(
             {
                 "op": "observe",
+                "protocol": PROTOCOL,
                 "observe": {"state": "/var/lib/reconciler/choiros", "releases": "/opt/choiros/releases"},
             }
         )

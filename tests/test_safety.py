@@ -5,7 +5,8 @@ failing releases, failing configurations, crash loops and runs killed at any ste
   Caddy load; restart and symlink-swap restart in place, so: whenever a run has ended);
 - no healthy configuration is ever quarantined;
 - once a good state was ever recorded, every run that completes (its plan done, or rolled
-  back) leaves a gated, healthy state serving;
+  back) leaves a gated, healthy state serving, and an interrupted run (its client gone)
+  leaves one serving if there was one before;
 - blue-green never restarts the colour Caddy routes to;
 - the planner never asks the agent for something it refuses (Caddy to an ungated process,
   a good state with an ungated process).
@@ -45,16 +46,13 @@ class Step:
     mode: str
     kill_at: int | None  # the agent dies before this step of the apply
     fail_at: int | None  # this action fails for a reason of the host's (not a gate)
+    cancel_at: int | None  # the client goes away before this action (SIGKILL, a cut link)
     tick: bool  # time passes after the run (crash loops show)
 
 
+points = st.one_of(st.none(), st.integers(0, 14))
 steps = st.builds(
-    Step,
-    st.sampled_from(VERSIONS),
-    st.sampled_from(MODES),
-    st.one_of(st.none(), st.integers(0, 14)),
-    st.one_of(st.none(), st.integers(0, 14)),
-    st.booleans(),
+    Step, st.sampled_from(VERSIONS), st.sampled_from(MODES), points, points, points, st.booleans()
 )
 
 
@@ -72,7 +70,7 @@ def is_healthy(d: DesiredState) -> bool:
     return d.release.version != BAD_RELEASE and {v.name: v.value for v in d.env}.get("MODE") != "broken"
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=1000, deadline=None)
 @given(
     st.sampled_from(["restart", "symlink-swap", "blue-green"]),
     st.booleans(),
@@ -91,7 +89,8 @@ def test_safety_under_failures_and_interruptions(
         p = plan(d, host.snapshot())
         assert not p.blockers, p.blockers
         live = {u: host.units[u].invocation for u in host.routed_units() if host.gated(u)}
-        result = host.run(p, kill_at=step.kill_at, fail_at=step.fail_at)
+        was_safe = bool(host.routed_units()) and all(host.gated(u) for u in host.routed_units())
+        result = host.run(p, kill_at=step.kill_at, fail_at=step.fail_at, cancel_at=step.cancel_at)
         event(f"run {result}" + (" (quarantined)" if p.quarantined else ""))
         where = f"step {number} ({step}) ended {result}"
         assert not host.refusals, f"{where}: the agent refused {host.refusals}"
@@ -103,7 +102,7 @@ def test_safety_under_failures_and_interruptions(
         for key, entry in host.quarantine.items():
             assert health_of.get(key) is False, f"{where}: healthy {entry.version} ({key}) was quarantined"
         ever_good = ever_good or bool(host.good)
-        if result in ("ok", "rolled_back") and ever_good:
+        if result in ("ok", "rolled_back") and ever_good or result == "cancelled" and was_safe:
             serving = host.routed_units()
             assert serving, f"{where}: nothing serves"
             for unit in serving:

@@ -130,7 +130,7 @@ class Run:
     def forward(self, actions: list[Json]) -> Json | None:
         for index, action in enumerate(actions):
             if self.cancelled() and not self._must_finish(action):
-                return {"index": index, "error": "cancelled before this action", "code": "cancelled"}
+                return self._cancelled(index, actions)
             try:
                 self.done.append(self._one(index, action, "forward"))
             except Exception as exc:
@@ -141,6 +141,21 @@ class Run:
                     return failure
                 self.notes.append(self._stop_idle(action, failure))
         return None
+
+    def _cancelled(self, index: int, actions: list[Json]) -> Json:
+        """Stopped between two actions. If the host is between two states (something that a
+        failure there would undo was done, and some of it is still to come), it goes back to
+        its last good state: an interrupted deploy leaves the host as it was, never half-way."""
+        undoable = ("rollback", "quarantine")
+        started = any(actions[d["index"]].get("on_failure") in undoable for d in self.done)
+        unfinished = any(a.get("on_failure") in undoable for a in actions[index:])
+        on_failure = "rollback" if started and unfinished else "report"
+        return {
+            "index": index,
+            "error": "cancelled before this action",
+            "code": "cancelled",
+            "on_failure": on_failure,
+        }
 
     def _must_finish(self, action: Json) -> bool:
         """The gate of a process this apply started runs even when the client has gone."""
