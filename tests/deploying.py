@@ -8,6 +8,9 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -111,14 +114,9 @@ release:
                 text += f"{key}: {value}\n"
         return text
 
-    def reconcile(
-        self,
-        *args: str,
-        env: dict[str, str] | None = None,
-        timeout: float = 120,
-        known_hosts: Path | None = None,
-    ) -> Run:
-        cmd = [
+    def command(self, *args: str, known_hosts: Path | None = None) -> list[str]:
+        """The `reconcile` command line for this project and its host."""
+        return [
             sys.executable,
             "-m",
             "reconciler",
@@ -130,14 +128,90 @@ release:
             "--known-hosts",
             str(known_hosts or self.host.known_hosts),
         ]
+
+    def reconcile(
+        self,
+        *args: str,
+        env: dict[str, str] | None = None,
+        timeout: float = 120,
+        known_hosts: Path | None = None,
+    ) -> Run:
+        cmd = self.command(*args, known_hosts=known_hosts)
         full_env = dict(os.environ, PYTHONPATH=str(REPO), **(env or {}))
         proc = subprocess.run(
             cmd, capture_output=True, text=True, timeout=timeout, env=full_env, cwd=self.root, check=False
         )
         return Run(proc.returncode, proc.stdout, proc.stderr)
 
+    def killed_when(self, *args: str, when: Callable[[str], bool], delay: float = 0.0) -> list[str]:
+        """Run `reconcile`, read what it prints, and SIGKILL it (the controller, not the agent
+        on the host) `delay` seconds after the first line `when` accepts. Returns the lines."""
+        env = dict(os.environ, PYTHONPATH=str(REPO))
+        proc = subprocess.Popen(
+            self.command(*args), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
+        )
+        assert proc.stdout is not None
+        lines = []
+        try:
+            for line in proc.stdout:
+                lines.append(line.rstrip("\n"))
+                if when(line):
+                    time.sleep(delay)
+                    proc.kill()
+                    break
+        finally:
+            proc.kill()
+            proc.wait(30)
+        return lines
+
     def once(self, *args: str, **kw: Any) -> Run:
         return self.reconcile("--once", "--json", *args, **kw)
+
+
+class Load:
+    """A steady trickle of requests through Caddy while something happens: what failed, and
+    which versions answered."""
+
+    def __init__(self, host: TestHost, rate: float = 50, path: str = "/api/version") -> None:
+        self.host = host
+        self.path = path
+        self.interval = 1 / rate
+        self.sent = 0
+        self.failed: list[str] = []
+        self.versions: set[str] = set()
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+
+    def run(self) -> None:
+        next_at = time.monotonic()
+        while not self.stop.is_set():
+            self.sent += 1
+            try:
+                answer = self.host.http(self.path, timeout=5)
+                if answer.status != 200:
+                    self.failed.append(f"HTTP {answer.status}")
+                else:
+                    self.versions.add(str(json.loads(answer.text).get("version")))
+            except (OSError, ValueError) as exc:
+                self.failed.append(repr(exc))
+            next_at += self.interval
+            time.sleep(max(0.0, next_at - time.monotonic()))
+
+    def __enter__(self) -> Load:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join(10)
+
+
+def gated_invocation(host: TestHost, unit: str) -> bool:
+    """The unit's running process has a gate record on the host (gates.json)."""
+    invocation = host.exec(["systemctl", "show", "-p", "InvocationID", "--value", unit]).stdout.strip()
+    raw = host.exec(["cat", f"/var/lib/reconciler/{APP}/gates.json"], check=False).stdout
+    record = json.loads(raw or "{}").get(unit) or {}
+    return bool(invocation) and record.get("invocation") == invocation
 
 
 def serves(host: TestHost) -> str | None:

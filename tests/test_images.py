@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import sys
-import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.deploying import REPO, Project, serves, unit_pid
+from tests.deploying import REPO, Load, Project, serves, unit_pid
 from tests.testhost import TestHost, ensure_rootfs
 
 pytestmark = pytest.mark.testhost
@@ -25,7 +25,9 @@ def images(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
     out = tmp_path_factory.mktemp("images")
     runtime = ensure_rootfs()
-    return {v: build_image(v, out, runtime_root=str(runtime))[0] for v in ("1.0.0", "2.0.0")}
+    built = {v: build_image(v, out, runtime_root=str(runtime))[0] for v in ("1.0.0", "2.0.0")}
+    built["2.1.0-bad"] = build_image("2.1.0-bad", out, runtime_root=str(runtime), fault="health-500")[0]
+    return built
 
 
 def write(project: Project, images: dict[str, Path], version: str, **fields: str) -> None:
@@ -76,37 +78,70 @@ def test_image_release_deploys_bumps_and_rolls_back_without_reloading(
     assert project.once().rc == 0 and serves(host) == "1.0.0"
 
 
-class Load:
-    """A steady trickle of requests through Caddy while something happens; counts failures."""
+def test_an_image_failing_its_gate_rolls_back_to_the_previous_image(
+    project: Project, images: dict[str, Path]
+) -> None:
+    """The whole good state comes back, image included: not the failed image under the good
+    version's name."""
+    host = project.host
+    write(project, images, "1.0.0", health="timeout: 3\ninterval: 0.1\nstable: 0.3")
+    assert project.once().rc == 0
+    write(project, images, "2.1.0-bad", health="timeout: 3\ninterval: 0.1\nstable: 0.3")
+    run = project.once()
+    assert run.rc == 3 and run.json["rolled_back_to"] == "1.0.0", run.stdout
+    unit = host.exec(["cat", "/etc/systemd/system/choiros-backend.service"]).stdout
+    assert "localhost/choiros:1.0.0" in unit and "2.1.0-bad" not in unit
+    running = host.exec(["podman", "ps", "--format", "{{.Image}}"]).stdout.split()
+    assert running == ["localhost/choiros:1.0.0"], running
+    assert serves(host) == "1.0.0"
 
-    def __init__(self, host: TestHost, rate: float = 50) -> None:
-        self.host = host
-        self.interval = 1 / rate
-        self.sent = 0
-        self.failed: list[str] = []
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self.run, daemon=True)
 
-    def run(self) -> None:
-        next_at = time.monotonic()
-        while not self.stop.is_set():
-            self.sent += 1
-            try:
-                answer = self.host.http("/api/version", timeout=5)
-                if answer.status != 200:
-                    self.failed.append(f"HTTP {answer.status}")
-            except OSError as exc:
-                self.failed.append(repr(exc))
-            next_at += self.interval
-            time.sleep(max(0.0, next_at - time.monotonic()))
-
-    def __enter__(self) -> Load:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        self.thread.join(10)
+def test_a_container_gets_the_env_values_verbatim_and_keeps_its_database(
+    project: Project, images: dict[str, Path]
+) -> None:
+    """systemd reads the EnvironmentFile (its quoting), podman hands each variable on as it is:
+    inside the container every value equals the desired one, and DATABASE_PATH is the real
+    one, so the database outlives the container."""
+    host = project.host
+    tricky = 'a "quoted" value with $HOME, `ticks`, spaces and a back\\slash'
+    env = f"DATABASE_PATH: /var/lib/choiros/choiros.db\nCORS_ALLOW_ORIGINS: https://choir.example\nTRICKY: '{tricky}'"
+    write(project, images, "1.0.0", env=env)
+    assert project.once().rc == 0, "deploy"
+    inside = host.exec(
+        [
+            "podman",
+            "exec",
+            "choiros-backend",
+            "python3",
+            "-c",
+            "import json,os;print(json.dumps(dict(os.environ)))",
+        ]
+    )
+    seen = json.loads(inside.stdout)
+    assert seen["TRICKY"] == tricky and seen["DATABASE_PATH"] == "/var/lib/choiros/choiros.db"
+    assert seen["CORS_ALLOW_ORIGINS"] == "https://choir.example"
+    post = host.exec(
+        [
+            "curl",
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-X",
+            "POST",
+            "-H",
+            "Content-Type: application/json",
+            "-d",
+            '{"text": "kept"}',
+            "http://127.0.0.1/api/notes",
+        ]
+    ).stdout
+    assert post == "201"
+    host.exec(["systemctl", "restart", "choiros-backend"])
+    host.wait_http("/api/notes", timeout=20)
+    notes = json.loads(host.http("/api/notes").text)
+    assert [n["text"] for n in notes] == ["kept"], "the database did not survive a restart of the container"
 
 
 def test_blue_green_between_two_images_fails_no_request(project: Project, images: dict[str, Path]) -> None:
