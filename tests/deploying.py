@@ -241,6 +241,7 @@ def build_artifacts(out: Path) -> dict[str, Path]:
     artifacts["2.1.0-bad"], _ = build.build("2.1.0-bad", out, fault="health-500")
     artifacts["2.2.0-crash"], _ = build.build("2.2.0-crash", out, fault="crash")
     artifacts["2.4.0-slow"], _ = build.build("2.4.0-slow", out, fault="slow-start")
+    artifacts["2.5.0-chdir"], _ = build.build("2.5.0-chdir", out, fault="chdir")
     # A release whose backend answers with another version, as an old process would.
     liar, _ = build.build("2.3.0-liar", out, fmt="dir")
     (liar / "VERSION").write_text("1.0.0\n")

@@ -175,3 +175,81 @@ def test_fingerprint_ignores_the_lock() -> None:
     held = dict(snap, lock={"held": True, "holder": {"pid": 1}})
     assert observe.fingerprint(snap) == observe.fingerprint(held)
     assert observe.fingerprint(snap) != observe.fingerprint(dict(snap, files={"a": 2}))
+
+
+# --- error paths: any failure is an answer and a history record, never a traceback -------------
+
+
+def _apply_locally(tmp_path: Path, actions: list[dict[str, object]]) -> dict[str, object]:
+    from reconciler.agent.main import handle
+    from reconciler.agent.protocol import PROTOCOL
+
+    spec = {"state": str(tmp_path / "state"), "releases": str(tmp_path / "releases")}
+    request = {
+        "op": "apply",
+        "protocol": PROTOCOL,
+        "observe": spec,
+        "actions": actions,
+        "lock_timeout": 0,
+        "holder": {},
+        "journal": {"kind": "deploy"},
+    }
+    return handle(request, None, lambda e: None)
+
+
+def test_an_unexpected_exception_in_an_action_is_a_recorded_failure(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.db"
+    broken.write_bytes(b"this is not an SQLite database" * 100)
+    answer = _apply_locally(
+        tmp_path,
+        [{"kind": "snapshot_database", "database": str(broken), "snapshot": str(tmp_path / "s/1.sqlite")}],
+    )
+    assert answer["event"] == "result" and answer["ok"] is False
+    failure = answer["failure"]
+    assert (
+        isinstance(failure, dict) and failure["code"] == "exception" and "DatabaseError" in failure["error"]
+    )
+    assert "raised in the host agent at" in failure["detail"]
+    history = (tmp_path / "state" / "history.jsonl").read_text().splitlines()
+    assert json.loads(history[-1])["result"] == "failed"
+    assert "after" in answer, "the host is observed again after a failure"
+
+
+def test_a_missing_group_is_a_clear_failure(tmp_path: Path) -> None:
+    answer = _apply_locally(
+        tmp_path,
+        [
+            {
+                "kind": "write_file",
+                "path": str(tmp_path / "f"),
+                "content": "x",
+                "mode": 0o640,
+                "group": "no-such-group-x",
+                "secret": True,
+            }
+        ],
+    )
+    failure = answer["failure"]
+    assert isinstance(failure, dict) and "no-such-group-x" in failure["error"], failure
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "says"),
+    [
+        ("quarantine.json", b'{"abc": {"version": "1.0', "not valid JSON"),
+        ("gates.json", b"[]", "holds a list, not a dict"),
+        ("good.json", b"{", "not valid JSON"),
+        ("releases/1.0.0.json", b"\xff\xfe", "not valid JSON"),
+    ],
+)
+def test_a_corrupt_state_file_is_named_with_what_to_do(
+    tmp_path: Path, name: str, content: bytes, says: str
+) -> None:
+    state = tmp_path / "state"
+    (state / "releases").mkdir(parents=True)
+    (tmp_path / "releases" / "1.0.0").mkdir(parents=True)
+    (state / name).write_bytes(content)
+    snap = observe.observe({"state": str(state), "releases": str(tmp_path / "releases")})
+    errors = snap["state"]["errors"]
+    assert len(errors) == 1 and str(state / name) in errors[0] and says in errors[0]
+    assert "Move it away and run again" in errors[0]

@@ -258,3 +258,17 @@ def test_install_section_edit_is_put_back_with_its_links(project: Project) -> No
     ).stdout
     assert "choiros-backend.service" in links.split("\n", 1)[1]
     assert project.once("--dry-run").rc == 0
+
+
+def test_a_backend_that_changes_directory_is_not_restarted_every_pass(project: Project) -> None:
+    """What a process runs is read from what the reconciler gave it (the release named in its
+    environment, its invocation), not from its working directory, which the app may change."""
+    project.write("2.5.0-chdir")
+    assert project.once().rc == 0
+    host = project.host
+    pid = unit_pid(host, BACKEND)
+    assert host.exec(["readlink", f"/proc/{pid}/cwd"]).stdout.strip() == "/"
+    for _ in range(2):
+        again = project.once()
+        assert again.rc == 0 and again.json["actions"] == [], again.json["actions"]
+    assert unit_pid(host, BACKEND) == pid

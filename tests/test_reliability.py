@@ -384,3 +384,25 @@ def test_secret_values_appear_only_in_the_environment_file(project: Project) -> 
         ]
     ).stdout.split()
     assert modes == ["640", "600", "700"]
+
+
+def test_a_truncated_state_file_stops_the_run_with_its_name_and_what_to_do(project: Project) -> None:
+    """A truncated quarantine.json once ended the run in a traceback; now it is named, with
+    what to do, and nothing is changed until it is dealt with."""
+    host = project.host
+    project.write("1.0.0")
+    assert project.once().rc == 0
+    path = "/var/lib/reconciler/choiros/quarantine.json"
+    host.write(path, b'{"0123456789abcdef": {"version": "2.0')
+    project.write("2.0.0")
+    before = host.tree_state(WATCHED_PATHS)
+    run = project.once()
+    assert run.rc == 1, run.stdout
+    error = run.json["error"]
+    assert path in error and "not valid JSON" in error and "Move it away and run again" in error
+    assert "Traceback" not in run.stdout + run.stderr
+    assert host.tree_state(WATCHED_PATHS) == before
+    status = project.reconcile("status")
+    assert status.rc == 0 and f"problem: {path}" in status.stdout, status.stdout
+    host.exec(["rm", path])
+    assert project.once().rc == 0 and serves(host) == "2.0.0"

@@ -46,7 +46,7 @@ NAME = "choiros"
 
 VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$")
 FORMATS = ("tar.gz", "dir")
-FAULTS = ("health-500", "crash", "slow-start")
+FAULTS = ("health-500", "crash", "slow-start", "chdir")
 
 DIR_MODE = 0o755
 EXEC_MODE = 0o755

@@ -93,12 +93,12 @@ def failure_of(index: int, exc: BaseException) -> Json:
     if isinstance(exc, records.StateFileError):
         return {"index": index, "error": str(exc), "code": "state"}
     frame = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
-    at = f" at {os.path.basename(frame.filename)}:{frame.lineno}" if frame else ""
+    at = f"{os.path.basename(frame.filename)}:{frame.lineno}" if frame else "?"
     return {
         "index": index,
-        "error": f"unexpected {type(exc).__name__}: {exc}",
-        "detail": f"raised{at}; this is a bug in the reconciler's host agent, please report it",
-        "code": "bug",
+        "error": f"{type(exc).__name__}: {exc}",
+        "detail": f"raised in the host agent at {at}",
+        "code": "exception",
     }
 
 

@@ -43,7 +43,8 @@ DEV_VERSION = "0.0.0-dev"
 FAULT_HEALTH_500 = "health-500"
 FAULT_CRASH = "crash"
 FAULT_SLOW_START = "slow-start"
-KNOWN_FAULTS = (FAULT_HEALTH_500, FAULT_CRASH, FAULT_SLOW_START)
+FAULT_CHDIR = "chdir"  # not a failure: a healthy app that changes its working directory
+KNOWN_FAULTS = (FAULT_HEALTH_500, FAULT_CRASH, FAULT_SLOW_START, FAULT_CHDIR)
 CRASH_AFTER_SECONDS = 1.0
 SLOW_START_SECONDS = 3.0
 
@@ -504,6 +505,8 @@ def main(argv: list[str] | None = None) -> int:
         f"cors={','.join(sorted(config.cors_origins)) or '-'})"
     )
     sd_notify(f"READY=1\nSTATUS=listening on {server.server_name}:{server.server_port}")
+    if fault == FAULT_CHDIR:
+        os.chdir("/")  # everything it needs is open or absolute by now
 
     exit_code = EXIT_OK
     started = time.monotonic()
