@@ -72,8 +72,20 @@ def test_importtime_keeps_top_level_imports_only() -> None:
 def test_ansible_inventory_pins_the_host_key(tmp_path: Path) -> None:
     text = ansible_side.inventory("10.0.0.2", tmp_path / "key", tmp_path / "known_hosts")
     assert "StrictHostKeyChecking=yes" in text and f"UserKnownHostsFile={tmp_path / 'known_hosts'}" in text
-    cfg = ansible_side.ansible_cfg(tmp_path, ssh=True)
+    cfg = ansible_side.ansible_cfg("/tmp/bench-cp-x", ssh=True)
     assert "pipelining = True" in cfg and "ControlPersist" in cfg and "gathering = explicit" in cfg
+
+
+def test_control_sockets_get_a_folder_short_enough_wherever_the_checkout_is(tmp_path: Path) -> None:
+    deep = tmp_path / ("clone-" + "x" * 60) / "benchmarks" / ".work" / "peers" / "project" / "host" / "cp"
+    with pytest.raises(RuntimeError, match="too long for a Unix socket"):
+        ansible_side.ansible_cfg(deep, ssh=True)
+    folder = ansible_side.make_control_dir()
+    try:
+        assert len(str(folder)) + 1 + ansible_side.CONTROL_NAME_LEN <= ansible_side.SUN_PATH_MAX
+        assert f"control_path_dir = {folder}" in ansible_side.ansible_cfg(folder, ssh=True)
+    finally:
+        folder.rmdir()
 
 
 def _sample(phase: str, tool: str, run: int, wall: float, sessions: int | None) -> dict[str, object]:

@@ -14,9 +14,36 @@ Caddy reloads with the command our agent uses, recording what it loaded like our
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 PLAYBOOK = "playbook.yml"
+
+#: A Unix socket's path holds at most 107 bytes (sun_path is 108 with its NUL). ssh names a
+#: master's socket ControlPath = DIR/%C (40 hex digits) and, while the master starts, binds
+#: DIR/%C plus a 17-character random suffix first ("unix_listener: path ... too long for Unix
+#: domain socket" when that does not fit). Under a checkout's own folder the room depends on
+#: where the repository was cloned, so the sockets live in a short folder of their own.
+SUN_PATH_MAX = 107
+CONTROL_NAME_LEN = 40 + 17
+
+
+def check_control_dir(directory: Path | str) -> None:
+    """Raise when ssh could not create its master socket in `directory`."""
+    longest = len(str(directory).encode()) + 1 + CONTROL_NAME_LEN
+    if longest > SUN_PATH_MAX:
+        raise RuntimeError(
+            f"ssh ControlPath folder {directory} is too long for a Unix socket: its sockets need "
+            f"{longest} bytes, a socket path holds {SUN_PATH_MAX}"
+        )
+
+
+def make_control_dir() -> Path:
+    """A private, short folder for the ControlPersist sockets of one benchmark run."""
+    directory = Path(tempfile.mkdtemp(prefix="bench-cp-", dir="/tmp"))
+    check_control_dir(directory)
+    return directory
+
 
 PLAYBOOK_TEXT = """\
 # The same desired state as desired-<version>.yaml; vars come from -e @state-<version>.json.
@@ -132,6 +159,8 @@ PLAYBOOK_TEXT = """\
 
 
 def ansible_cfg(control_path_dir: Path | str, *, ssh: bool) -> str:
+    if ssh:
+        check_control_dir(control_path_dir)
     lines = [
         "[defaults]",
         "gathering = explicit",

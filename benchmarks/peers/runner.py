@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from benchmarks.peers import (
+    ansible_side,
     equivalence,
     hosttime,
     install,
@@ -210,7 +211,10 @@ def _measure(
 ) -> Measured:
     from tests.deploying import unit_pid
 
-    target = tools.Target(host.address, host.key_path, host.known_hosts, proj.root, proj.root / "host")
+    control_dir = ansible_side.make_control_dir()
+    target = tools.Target(
+        host.address, host.key_path, host.known_hosts, proj.root, proj.root / "host", control_dir
+    )
     tools.write_inventories(target)
     _stage_share(host, proj)
     if peers:
@@ -267,3 +271,4 @@ def _measure(
     finally:
         tools.close_ansible_master(target)  # it would outlive the host by ControlPersist's 60 s
         tools.close_ours_master(target)
+        shutil.rmtree(control_dir, ignore_errors=True)

@@ -32,7 +32,8 @@ class Target:
     key: Path
     known_hosts: Path
     project: Path  # the project folder on this machine
-    host_dir: Path  # project/host: per-host inventories and the ssh control sockets
+    host_dir: Path  # project/host: per-host inventories
+    control_dir: Path  # Ansible's ControlPersist sockets: short (ansible_side.make_control_dir)
 
     @property
     def ssh_url(self) -> str:
@@ -172,7 +173,7 @@ def ansible_ssh(t: Target, peer: Peer, *, warm: bool = False) -> Tool:
 def close_ansible_master(t: Target) -> None:
     """Stop the ssh ControlPersist master Ansible left for this host, if any."""
     subprocess.run(
-        ["ssh", "-O", "exit", "-o", f"ControlPath={t.host_dir / 'cp'}/%C", "-p", "22", f"root@{t.address}"],
+        ["ssh", "-O", "exit", "-o", f"ControlPath={t.control_dir}/%C", "-p", "22", f"root@{t.address}"],
         capture_output=True,
         timeout=30,
         check=False,
@@ -208,9 +209,8 @@ def openssh_floor(t: Target, *, kex: str | None = None) -> Tool:
 
 def write_inventories(t: Target) -> None:
     t.host_dir.mkdir(parents=True, exist_ok=True)
-    (t.host_dir / "cp").mkdir(exist_ok=True)
     (t.host_dir / "inventory.ini").write_text(ansible_side.inventory(t.address, t.key, t.known_hosts))
-    (t.host_dir / "ansible.cfg").write_text(ansible_side.ansible_cfg(t.host_dir / "cp", ssh=True))
+    (t.host_dir / "ansible.cfg").write_text(ansible_side.ansible_cfg(t.control_dir, ssh=True))
     (t.host_dir / "inventory.py").write_text(pyinfra_side.inventory(t.address, t.key, t.known_hosts))
 
 
