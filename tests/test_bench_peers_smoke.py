@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.peers import ansible_side, project, report, sshlog, tools
+from benchmarks.peers import ansible_side, project, report, samecheck, sshlog, tools
+from benchmarks.peers.__main__ import refuse
 from benchmarks.peers.profile import by_package, importtime_entries, parse_importtime
 
 SSHD_LINES = """\
@@ -84,6 +85,7 @@ def test_control_sockets_get_a_folder_short_enough_wherever_the_checkout_is(tmp_
     try:
         assert len(str(folder)) + 1 + ansible_side.CONTROL_NAME_LEN <= ansible_side.SUN_PATH_MAX
         assert f"control_path_dir = {folder}" in ansible_side.ansible_cfg(folder, ssh=True)
+        assert "forks = 16" in ansible_side.ansible_cfg(folder, ssh=True, forks=16)
     finally:
         folder.rmdir()
 
@@ -156,6 +158,119 @@ def test_report_renders_tables_ratios_and_targets() -> None:
     assert "## Proposals for ours" in text
     assert "300 vs 270 ms" in text, "the invoke A/B is reported"
     assert "save 8.0 ms per request (45.0 -> 37.0 ms" in text, "the bytecode-cache emulation is reported"
+
+
+ANSIBLE_UNREACHABLE = """\
+fatal: [testhost]: UNREACHABLE! => {"changed": false, "msg": "Task failed: Data could not be sent to \
+remote host \\"10.231.2.2\\". Make sure this host can be reached over ssh: unix_listener: path \
+\\"/tmp/clone/benchmarks/.work/peers/project/host/cp/cc9f8a5191e0.NcttsEcYqL5kJtDZ\\" too long for Unix \
+domain socket", "unreachable": true}
+
+PLAY RECAP *********************************************************************
+testhost                   : ok=0    changed=0    unreachable=1    failed=0    skipped=0
+"""
+
+
+def test_why_a_run_failed_is_said_in_the_tools_own_words() -> None:
+    verdict = tools.ansible_verdict(4, ANSIBLE_UNREACHABLE)
+    assert verdict == "failed"
+    why = tools.why_failed(verdict, "unchanged", 4, ANSIBLE_UNREACHABLE)
+    assert why.startswith("exit 4: Task failed: Data could not be sent")
+    assert "too long for Unix domain socket" in why
+    assert tools.why_failed("changed", "unchanged", 0, "") == "reported changed, expected unchanged"
+    assert tools.why_failed("failed", "unchanged", 1, "x\nerror: host key of h CHANGED\n") == (
+        "exit 1: host key of h CHANGED"
+    )
+
+
+def _failed(sample: dict[str, object], why: str) -> dict[str, object]:
+    return {**sample, "ok": False, "verdict": "failed", "rc": 4, "why": why}
+
+
+def test_a_peer_whose_runs_failed_gets_no_ratio_and_fails_the_run() -> None:
+    why = "exit 4: unix_listener: path too long for Unix domain socket"
+    samples = [
+        *(_sample("ssh-noop", "ours", i, 0.3, 1) for i in range(3)),
+        *(_sample("ssh-noop", "pyinfra", i, 1.2, 14) for i in range(3)),
+        # Failed runs are fast: a ratio made of them (2.6x here) would be a lie.
+        *(_failed(_sample("ssh-noop", "ansible", i, 0.78, 0), why) for i in range(3)),
+    ]
+    rows = report.summarize(samples)
+    ansible = next(r for r in rows if r.tool == "ansible")
+    assert ansible.ratio is None and not ansible.comparable
+    assert ansible.failed == f"{why} (3 of 3 timed runs)"
+    by_what = {t.what: t for t in report.targets(rows, samples)}
+    refused = by_what["SSH no-op: ours faster than ansible"]
+    assert refused.failed and refused.met is None and "too long" in refused.measured
+    assert by_what["SSH no-op: ours faster than pyinfra"].met is True  # the others still compare
+    results = report.Results("cmd", 3, "t0", "t1", {}, {}, "0", "0", samples)
+    failed = report.failures(results)
+    assert [(f.phase, f.tool) for f in failed] == [("ssh-noop", "ansible")]
+    text = report.render(results, "")
+    assert "**This run failed**" in text
+    assert "| ansible (3 unexpected) | 3 | 780 | 780–780 | **failed**: exit 4:" in text
+    assert "2.60x" not in text
+    assert refuse(failed) == 1
+    assert refuse(report.failures(report.Results("cmd", 3, "t0", "t1", {}, {}, "0", "0", samples[:6]))) == 0
+
+
+def test_a_failed_warm_up_alone_still_refuses_the_ratio() -> None:
+    samples = [
+        _failed(_sample("ssh-noop", "ansible", -1, 0.8, 0), "exit 4: unreachable"),
+        *(_sample("ssh-noop", "ours", i, 0.3, 1) for i in range(2)),
+        *(_sample("ssh-noop", "ansible", i, 3.0, 19) for i in range(2)),
+    ]
+    ansible = next(r for r in report.summarize(samples) if r.tool == "ansible")
+    assert ansible.ratio is None and ansible.failed.startswith("exit 4: unreachable")
+
+
+def test_when_ours_failed_no_tool_gets_a_ratio() -> None:
+    samples = [
+        *(_failed(_sample("ssh-noop", "ours", i, 0.1, 0), "exit 1: cannot reach") for i in range(2)),
+        *(_sample("ssh-noop", "pyinfra", i, 1.2, 14) for i in range(2)),
+    ]
+    rows = report.summarize(samples)
+    assert all(r.ratio is None for r in rows)
+    target = report.targets(rows, samples)[0]
+    assert target.failed and target.measured.startswith("ours failed: exit 1: cannot reach")
+
+
+def test_a_peer_failing_the_same_state_check_is_not_timed_and_fails_the_run() -> None:
+    rows = [
+        samecheck.Row("ssh", "ours --dry-run", "unchanged", 0, True, True),
+        samecheck.Row("ssh", "pyinfra", "unchanged", 0, True, True),
+        samecheck.Row("ssh", "ansible", "failed", 0, True, True, "exit 4: too long for Unix domain socket"),
+        samecheck.Row("local", "ansible", "unchanged", 0, True, True),
+    ]
+    assert rows[2].why == "exit 4: too long for Unix domain socket"
+    assert samecheck.Row("ssh", "x", "unchanged", 2, False, False).why == (
+        "ours --dry-run exit 2 after it; managed files changed; the backend restarted"
+    )
+
+    def tool(name: str) -> tools.Tool:
+        return tools.Tool(name, lambda v: [v], tools.ours_verdict)
+
+    kept, excluded = samecheck.left_out(
+        rows,
+        "ssh",
+        "ssh-noop",
+        [tool("ours"), tool("pyinfra"), tool("ansible"), tool("ansible (warm master)")],
+    )
+    assert [t.name for t in kept] == ["ours", "pyinfra"]
+    assert [x["tool"] for x in excluded] == ["ansible", "ansible (warm master)"]
+    samples = [*(_sample("ssh-noop", "ours", i, 0.3, 1) for i in range(2))]
+    results = report.Results(
+        "cmd", 2, "t0", "t1", {}, {}, "0", "0", samples, [r.as_dict() for r in rows], excluded=excluded
+    )
+    failed = report.failures(results)
+    assert {(f.phase, f.tool) for f in failed} == {
+        ("ssh-noop", "ansible"),
+        ("ssh-noop", "ansible (warm master)"),
+        ("same state, ssh", "ansible"),
+    }
+    text = report.render(results, "")
+    assert "| ansible | 0 | – | – | **failed**: not timed: same-state check: exit 4:" in text
+    assert "**not ok**: exit 4: too long for Unix domain socket |" in text
 
 
 @pytest.mark.slow

@@ -158,7 +158,7 @@ PLAYBOOK_TEXT = """\
 """
 
 
-def ansible_cfg(control_path_dir: Path | str, *, ssh: bool) -> str:
+def ansible_cfg(control_path_dir: Path | str, *, ssh: bool, forks: int = 5) -> str:
     if ssh:
         check_control_dir(control_path_dir)
     lines = [
@@ -167,7 +167,7 @@ def ansible_cfg(control_path_dir: Path | str, *, ssh: bool) -> str:
         "interpreter_python = /usr/bin/python3",
         "host_key_checking = True",
         "retry_files_enabled = False",
-        "forks = 5",
+        f"forks = {forks}",
         "",
         "[ssh_connection]",
         "pipelining = True",

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from benchmarks.peers import hosttime, sshlog
 from benchmarks.peers.paths import FROM_VERSION, HOST_PROJECT, HOST_TOOLS, TO_VERSION
-from benchmarks.peers.tools import LocalTool, Tool, output
+from benchmarks.peers.tools import LocalTool, Tool, output, why_failed
 
 if TYPE_CHECKING:
     from tests.testhost import TestHost
@@ -35,6 +35,7 @@ class Sample:
     check: str = ""
     ok: bool = True
     rss_from: str = ""
+    why: str = ""  # when not ok: what happened instead, in one line (tools.why_failed)
     tail: str = field(default="", repr=False)  # end of the output when something went wrong
 
     def as_dict(self) -> dict[str, Any]:
@@ -66,6 +67,7 @@ def timed_ssh_run(host: TestHost, tool: Tool, version: str, phase: str, run: int
     )
     if not sample.ok:
         sample.tail = _tail(result)
+        sample.why = why_failed(verdict, expect, result["rc"], output(result))
     return sample
 
 
@@ -107,6 +109,7 @@ def change(
             )
             sample.check = f"serves {served}; ours --dry-run exit {after['rc']}"
             if served != TO_VERSION or after["rc"] != 0:
+                sample.why = sample.why or f"after it: {sample.check}"
                 sample.ok = False
                 sample.tail = (sample.tail + "\n" + _tail(after)).strip()
             samples.append(sample)
@@ -148,6 +151,7 @@ def local_noop(host: TestHost, tools: list[LocalTool], runs: int, say: Say) -> l
             )
             if not sample.ok:
                 sample.tail = _tail(result)
+                sample.why = why_failed(verdict, "unchanged", result["rc"], output(result))
             samples.append(sample)
             say(_line(sample))
     return samples
@@ -157,7 +161,7 @@ def _line(s: Sample) -> str:
     run = "warm-up" if s.run < 0 else f"run {s.run + 1}"
     ch = s.channels or {}
     sessions = f" sessions={ch.get('sessions')} conns={ch.get('connections')}" if s.channels else ""
-    flag = "" if s.ok else "  <-- UNEXPECTED"
+    flag = "" if s.ok else f"  <-- UNEXPECTED: {s.why}"
     check = f" [{s.check}]" if s.check else ""
     return (
         f"  {s.phase:10} {run:8} {s.tool:22} {s.wall_s * 1000:8.0f} ms  rss={s.maxrss_kb / 1024:5.1f} MiB"

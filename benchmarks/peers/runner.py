@@ -45,6 +45,7 @@ class Options:
     change: bool = True  # the change-run phase
     profile: bool = True
     out: Path = RESULTS_MD
+    failed_out: Path = WORK / "RESULTS-failed.md"  # the report when a tool failed (exit non-zero)
     json_out: Path = WORK / "results.json"
     project_dir: Path = WORK / "project"
     lock_wait: float | None = None  # seconds to wait for the bench lock; None: as long as it takes
@@ -153,9 +154,9 @@ def _converge(ours: tools.Tool, version: str, say: Say) -> None:
     say(f"  converged {version} with ours in {result['wall_s']:.1f} s")
 
 
-def render_saved(results_json: Path) -> str:
-    """The report of an earlier run, from the results.json it wrote."""
-    return report.render(report.Results(**json.loads(results_json.read_text())), equivalence.TEXT)
+def load_saved(results_json: Path) -> report.Results:
+    """The results of an earlier run, from the results.json it wrote."""
+    return report.Results(**json.loads(results_json.read_text()))
 
 
 @dataclass
@@ -166,6 +167,7 @@ class Measured:
     load_before: str
     load_after: str
     host_info: dict[str, str]
+    excluded: list[dict[str, str]]
 
 
 def run(opts: Options, say: Say = print) -> report.Results:
@@ -197,12 +199,16 @@ def run(opts: Options, say: Say = print) -> report.Results:
         same_state=[row.as_dict() for row in measured.same_state],
         profile=measured.profile.as_dict() if measured.profile else None,
         notes=opts.notes,
+        excluded=measured.excluded,
     )
-    opts.out.parent.mkdir(parents=True, exist_ok=True)
-    opts.out.write_text(report.render(results, equivalence.TEXT))
+    failed = report.failures(results)
+    # A failed run's report says why, but never replaces the results of a run that succeeded.
+    out = opts.failed_out if failed else opts.out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(report.render(results, equivalence.TEXT))
     opts.json_out.parent.mkdir(parents=True, exist_ok=True)
     opts.json_out.write_text(json.dumps(results.__dict__, indent=1, default=str) + "\n")
-    say(f"wrote {opts.out} and {opts.json_out}")
+    say(f"wrote {out} and {opts.json_out}")
     return results
 
 
@@ -250,9 +256,15 @@ def _measure(
         def backend_pid() -> int:
             return unit_pid(host, proj.app + "-backend.service")
 
-        same = samecheck.run(host, dry, ssh_peers, local_tools[1:], backend_pid, say)
-        if not all(row.ok for row in same):
-            opts.notes.append("the same-state check found a difference: see the Same state table")
+        same = samecheck.run([host], dry, ssh_peers, local_tools[1:], backend_pid, say)
+        if not same[0].ok:
+            raise RuntimeError(f"ours plans changes on the host it has just converged: {same[0].why}")
+        noop_tools, out_noop = samecheck.left_out(same, "ssh", "ssh-noop", noop_tools)
+        local_tools, out_local = samecheck.left_out(same, "local", "local-noop", local_tools)
+        ssh_peers, out_change = samecheck.left_out(same, "ssh", "change", ssh_peers)
+        excluded = out_noop + out_local + (out_change if opts.change else [])
+        for x in excluded:
+            say(f"  not timing {x['tool']} ({x['phase']}): {x['why']}")
         samples: list[phases.Sample] = []
         prof = None
         load_before = machine.loadavg()
@@ -267,7 +279,7 @@ def _measure(
                 with _environ(XDG_CACHE_HOME=str(WORK / "xdg-cache")):
                     prof = profile.run(ours, floor, host, proj.desired_file(FROM_VERSION))
         load_after = machine.loadavg()
-        return Measured(samples, same, prof, load_before, load_after, machine.test_host(host))
+        return Measured(samples, same, prof, load_before, load_after, machine.test_host(host), excluded)
     finally:
         tools.close_ansible_master(target)  # it would outlive the host by ControlPersist's 60 s
         tools.close_ours_master(target)

@@ -7,6 +7,7 @@ tools on the host itself against localhost (`target: local`, `-c local`, `@local
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Callable, Mapping
@@ -100,6 +101,34 @@ def pyinfra_verdict(rc: int, stdout: str) -> Verdict:
 
 def exit_verdict(rc: int, _stdout: str) -> Verdict:
     return "ran" if rc == 0 else "failed"
+
+
+#: Lines that say why a run failed, most telling first: Ansible's task error and its
+#: "msg", ours' "error:", pyinfra's and ssh's own words.
+_WHY_PATTERNS = [
+    re.compile(r"\[ERROR\]: (.+)"),
+    re.compile(r'"msg": "(.+?)"(?:,|$)'),
+    re.compile(r"^error: (.+)", re.MULTILINE),
+    re.compile(r"^(?:--> )?(.*(?:[Ee]rror|[Ff]ailed|refused|denied|not found|too long).*)$", re.MULTILINE),
+]
+
+
+def why_failed(verdict: str, expect: str, rc: int, text: str, limit: int = 240) -> str:
+    """One line for a report: what the tool said instead of `expect`, in its own words."""
+    if verdict != "failed":
+        return f"reported {verdict}, expected {expect}"
+    for pattern in _WHY_PATTERNS:
+        found = pattern.search(text)
+        if found:
+            detail = found.group(1).strip()
+            break
+    else:
+        lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+        detail = lines[-1] if lines else "no output"
+    detail = " ".join(detail.replace("\\n", " ").replace('\\"', '"').split())
+    if len(detail) > limit:  # both ends: the cause is often last ("... too long for Unix domain socket")
+        detail = detail[: limit // 2 - 3] + " ... " + detail[-(limit // 2 - 2) :]
+    return f"exit {rc}: {detail}"
 
 
 # --- over SSH, from this machine ---------------------------------------------------------
