@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from benchmarks.peers import ansible_side, project, report, samecheck, sshlog, tools
-from benchmarks.peers.__main__ import refuse
 from benchmarks.peers.profile import by_package, importtime_entries, parse_importtime
+from benchmarks.peers.runner import refuse
 
 SSHD_LINES = """\
 Connection from 10.231.2.1 port 34290 on 10.231.2.2 port 22 rdomain ""
@@ -124,6 +124,8 @@ def test_report_renders_tables_ratios_and_targets() -> None:
     by_what = {t.what: t for t in report.targets(rows, samples)}
     assert by_what["SSH no-op: ours faster than pyinfra"].met is True
     assert by_what["SSH no-op: ours faster than ansible"].met is None  # not measured
+    assert report.factor_text(3.996, 4.0, at_least=True) == "3.996x (short by <1%)"
+    assert report.factor_text(3.7, 4.0, at_least=True) == "3.70x (short by 8%)"
     assert by_what["SSH no-op: one exec channel for the observation"].met is True
     results = report.Results(
         command="python -m benchmarks.peers",

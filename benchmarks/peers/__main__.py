@@ -9,7 +9,7 @@ from pathlib import Path
 from benchmarks.peers import report
 from benchmarks.peers.equivalence import TEXT
 from benchmarks.peers.paths import RESULTS_MD, WORK
-from benchmarks.peers.runner import Options, load_saved, run
+from benchmarks.peers.runner import Options, load_saved, refuse, run
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -56,15 +56,6 @@ def main(argv: list[str] | None = None) -> int:
     opts.args = " ".join(sys.argv[1:] if argv is None else argv)
     results = run(opts, lambda line: print(line, flush=True))
     return refuse(report.failures(results))
-
-
-def refuse(failed: list[report.Failure]) -> int:
-    """Exit status of a run: 1, and why on stderr, when any tool failed (no ratio was made)."""
-    for failure in failed:
-        print(f"FAILED {failure.line()}", file=sys.stderr)
-    if failed:
-        print("no ratio was made with a failed tool; the report says why", file=sys.stderr)
-    return 1 if failed else 0
 
 
 if __name__ == "__main__":

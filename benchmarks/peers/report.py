@@ -168,7 +168,12 @@ def refused(what: str, wanted: str, *compared: Row | None) -> Target | None:
 def factor_text(factor: float, wanted: float, *, at_least: bool) -> str:
     """A ratio and how far it is from its target: "3.7x (short by 9%)", "1.31x (over by 0.4%)"."""
     if at_least:
-        return f"{factor:.2f}x" + ("" if factor >= wanted else f" (short by {wanted / factor - 1:.0%})")
+        if factor >= wanted:
+            return f"{factor:.2f}x"
+        short = wanted / factor - 1
+        # 3.996x is not "4.00x (short by 0%)": show the digits that make it short.
+        shown = f"{factor:.2f}x" if short >= 0.005 else f"{factor:.3f}x"
+        return f"{shown} (short by {short:.0%})" if short >= 0.005 else f"{shown} (short by <1%)"
     return f"{factor:.3f}x" + ("" if factor <= wanted else f" (over by {factor / wanted - 1:.1%})")
 
 
@@ -252,7 +257,7 @@ def targets(rows: list[Row], samples: list[dict[str, Any]]) -> list[Target]:
 # --- Markdown ----------------------------------------------------------------------------
 
 
-def _ms(value: float) -> str:
+def ms(value: float) -> str:
     return f"{value:,.0f}"
 
 
@@ -284,7 +289,7 @@ def table(rows: list[Row], phase: str) -> str:
 
 def ratio_cell(row: Row) -> str:
     if row.failed:
-        return f"**failed**: {_cell(row.failed)}"
+        return f"**failed**: {cell(row.failed)}"
     if row.ratio is None:
         return "–"
     return "1.00x" if row.tool == OURS else f"{row.ratio:.2f}x"
@@ -294,10 +299,10 @@ def row_cells(row: Row) -> list[str]:
     """median, min–max and the ratio; dashes for a tool that was not timed."""
     if not row.n:
         return ["–", "–", ratio_cell(row)]
-    return [_ms(row.median_ms), f"{_ms(row.min_ms)}–{_ms(row.max_ms)}", ratio_cell(row)]
+    return [ms(row.median_ms), f"{ms(row.min_ms)}–{ms(row.max_ms)}", ratio_cell(row)]
 
 
-def _cell(text: str) -> str:
+def cell(text: str) -> str:
     """Text that stays inside one Markdown table cell."""
     return text.replace("|", "\\|").replace("\n", " ")
 
@@ -338,12 +343,12 @@ def render(results: Results, equivalence: str) -> str:
         "",
         "## Targets (ours, same run, same host)",
         "",
-        *_failed_lines(failed),
+        *failed_lines(failed),
         "| target | wanted | measured | |",
         "|---|---|---|---|",
     ]
     for t in targets(rows, results.samples):
-        parts.append(f"| {t.what} | {t.wanted} | {_cell(t.measured)} | {mark(t)} |")
+        parts.append(f"| {t.what} | {t.wanted} | {cell(t.measured)} | {mark(t)} |")
     for phase, title in PHASES.items():
         if any(r.phase == phase for r in rows):
             parts += ["", f"## {title}", "", table(rows, phase)]
@@ -365,7 +370,7 @@ def render(results: Results, equivalence: str) -> str:
             "includes the RSS of the process that spawned the command.",
         ]
     if results.same_state:
-        parts += ["", "## Same state", "", _same_state(results.same_state)]
+        parts += ["", "## Same state", "", same_state_table(results.same_state)]
     if results.profile:
         parts += ["", "## Where our SSH no-op spends its time", "", _profile(results.profile)]
         parts += [
@@ -381,7 +386,7 @@ def render(results: Results, equivalence: str) -> str:
     return "\n".join(parts) + "\n"
 
 
-def _failed_lines(failed: list[Failure]) -> list[str]:
+def failed_lines(failed: list[Failure]) -> list[str]:
     """The refusal, at the top of the targets: which tools failed, and that no ratio was made."""
     if not failed:
         return []
@@ -389,7 +394,7 @@ def _failed_lines(failed: list[Failure]) -> list[str]:
         "**This run failed**: no ratio is made with a tool whose runs failed, and the command exited "
         "non-zero.",
         "",
-        *(f"- {_cell(f.line())}" for f in failed),
+        *(f"- {cell(f.line())}" for f in failed),
         "",
     ]
 
@@ -416,7 +421,7 @@ def _other_benchmarks() -> str:
     return "\n".join(lines)
 
 
-def _same_state(rows: list[dict[str, Any]]) -> str:
+def same_state_table(rows: list[dict[str, Any]]) -> str:
     lines = [
         "Host converged by ours at 1.0.0; then each tool ran for real (not a check mode). After each: "
         "ours `--dry-run` exit code, managed files byte-for-byte (type, mode, content, link "
@@ -430,7 +435,7 @@ def _same_state(rows: list[dict[str, Any]]) -> str:
             f"| {r['where']} | {r['tool']} | {r['verdict']} | exit {r['ours_after']} | "
             f"{'same' if r['files_same'] else 'differ'} | "
             f"{'same process' if r['same_process'] else 'restarted'} | "
-            + ("ok |" if r["ok"] else f"**not ok**: {_cell(r.get('why', ''))} |")
+            + ("ok |" if r["ok"] else f"**not ok**: {cell(r.get('why', ''))} |")
         )
     return "\n".join(lines)
 

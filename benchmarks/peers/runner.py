@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import socket
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -77,7 +78,7 @@ def bench_lock(wait: float | None, say: Say) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _environ(**values: str) -> Iterator[None]:
+def environ(**values: str) -> Iterator[None]:
     saved = {key: os.environ.get(key) for key in values}
     os.environ.update(values)
     try:
@@ -90,20 +91,19 @@ def _environ(**values: str) -> Iterator[None]:
                 os.environ[key] = value
 
 
-def _peers(opts: Options, say: Say) -> list[install.Peer]:
-    if not opts.peers:
-        return []
+def ensure_peers(allow_install: bool, notes: list[str], say: Say) -> list[install.Peer]:
+    """The pinned peers, pip-installed in benchmarks/.work when missing and allowed."""
     found = []
     for name in PEER_NAMES:
         try:
-            peer = install.ensure_local(name, allow_install=opts.install)
+            peer = install.ensure_local(name, allow_install=allow_install)
         except install.InstallError as exc:
-            if opts.install:
+            if allow_install:
                 raise
             say(f"skipping {name}: {exc}")
             peer = None
         if peer is None:
-            opts.notes.append(f"{name} was not installed in benchmarks/.work, so it was left out of this run")
+            notes.append(f"{name} was not installed in benchmarks/.work, so it was left out of this run")
             say(f"skipping {name}: not installed (run without --quick to install it)")
         else:
             found.append(peer)
@@ -125,7 +125,7 @@ def _stage_share(host: TestHost, proj: project.Project) -> None:
         shutil.copy2(hosttime.GNU_TIME, bench / "time")
 
 
-def _wait_for_sshd(address: str, timeout: float = 20) -> None:
+def wait_for_sshd(address: str, timeout: float = 20) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with contextlib.suppress(OSError), socket.create_connection((address, 22), timeout=1) as sock:
@@ -154,6 +154,15 @@ def _converge(ours: tools.Tool, version: str, say: Say) -> None:
     say(f"  converged {version} with ours in {result['wall_s']:.1f} s")
 
 
+def refuse(failed: list[report.Failure]) -> int:
+    """Exit status of a run: 1, and why on stderr, when any tool failed (no ratio was made)."""
+    for failure in failed:
+        print(f"FAILED {failure.line()}", file=sys.stderr)
+    if failed:
+        print("no ratio was made with a failed tool; the report says why", file=sys.stderr)
+    return 1 if failed else 0
+
+
 def load_saved(results_json: Path) -> report.Results:
     """The results of an earlier run, from the results.json it wrote."""
     return report.Results(**json.loads(results_json.read_text()))
@@ -175,11 +184,11 @@ def run(opts: Options, say: Say = print) -> report.Results:
 
     WORK.mkdir(parents=True, exist_ok=True)
     started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
-    peers = _peers(opts, say)
+    peers = ensure_peers(opts.install, opts.notes, say) if opts.peers else []
     say(f"peers: {', '.join(f'{p.name} ({install.PINS[p.name]})' for p in peers) or 'none'}")
     # Rendering loads the desired-state files in this process: its schema-verdict cache goes
     # where ours' runs keep theirs, and this process's environment is left as it was.
-    with _environ(XDG_CACHE_HOME=str(WORK / "xdg-cache")):
+    with environ(XDG_CACHE_HOME=str(WORK / "xdg-cache")):
         proj = project.build(opts.project_dir)
     say(f"project: {proj.root}")
     with boot() as host:
@@ -227,7 +236,7 @@ def _measure(
         say("installing the peers inside the host (offline, from a wheelhouse made here)")
         install.install_in_host(host, host.share, list(peers))
     sshlog.enable_debug(host)
-    _wait_for_sshd(host.address)
+    wait_for_sshd(host.address)
 
     ours, dry, floor = tools.ours_ssh(target), tools.ours_ssh(target, dry_run=True), tools.floor_ssh(target)
     ssh_peers, local_tools = [], [tools.ours_local()]
@@ -273,10 +282,10 @@ def _measure(
             samples += phases.ssh_noop(host, noop_tools, opts.runs, say)
             samples += phases.local_noop(host, local_tools, opts.runs, say)
             if opts.change:
-                samples += phases.change(host, [ours, *ssh_peers], ours, dry, _serves(host), opts.runs, say)
+                samples += phases.change([host], [ours, *ssh_peers], ours, dry, _serves(host), opts.runs, say)
             if opts.profile:
                 say("profiling ours (-X importtime, cProfile)")
-                with _environ(XDG_CACHE_HOME=str(WORK / "xdg-cache")):
+                with environ(XDG_CACHE_HOME=str(WORK / "xdg-cache")):
                     prof = profile.run(ours, floor, host, proj.desired_file(FROM_VERSION))
         load_after = machine.loadavg()
         return Measured(samples, same, prof, load_before, load_after, machine.test_host(host), excluded)

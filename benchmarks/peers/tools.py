@@ -49,6 +49,7 @@ class Tool:
     env: dict[str, str] = field(default_factory=dict)
     before: Callable[[], None] | None = None  # untimed, right before each timed run
     cwd: str | None = None
+    keep_output: bool = False  # the sample keeps all the run printed (Sample.output)
 
 
 def child_env(**extra: str) -> dict[str, str]:
@@ -86,17 +87,15 @@ def ansible_verdict(rc: int, stdout: str) -> Verdict:
 
 
 def pyinfra_verdict(rc: int, stdout: str) -> Verdict:
-    """From the results table's "Grand total" row: operations, success, error, no change."""
+    """From the results table's "Grand total" row: operations, success, error, no change
+    (every such row, when pyinfra ran once per batch of a rolling deploy)."""
     if rc != 0:
         return "failed"
-    for line in stdout.splitlines():
-        words = line.split()
-        if words[:2] == ["Grand", "total"] and len(words) >= 6:
-            success, error = words[3], words[4]
-            if error not in ("-", "0"):
-                return "failed"
-            return "unchanged" if success in ("-", "0") else "changed"
-    return "failed"
+    totals = [w for w in (line.split() for line in stdout.splitlines()) if w[:2] == ["Grand", "total"]]
+    totals = [w for w in totals if len(w) >= 6]
+    if not totals or any(w[4] not in ("-", "0") for w in totals):
+        return "failed"
+    return "unchanged" if all(w[3] in ("-", "0") for w in totals) else "changed"
 
 
 def exit_verdict(rc: int, _stdout: str) -> Verdict:
@@ -153,16 +152,38 @@ def ours_ssh(t: Target, *, dry_run: bool = False, openssh: str | None = None) ->
             "--known-hosts", str(t.known_hosts),
         ]  # fmt: skip
 
-    env = child_env(
-        PYTHONPATH=str(REPO),
-        PYTHONPYCACHEPREFIX=str(WORK / "pycache"),
-        XDG_CACHE_HOME=str(WORK / "xdg-cache"),
-    )
+    env = ours_env()
     if openssh:
         name = "ours (openssh, warm master)" if openssh == "warm" else "ours (openssh)"
         before = None if openssh == "warm" else (lambda: close_ours_master(t))
         return Tool(name, argv, ours_verdict, env, before=before, cwd=str(t.project))
     return Tool("ours" if not dry_run else "ours --dry-run", argv, ours_verdict, env, cwd=str(t.project))
+
+
+def ours_env() -> dict[str, str]:
+    """Ours runs from the repository: its bytecode and schema-verdict caches under .work."""
+    return child_env(
+        PYTHONPATH=str(REPO),
+        PYTHONPYCACHEPREFIX=str(WORK / "pycache"),
+        XDG_CACHE_HOME=str(WORK / "xdg-cache"),
+    )
+
+
+def ours_fleet_verdict(rc: int, stdout: str) -> Verdict:
+    """A fleet run ends with "Summary:" and one line per host naming its result; a fleet of one
+    host prints as a single host does."""
+    if "Summary:" not in stdout:
+        return ours_verdict(rc, stdout)
+    if rc != 0:
+        return "failed"
+    results = re.findall(
+        r"^  \S+\s+(noop|converged|changes_pending|rolled_back|quarantined|failed|not_reached)\b",
+        stdout.split("Summary:", 1)[1],
+        re.MULTILINE,
+    )
+    if not results or set(results) - {"noop", "converged", "changes_pending"}:
+        return "failed"
+    return "unchanged" if set(results) == {"noop"} else "changed"
 
 
 def close_ours_master(t: Target) -> None:
@@ -201,12 +222,17 @@ def ansible_ssh(t: Target, peer: Peer, *, warm: bool = False) -> Tool:
 
 def close_ansible_master(t: Target) -> None:
     """Stop the ssh ControlPersist master Ansible left for this host, if any."""
-    subprocess.run(
-        ["ssh", "-O", "exit", "-o", f"ControlPath={t.control_dir}/%C", "-p", "22", f"root@{t.address}"],
-        capture_output=True,
-        timeout=30,
-        check=False,
-    )
+    close_ansible_masters(t.control_dir, [t.address])
+
+
+def close_ansible_masters(control_dir: Path, addresses: list[str]) -> None:
+    for address in addresses:
+        subprocess.run(
+            ["ssh", "-O", "exit", "-o", f"ControlPath={control_dir}/%C", "-p", "22", f"root@{address}"],
+            capture_output=True,
+            timeout=30,
+            check=False,
+        )
 
 
 def floor_ssh(t: Target) -> Tool:
