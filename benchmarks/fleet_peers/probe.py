@@ -85,7 +85,9 @@ def instrument() -> None:
     # (once.reconcile_once: a fleet of one host runs as one host).
     plan_host = _timed("plan_host", once.plan_host, lambda desired, *a: str(desired.target.host))
     fleet.plan_host = plan_host  # type: ignore[attr-defined]
-    once.plan_host = plan_host  # type: ignore[assignment]
+    once.plan_host = plan_host
+    fleet.reconcile_fleet = _timed("fleet", fleet.reconcile_fleet)
+    fleet.Executors.close = _timed("close", fleet.Executors.close)  # type: ignore[method-assign]
 
 
 def summary(events: list[dict[str, Any]], wall_ms: float, cpu_ms: float, probe: Probe) -> dict[str, Any]:
@@ -94,12 +96,14 @@ def summary(events: list[dict[str, Any]], wall_ms: float, cpu_ms: float, probe: 
         cpu = [e["cpu_ms"] for e in events if e["kind"] == kind]
         if not values:
             return {"n": 0}
+        starts = [e["t0"] for e in events if e["kind"] == kind]
         return {
             "n": len(values),
             "median_ms": statistics.median(values),
             "max_ms": max(values),
             "sum_ms": sum(values),
             "cpu_sum_ms": sum(cpu),
+            "start_spread_ms": (max(starts) - min(starts)) * 1000,  # first to last start
         }
 
     lags = sorted(probe.lags) or [0.0]
@@ -112,7 +116,9 @@ def summary(events: list[dict[str, Any]], wall_ms: float, cpu_ms: float, probe: 
             "p90": lags[int(0.9 * (len(lags) - 1))],
             "max": lags[-1],
         },
-        "steps": {k: stats(k) for k in ("connect", "known_hosts", "session", "agent", "plan_host")},
+        "steps": {
+            k: stats(k) for k in ("connect", "known_hosts", "session", "agent", "plan_host", "fleet", "close")
+        },
     }
 
 
@@ -134,6 +140,9 @@ def main(argv: list[str]) -> int:
     cpu = (usage1.ru_utime - usage0.ru_utime + usage1.ru_stime - usage0.ru_stime) * 1000
     data = summary(EVENTS, wall, cpu, probe)
     data["rc"] = rc
+    from reconciler.executors.bootstrap import agent_blob
+
+    data["agent_blob_computed"] = agent_blob.cache_info().misses  # > 1: threads compressed it at once
     data["setup_ms"] = (start - t0) * 1000
     out.write_text(json.dumps(data))
     return rc

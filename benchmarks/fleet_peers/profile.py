@@ -1,7 +1,11 @@
 """What grows with N in ours' fleet path: probe.py at every fleet size, medians of a few runs.
 
 Also, without any host: what parsing the fleet's known_hosts costs once (paramiko parses the
-whole file on every connection, so a fleet of N parses N entries N times).
+whole file on every connection, so a fleet of N parses N entries N times); and on one host,
+the CPU one request costs inside it, taken apart: sshd alone (`ssh HOST true`), at its default
+LogLevel and at the DEBUG1 the benchmark uses to count sessions in its warm-up round, and the
+host's python3 starting (`python3 -c pass`, and with -S, without the site module). On this machine
+every host's CPU comes out of the same 2 cores, so it is part of every tool's time.
 """
 
 from __future__ import annotations
@@ -10,13 +14,18 @@ import json
 import statistics
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from benchmarks.fleet_peers.fleet import Fleet
 from benchmarks.peers import hosttime
 from benchmarks.peers.paths import FROM_VERSION
+from benchmarks.peers.phases import host_cpu_s
+
+if TYPE_CHECKING:
+    from tests.testhost import TestHost
 
 RUNS = 5
 
@@ -38,11 +47,62 @@ def known_hosts_parse_ms(path: Path, repeat: int = 20) -> float:
     return float(result["stdout"].strip() or "nan")
 
 
+def _ssh(fleet: Fleet, host: TestHost, command: str) -> list[str]:
+    return [
+        "ssh", "-i", str(fleet.key),
+        "-o", f"UserKnownHostsFile={fleet.known_hosts}", "-o", "StrictHostKeyChecking=yes",
+        "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes", "-o", "ControlPath=none",
+        "-o", "KexAlgorithms=curve25519-sha256",  # what paramiko negotiates
+        f"root@{host.address}", command,
+    ]  # fmt: skip
+
+
+def host_cpu_breakdown(fleet: Fleet, runs: int = 9) -> dict[str, float]:
+    """Median CPU ms used inside the first host by one SSH request of each kind."""
+    from benchmarks.peers import sshlog
+    from benchmarks.peers.runner import wait_for_sshd
+
+    host = fleet.hosts[0]
+
+    def cpu_of(command: str) -> float:
+        values = []
+        for _ in range(runs):
+            t0, before = time.perf_counter(), host_cpu_s([host])
+            result = hosttime.run_timed(_ssh(fleet, host, command), timeout=60)
+            if result["rc"] != 0:
+                raise RuntimeError(f"ssh {command!r} failed: {result['stderr']}")
+            time.sleep(0.05)  # let sshd's session end (and its log lines) be accounted
+            used = host_cpu_s([host]) - before - idle * (time.perf_counter() - t0)
+            values.append(used * 1000)
+        return statistics.median(values)
+
+    before = host_cpu_s([host])
+    time.sleep(1.0)
+    idle = host_cpu_s([host]) - before  # CPU s per s of wall with nothing to do (systemd, Caddy, the app)
+    out = {"idle CPU ms per second": idle * 1000}
+    sshlog.disable_debug(host)  # sshd's default LogLevel, as in the timed runs
+    wait_for_sshd(host.address)
+    out["sshd alone: `true`"] = cpu_of("true")
+    out["`python3 -c pass`"] = cpu_of("python3 -c pass")
+    out["`python3 -S -c pass` (no site module)"] = cpu_of("python3 -S -c pass")
+    sshlog.enable_debug(host)
+    try:
+        wait_for_sshd(host.address)
+        out["sshd alone: `true`, at LogLevel DEBUG1 (to count sessions)"] = cpu_of("true")
+    finally:
+        sshlog.disable_debug(host)
+        wait_for_sshd(host.address)
+    return out
+
+
 def _median(values: list[float]) -> float:
     return statistics.median(values) if values else 0.0
 
 
-def run(fleet: Fleet, sizes: list[int], say: Callable[[str], None]) -> dict[str, Any]:
+def run(
+    fleet: Fleet, sizes: list[int], samples: list[dict[str, Any]], say: Callable[[str], None]
+) -> dict[str, Any]:
+    """`samples`: the no-op samples of this run (ours' CPU inside the hosts per host)."""
     raw: dict[int, list[dict[str, Any]]] = {n: [] for n in sizes}
     with tempfile.TemporaryDirectory(prefix="fleet-probe-") as tmp:
         for i in range(RUNS):
@@ -82,11 +142,25 @@ def run(fleet: Fleet, sizes: list[int], say: Callable[[str], None]) -> dict[str,
             "agent_max_ms": step("agent", "max_ms"),
             "plan_host_median_ms": step("plan_host", "median_ms"),
             "plan_host_max_ms": step("plan_host", "max_ms"),
+            "plan_host_start_spread_ms": step("plan_host", "start_spread_ms"),
+            "fleet_ms": step("fleet", "median_ms"),
+            "close_ms": step("close", "median_ms"),
+            "agent_blob_computed": _median([r["agent_blob_computed"] for r in runs]),
         }
     parse_ms = known_hosts_parse_ms(fleet.known_hosts)
     entries = sum(1 for line in fleet.known_hosts.read_text().splitlines() if line.strip())
     say(f"  known_hosts ({entries} lines) parses in {parse_ms:.2f} ms")
+    breakdown = host_cpu_breakdown(fleet)
+    say("  CPU inside a host per request: " + ", ".join(f"{k} {v:.1f} ms" for k, v in breakdown.items()))
+    ours_host = [
+        s["host_cpu_s"] * 1000 / n
+        for n in sizes
+        for s in samples
+        if s["phase"] == f"noop@{n}" and s["tool"] == "ours" and s["run"] >= 0
+    ]
     return {
+        "host_cpu": breakdown,
+        "ours_host_cpu_per_host_ms": _median(ours_host),
         "runs": RUNS,
         "sizes": {str(n): row for n, row in rows.items()},
         "known_hosts_lines": entries,

@@ -101,10 +101,15 @@ def targets(results: FleetResults, rows: list[Row]) -> list[Target]:
     return out
 
 
-def _channels(row: Row, key: str) -> str:
-    if key not in row.channels:
+def _channels(samples: list[dict[str, Any]], phase: str, tool: str, key: str) -> str:
+    """Counted where they were counted: the warm-up round, sshd at DEBUG1 (the timed runs run
+    with sshd's default LogLevel)."""
+    values = [
+        s["channels"][key] for s in samples if s["phase"] == phase and s["tool"] == tool and s.get("channels")
+    ]
+    if not values:
         return "–"
-    median, low, high = row.channels[key]
+    median, low, high = statistics.median(values), min(values), max(values)
     return f"{median:g}" if low == high else f"{median:g} ({low}–{high})"
 
 
@@ -123,7 +128,8 @@ def noop_table(results: FleetResults, rows: list[Row]) -> str:
                 f"| {n} | {row.tool} | {row.n} | "
                 + " | ".join(report.row_cells(row))
                 + (f" | {cpu:,.0f} | {host_cpu:,.0f}" if row.n else " | – | –")
-                + f" | {_channels(row, 'connections')} | {_channels(row, 'sessions')} |"
+                + f" | {_channels(results.samples, phase, row.tool, 'connections')}"
+                + f" | {_channels(results.samples, phase, row.tool, 'sessions')} |"
             )
     return "\n".join(lines)
 
@@ -166,7 +172,7 @@ def rolling_table(results: FleetResults, rows: list[Row]) -> str:
         median = f"{row.median_ms / 1000:.1f}" if row.n else "–"
         lines.append(
             f"| {row.tool} | {row.n} | {median} | {report.ratio_cell(row)} | {figures} | "
-            f"{_channels(row, 'sessions')} |"
+            f"{_channels(results.samples, 'rolling', row.tool, 'sessions')} |"
         )
     return "\n".join(lines)
 
@@ -190,6 +196,10 @@ def profile_section(results: FleetResults) -> str:
         ("agent's answer, slowest host", "agent_max_ms", "{:.0f}"),
         ("observe + plan per host, median", "plan_host_median_ms", "{:.0f}"),
         ("observe + plan, slowest host", "plan_host_max_ms", "{:.0f}"),
+        ("observe + plan: first host's start to last host's", "plan_host_start_spread_ms", "{:.1f}"),
+        ("the fleet engine (reconcile_fleet), all hosts", "fleet_ms", "{:.0f}"),
+        ("closing the connections (Executors.close)", "close_ms", "{:.0f}"),
+        ("times the agent was compressed (functools.cache)", "agent_blob_computed", "{:.0f}"),
         ("a 1 ms sleep wakes late by, p90", "wake_lag_p90_ms", "{:.2f}"),
         ("a 1 ms sleep wakes late by, max", "wake_lag_max_ms", "{:.1f}"),
     ]
@@ -258,7 +268,9 @@ def render(results: FleetResults, extra: str = "") -> str:
         '"CPU here" is the command\'s own user + system time (with the children it waited for: '
         "Ansible's forks and ssh clients); \"CPU in the hosts\" is what all the hosts' cgroups used "
         "meanwhile (sshd, the agent or the peers' Python modules, systemd). Both come out of the same "
-        "2 cores. Connections and sessions are counted from every host's sshd log.",
+        "2 cores. TCP connections and sessions are counted from every host's sshd log in the warm-up "
+        "round, with sshd at LogLevel DEBUG1; the timed runs run with sshd's default LogLevel, as "
+        "DEBUG1 costs the hosts CPU on every connection (see the profile below).",
         "",
         "### Cost per extra host",
         "",

@@ -191,13 +191,32 @@ def _measure(
         gate_rows: list[dict[str, Any]] = []
         prof: dict[str, Any] | None = None
         load_before = machine.loadavg()
+
+        def quiet_sshd() -> None:
+            """sshd back at its default LogLevel: DEBUG1 costs each connection ~6 ms of the
+            host's CPU (profile.host_cpu_breakdown), and the hosts share this machine's cores."""
+            for host in hosts:
+                sshlog.disable_debug(host)
+            for host in hosts:
+                wait_for_sshd(host.address)
+
+        def loud_sshd() -> None:
+            for host in hosts:
+                sshlog.enable_debug(host)
+            for host in hosts:
+                wait_for_sshd(host.address)
+
         with bench_lock(opts.lock_wait, say):
-            say(f"fleet no-op ({opts.runs} runs per tool and size, interleaved):")
+            say(
+                f"fleet no-op ({opts.runs} runs per tool and size, interleaved; sessions counted in warm-up):"
+            )
             for run in range(-1, opts.runs):
+                if run == 0:
+                    quiet_sshd()
                 for n in sizes:
                     for tool in noop_tools[n]:
                         sample = phases.timed_ssh_run(
-                            hosts[:n], tool, FROM_VERSION, f"noop@{n}", run, "unchanged"
+                            hosts[:n], tool, FROM_VERSION, f"noop@{n}", run, "unchanged", count=run < 0
                         )
                         samples.append(sample)
                         say(phases.line(sample))
@@ -223,6 +242,7 @@ def _measure(
                     sample.output = ""  # parsed; the JSON keeps the figures, not the text
 
                 gates.clear(hosts)
+                loud_sshd()  # to count the warm-up's sessions
                 samples += phases.change(
                     hosts,
                     rolling,
@@ -233,12 +253,13 @@ def _measure(
                     say,
                     phase="rolling",
                     after_each=after_each,
+                    quiet_sshd=quiet_sshd,
                 )
             if opts.profile:
                 from benchmarks.fleet_peers import profile
 
                 say("profiling ours' fleet path (in-process, instrumented)")
-                prof = profile.run(fleet, sizes, say)
+                prof = profile.run(fleet, sizes, [x.as_dict() for x in samples], say)
         load_after = machine.loadavg()
         return FleetResults(
             command=f".venv/bin/python -m benchmarks.fleet_peers {opts.args or f'--runs {opts.runs}'}",

@@ -66,17 +66,27 @@ def host_cpu_s(hosts: Sequence[TestHost]) -> float:
 
 
 def timed_ssh_run(
-    hosts: Sequence[TestHost], tool: Tool, version: str, phase: str, run: int, expect: str
+    hosts: Sequence[TestHost],
+    tool: Tool,
+    version: str,
+    phase: str,
+    run: int,
+    expect: str,
+    *,
+    count: bool = True,
 ) -> Sample:
-    """One timed run of a tool over SSH against these hosts; sessions are counted on every one."""
+    """One timed run of a tool over SSH against these hosts; with `count`, its sessions are
+    counted on every one (sshd must log at DEBUG1: sshlog.enable_debug)."""
     if tool.before is not None:
         tool.before()
-    marks = [sshlog.cursor(host) for host in hosts]
+    marks = [sshlog.cursor(host) for host in hosts] if count else []
     cpu_before = host_cpu_s(hosts)
     keep = None if tool.keep_output else hosttime.TAIL
     result = hosttime.run_timed(tool.argv(version), env=tool.env, cwd=tool.cwd, timeout=900, keep=keep)
     cpu_after = host_cpu_s(hosts)
-    channels = sshlog.total(sshlog.since(host, mark) for host, mark in zip(hosts, marks, strict=True))
+    channels = None
+    if count:
+        channels = sshlog.total(sshlog.since(host, mark) for host, mark in zip(hosts, marks, strict=True))
     verdict = tool.verdict(result["rc"], output(result))
     sample = Sample(
         phase,
@@ -86,7 +96,7 @@ def timed_ssh_run(
         result["maxrss_kb"],
         result["rc"],
         verdict,
-        channels.as_dict(),
+        channels.as_dict() if channels else None,
         ok=verdict == expect,
         rss_from=result["rss_from"],
         cpu_s=result["user_s"] + result["sys_s"],
@@ -122,18 +132,24 @@ def change(
     say: Say,
     phase: str = "change",
     after_each: Callable[[Sample], None] | None = None,
+    quiet_sshd: Callable[[], None] | None = None,
 ) -> list[Sample]:
     """FROM_VERSION -> TO_VERSION. Every tool starts from the same state: ours converges the
     host(s) back to FROM_VERSION (untimed) before each run. After the run, Caddy must serve
     TO_VERSION (page and API agree; on every host) and ours must plan nothing for TO_VERSION:
-    the peer left exactly the state ours would have. `after_each` may add to a sample (untimed)."""
+    the peer left exactly the state ours would have. `after_each` may add to a sample (untimed).
+    With `quiet_sshd`, sessions are counted in the warm-up round only, and it is called before
+    the timed rounds (to end sshd's DEBUG1 logging, which costs the hosts CPU per session)."""
     samples: list[Sample] = []
     for run in range(-1, runs):
+        if run == 0 and quiet_sshd is not None:
+            quiet_sshd()
         for tool in tools:
             back = hosttime.run_timed(reset.argv(FROM_VERSION), env=reset.env, cwd=reset.cwd, timeout=600)
             if back["rc"] != 0 or serves() != FROM_VERSION:
                 raise RuntimeError(f"resetting the host to {FROM_VERSION} failed:\n{tail_text(back)}")
-            sample = timed_ssh_run(hosts, tool, TO_VERSION, phase, run, "changed")
+            count = quiet_sshd is None or run < 0
+            sample = timed_ssh_run(hosts, tool, TO_VERSION, phase, run, "changed", count=count)
             if after_each is not None:
                 after_each(sample)
             served = serves()
