@@ -8,7 +8,6 @@ whose runs failed; the command fails).
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,7 @@ from benchmarks.fleet_peers.fleet import batch_size, fleet_desired_text
 from benchmarks.fleet_peers.runner import FleetResults
 from benchmarks.peers import ansible_side, project, pyinfra_side, report, tools
 from benchmarks.peers.runner import refuse
+from tests.conftest import BenchRun
 
 OURS_ROLLING = """\
 [rth1] choiros 2.0.0 (symlink-swap) on rth1: observed in 212 ms
@@ -179,9 +179,7 @@ def test_a_failed_peer_gets_no_ratio_no_marginal_cost_and_fails_the_command() ->
 
 @pytest.mark.slow
 @pytest.mark.testhost
-def test_tiny_fleet_run_of_our_side(tmp_path: Path) -> None:
-    if os.geteuid() != 0:
-        pytest.skip("test hosts need root")
+def test_tiny_fleet_run_of_our_side(tmp_path: Path, small_benchmark: BenchRun) -> None:
     from benchmarks.fleet_peers.runner import Options, run
 
     opts = Options(
@@ -194,13 +192,8 @@ def test_tiny_fleet_run_of_our_side(tmp_path: Path) -> None:
         out=tmp_path / "fleet.md",
         failed_out=tmp_path / "fleet-failed.md",
         json_out=tmp_path / "results.json",
-        lock_wait=0,  # a real benchmark is timing: do not disturb it, skip instead
     )
-    lines: list[str] = []
-    try:
-        results = run(opts, lines.append)
-    except TimeoutError:
-        pytest.skip("another benchmark holds /tmp/reconciler-bench.lock")
+    results, lines = small_benchmark(run, opts)
     assert all(s["ok"] for s in results.samples), "\n".join(lines)
     timed = {(s["phase"], s["tool"]) for s in results.samples if s["run"] >= 0}
     assert timed == {("noop@1", "ours"), ("noop@2", "ours"), ("rolling", "ours")}

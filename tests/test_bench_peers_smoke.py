@@ -8,7 +8,6 @@ sshd log and renders a report.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -16,6 +15,7 @@ import pytest
 from benchmarks.peers import ansible_side, project, report, samecheck, sshlog, tools
 from benchmarks.peers.profile import by_package, importtime_entries, parse_importtime
 from benchmarks.peers.runner import refuse
+from tests.conftest import BenchRun
 
 SSHD_LINES = """\
 Connection from 10.231.2.1 port 34290 on 10.231.2.2 port 22 rdomain ""
@@ -277,9 +277,7 @@ def test_a_peer_failing_the_same_state_check_is_not_timed_and_fails_the_run() ->
 
 @pytest.mark.slow
 @pytest.mark.testhost
-def test_tiny_run_of_our_side_and_the_floor(tmp_path: Path) -> None:
-    if os.geteuid() != 0:
-        pytest.skip("test hosts need root")
+def test_tiny_run_of_our_side_and_the_floor(tmp_path: Path, small_benchmark: BenchRun) -> None:
     from benchmarks.peers.runner import Options, run
 
     opts = Options(
@@ -289,13 +287,8 @@ def test_tiny_run_of_our_side_and_the_floor(tmp_path: Path) -> None:
         out=tmp_path / "RESULTS.md",
         json_out=tmp_path / "results.json",
         project_dir=tmp_path / "project",
-        lock_wait=0,  # a real benchmark is timing: do not disturb it, skip instead
     )
-    lines: list[str] = []
-    try:
-        results = run(opts, lines.append)
-    except TimeoutError:
-        pytest.skip("another benchmark holds /tmp/reconciler-bench.lock")
+    results, lines = small_benchmark(run, opts)
     timed = [s for s in results.samples if s["run"] >= 0]
     assert {(s["phase"], s["tool"]) for s in timed} == {
         ("ssh-noop", "ours"),

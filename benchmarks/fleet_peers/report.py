@@ -206,7 +206,9 @@ def profile_section(results: FleetResults) -> str:
     head = "| ms (median of {} runs) | ".format(p["runs"]) + " | ".join(f"{n} hosts" for n in sizes) + " |"
     lines = [head, "|---|" + "---:|" * len(sizes)]
     for label, key, fmt in keys:
-        lines.append(f"| {label} | " + " | ".join(fmt.format(sizes[n][key]) for n in sizes) + " |")
+        lines.append(
+            f"| {label} | " + " | ".join(fmt.format(sizes[n].get(key, float("nan"))) for n in sizes) + " |"
+        )
     lines += [
         "",
         f"The fleet's known_hosts ({p['known_hosts_lines']} lines) takes "
@@ -231,12 +233,7 @@ def render(results: FleetResults, extra: str = "") -> str:
         "1.0.0 -> 2.0.0, a quarter of the hosts at a time, for each tool in turn, the fleet reset "
         "to 1.0.0 by ours (untimed) before each run.",
         "",
-        "Reproduce (as root, from the repository):",
-        "",
-        "```sh",
-        results.command,
-        "```",
-        "",
+        *report.reproduce(results.command),
         f"Run: {results.started} – {results.finished}; load average before {results.load_before}, after "
         f"{results.load_after}. **Other people's tests shared this 2-core machine during the run**: "
         "read the figures as this run's, not as the tools' best.",

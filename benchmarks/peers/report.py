@@ -324,12 +324,7 @@ def render(results: Results, equivalence: str) -> str:
         "(A B C A B C ...), each a fresh process as a user would type it, after one untimed "
         "warm-up round per phase, under `flock /tmp/reconciler-bench.lock`.",
         "",
-        "Reproduce (as root, from the repository):",
-        "",
-        "```sh",
-        results.command,
-        "```",
-        "",
+        *reproduce(results.command),
         f"Run: {results.started} – {results.finished}, {results.runs} timed runs per tool and phase; "
         f"load average before {results.load_before}, after {results.load_after} (other people's "
         "tests share this machine).",
@@ -384,6 +379,10 @@ def render(results: Results, equivalence: str) -> str:
         parts += ["", "## Notes from this run", "", *(f"- {n}" for n in results.notes)]
     parts += ["", _other_benchmarks()]
     return "\n".join(parts) + "\n"
+
+
+def reproduce(command: str) -> list[str]:
+    return ["Reproduce (as root, from the repository):", "", "```sh", command, "```", ""]
 
 
 def failed_lines(failed: list[Failure]) -> list[str]:
