@@ -218,7 +218,7 @@ def profile_section(results: FleetResults) -> str:
 
 
 def render(results: FleetResults, extra: str = "") -> str:
-    from benchmarks.fleet_peers.text import HOW, WHY_HOSTS, findings
+    from benchmarks.fleet_peers.text import HOW, WHY_HOSTS, findings, reading_targets
 
     rows = report.summarize(results.samples, results.excluded)
     failed = report.failures(results)
@@ -237,6 +237,13 @@ def render(results: FleetResults, extra: str = "") -> str:
         f"Run: {results.started} – {results.finished}; load average before {results.load_before}, after "
         f"{results.load_after}. **Other people's tests shared this 2-core machine during the run**: "
         "read the figures as this run's, not as the tools' best.",
+        "",
+        "## Machine",
+        "",
+        "| | |",
+        "|---|---|",
+        *(f"| {k} | {v} |" for k, v in results.machine.items()),
+        *(f"| test host {k} | {v} |" for k, v in results.host.items()),
         "",
         "## How many hosts, and why",
         "",
@@ -257,6 +264,8 @@ def render(results: FleetResults, extra: str = "") -> str:
             f"| {t.what} | {t.wanted} | {cell(t.measured)} | {report.mark(t)} |"
             for t in targets(results, rows)
         ),
+        "",
+        reading_targets(results, rows, lambda tool: marginal(rows, tool, n)),
         "",
         "## Fleet no-op",
         "",
@@ -281,7 +290,11 @@ def render(results: FleetResults, extra: str = "") -> str:
         "batches of the longest gate in each (ours: the agent's `health-check` action, from its "
         'output; the peers: health_gate.py, which logs when it ran on the host). "The rest" is the '
         "tool: start-up, connections, looking at the hosts, copying, restarting, Caddy. After every "
-        "run every host must serve 2.0.0 and ours must plan nothing for 2.0.0.",
+        "run every host must serve 2.0.0 and ours must plan nothing for 2.0.0. The gates have the same "
+        "rule but do not start at the same moment: ours' starts as soon as the restart returns, the "
+        "peers' only after they uploaded and started health_gate.py, by when the backend has had part "
+        "of its start-up; so the same start-up counts as gate for ours and as the tool for the peers, "
+        "and ours' share is, if anything, the larger for it.",
         "",
         "## Same state",
         "",

@@ -409,6 +409,9 @@ def _other_benchmarks() -> str:
         "deploys and rolls back (`python -m benchmarks.deploy_load`).",
         "- [watch.md](watch.md): watch mode's latency from a saved file, and the cost of a no-op pass "
         "(`python -m benchmarks.watch_latency`).",
+        "- [fleet-peers.md](fleet-peers.md): ours, pyinfra and Ansible on a fleet of 16 hosts: no-op, "
+        "cost per extra host, a rolling deploy and its share of health gates, what grows with N "
+        "(`python -m benchmarks.fleet_peers`).",
         "- [fleet.md](fleet.md): no-op time for fleets of 1, 4 and 8 hosts "
         "(`python -m benchmarks.fleet_noop`):",
     ]
