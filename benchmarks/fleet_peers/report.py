@@ -238,13 +238,7 @@ def render(results: FleetResults, extra: str = "") -> str:
         f"{results.load_after}. **Other people's tests shared this 2-core machine during the run**: "
         "read the figures as this run's, not as the tools' best.",
         "",
-        "## Machine",
-        "",
-        "| | |",
-        "|---|---|",
-        *(f"| {k} | {v} |" for k, v in results.machine.items()),
-        *(f"| test host {k} | {v} |" for k, v in results.host.items()),
-        "",
+        *report.machine_table(results),
         "## How many hosts, and why",
         "",
         WHY_HOSTS.format(

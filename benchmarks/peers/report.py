@@ -329,13 +329,7 @@ def render(results: Results, equivalence: str) -> str:
         f"load average before {results.load_before}, after {results.load_after} (other people's "
         "tests share this machine).",
         "",
-        "## Machine",
-        "",
-        "| | |",
-        "|---|---|",
-        *(f"| {k} | {v} |" for k, v in results.machine.items()),
-        *(f"| test host {k} | {v} |" for k, v in results.host.items()),
-        "",
+        *machine_table(results),
         "## Targets (ours, same run, same host)",
         "",
         *failed_lines(failed),
@@ -379,6 +373,19 @@ def render(results: Results, equivalence: str) -> str:
         parts += ["", "## Notes from this run", "", *(f"- {n}" for n in results.notes)]
     parts += ["", _other_benchmarks()]
     return "\n".join(parts) + "\n"
+
+
+def machine_table(results: Results) -> list[str]:
+    """What the figures were measured on: this machine, the tools' versions, the test host."""
+    return [
+        "## Machine",
+        "",
+        "| | |",
+        "|---|---|",
+        *(f"| {k} | {v} |" for k, v in results.machine.items()),
+        *(f"| test host {k} | {v} |" for k, v in results.host.items()),
+        "",
+    ]
 
 
 def reproduce(command: str) -> list[str]:
