@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -35,3 +36,25 @@ def project(testhost: TestHost, artifacts: dict[str, Path], tmp_path: Path) -> P
     """A clean host (app state removed, Caddy back to Debian's default) and a user's folder."""
     reset_host(testhost)
     return Project(tmp_path, artifacts, testhost)
+
+
+BenchRun = Callable[[Callable[..., Any], Any], tuple[Any, list[str]]]
+
+
+@pytest.fixture
+def small_benchmark() -> BenchRun:
+    """Runs a benchmark's `run(opts, say)` for a smoke test: as root only, and skipped rather
+    than waiting when a real benchmark is timing (opts.lock_wait = 0: it holds the bench lock).
+    Returns its results and the lines it said."""
+    if os.geteuid() != 0:
+        pytest.skip("test hosts need root")
+
+    def go(run: Callable[..., Any], opts: Any) -> tuple[Any, list[str]]:
+        opts.lock_wait = 0
+        lines: list[str] = []
+        try:
+            return run(opts, lines.append), lines
+        except TimeoutError:
+            pytest.skip("another benchmark holds /tmp/reconciler-bench.lock")
+
+    return go

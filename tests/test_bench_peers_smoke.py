@@ -8,13 +8,14 @@ sshd log and renders a report.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
-from benchmarks.peers import ansible_side, project, report, sshlog, tools
+from benchmarks.peers import ansible_side, project, report, samecheck, sshlog, tools
 from benchmarks.peers.profile import by_package, importtime_entries, parse_importtime
+from benchmarks.peers.runner import refuse
+from tests.conftest import BenchRun
 
 SSHD_LINES = """\
 Connection from 10.231.2.1 port 34290 on 10.231.2.2 port 22 rdomain ""
@@ -72,8 +73,21 @@ def test_importtime_keeps_top_level_imports_only() -> None:
 def test_ansible_inventory_pins_the_host_key(tmp_path: Path) -> None:
     text = ansible_side.inventory("10.0.0.2", tmp_path / "key", tmp_path / "known_hosts")
     assert "StrictHostKeyChecking=yes" in text and f"UserKnownHostsFile={tmp_path / 'known_hosts'}" in text
-    cfg = ansible_side.ansible_cfg(tmp_path, ssh=True)
+    cfg = ansible_side.ansible_cfg("/tmp/bench-cp-x", ssh=True)
     assert "pipelining = True" in cfg and "ControlPersist" in cfg and "gathering = explicit" in cfg
+
+
+def test_control_sockets_get_a_folder_short_enough_wherever_the_checkout_is(tmp_path: Path) -> None:
+    deep = tmp_path / ("clone-" + "x" * 60) / "benchmarks" / ".work" / "peers" / "project" / "host" / "cp"
+    with pytest.raises(RuntimeError, match="too long for a Unix socket"):
+        ansible_side.ansible_cfg(deep, ssh=True)
+    folder = ansible_side.make_control_dir()
+    try:
+        assert len(str(folder)) + 1 + ansible_side.CONTROL_NAME_LEN <= ansible_side.SUN_PATH_MAX
+        assert f"control_path_dir = {folder}" in ansible_side.ansible_cfg(folder, ssh=True)
+        assert "forks = 16" in ansible_side.ansible_cfg(folder, ssh=True, forks=16)
+    finally:
+        folder.rmdir()
 
 
 def _sample(phase: str, tool: str, run: int, wall: float, sessions: int | None) -> dict[str, object]:
@@ -110,6 +124,8 @@ def test_report_renders_tables_ratios_and_targets() -> None:
     by_what = {t.what: t for t in report.targets(rows, samples)}
     assert by_what["SSH no-op: ours faster than pyinfra"].met is True
     assert by_what["SSH no-op: ours faster than ansible"].met is None  # not measured
+    assert report.factor_text(3.996, 4.0, at_least=True) == "3.996x (short by <1%)"
+    assert report.factor_text(3.7, 4.0, at_least=True) == "3.70x (short by 8%)"
     assert by_what["SSH no-op: one exec channel for the observation"].met is True
     results = report.Results(
         command="python -m benchmarks.peers",
@@ -146,11 +162,122 @@ def test_report_renders_tables_ratios_and_targets() -> None:
     assert "save 8.0 ms per request (45.0 -> 37.0 ms" in text, "the bytecode-cache emulation is reported"
 
 
+ANSIBLE_UNREACHABLE = """\
+fatal: [testhost]: UNREACHABLE! => {"changed": false, "msg": "Task failed: Data could not be sent to \
+remote host \\"10.231.2.2\\". Make sure this host can be reached over ssh: unix_listener: path \
+\\"/tmp/clone/benchmarks/.work/peers/project/host/cp/cc9f8a5191e0.NcttsEcYqL5kJtDZ\\" too long for Unix \
+domain socket", "unreachable": true}
+
+PLAY RECAP *********************************************************************
+testhost                   : ok=0    changed=0    unreachable=1    failed=0    skipped=0
+"""
+
+
+def test_why_a_run_failed_is_said_in_the_tools_own_words() -> None:
+    verdict = tools.ansible_verdict(4, ANSIBLE_UNREACHABLE)
+    assert verdict == "failed"
+    why = tools.why_failed(verdict, "unchanged", 4, ANSIBLE_UNREACHABLE)
+    assert why.startswith("exit 4: Task failed: Data could not be sent")
+    assert "too long for Unix domain socket" in why
+    assert tools.why_failed("changed", "unchanged", 0, "") == "reported changed, expected unchanged"
+    assert tools.why_failed("failed", "unchanged", 1, "x\nerror: host key of h CHANGED\n") == (
+        "exit 1: host key of h CHANGED"
+    )
+
+
+def _failed(sample: dict[str, object], why: str) -> dict[str, object]:
+    return {**sample, "ok": False, "verdict": "failed", "rc": 4, "why": why}
+
+
+def test_a_peer_whose_runs_failed_gets_no_ratio_and_fails_the_run() -> None:
+    why = "exit 4: unix_listener: path too long for Unix domain socket"
+    samples = [
+        *(_sample("ssh-noop", "ours", i, 0.3, 1) for i in range(3)),
+        *(_sample("ssh-noop", "pyinfra", i, 1.2, 14) for i in range(3)),
+        # Failed runs are fast: a ratio made of them (2.6x here) would be a lie.
+        *(_failed(_sample("ssh-noop", "ansible", i, 0.78, 0), why) for i in range(3)),
+    ]
+    rows = report.summarize(samples)
+    ansible = next(r for r in rows if r.tool == "ansible")
+    assert ansible.ratio is None and not ansible.comparable
+    assert ansible.failed == f"{why} (3 of 3 timed runs)"
+    by_what = {t.what: t for t in report.targets(rows, samples)}
+    refused = by_what["SSH no-op: ours faster than ansible"]
+    assert refused.failed and refused.met is None and "too long" in refused.measured
+    assert by_what["SSH no-op: ours faster than pyinfra"].met is True  # the others still compare
+    results = report.Results("cmd", 3, "t0", "t1", {}, {}, "0", "0", samples)
+    failed = report.failures(results)
+    assert [(f.phase, f.tool) for f in failed] == [("ssh-noop", "ansible")]
+    text = report.render(results, "")
+    assert "**This run failed**" in text
+    assert "| ansible (3 unexpected) | 3 | 780 | 780–780 | **failed**: exit 4:" in text
+    assert "2.60x" not in text
+    assert refuse(failed) == 1
+    assert refuse(report.failures(report.Results("cmd", 3, "t0", "t1", {}, {}, "0", "0", samples[:6]))) == 0
+
+
+def test_a_failed_warm_up_alone_still_refuses_the_ratio() -> None:
+    samples = [
+        _failed(_sample("ssh-noop", "ansible", -1, 0.8, 0), "exit 4: unreachable"),
+        *(_sample("ssh-noop", "ours", i, 0.3, 1) for i in range(2)),
+        *(_sample("ssh-noop", "ansible", i, 3.0, 19) for i in range(2)),
+    ]
+    ansible = next(r for r in report.summarize(samples) if r.tool == "ansible")
+    assert ansible.ratio is None and ansible.failed.startswith("exit 4: unreachable")
+
+
+def test_when_ours_failed_no_tool_gets_a_ratio() -> None:
+    samples = [
+        *(_failed(_sample("ssh-noop", "ours", i, 0.1, 0), "exit 1: cannot reach") for i in range(2)),
+        *(_sample("ssh-noop", "pyinfra", i, 1.2, 14) for i in range(2)),
+    ]
+    rows = report.summarize(samples)
+    assert all(r.ratio is None for r in rows)
+    target = report.targets(rows, samples)[0]
+    assert target.failed and target.measured.startswith("ours failed: exit 1: cannot reach")
+
+
+def test_a_peer_failing_the_same_state_check_is_not_timed_and_fails_the_run() -> None:
+    rows = [
+        samecheck.Row("ssh", "ours --dry-run", "unchanged", 0, True, True),
+        samecheck.Row("ssh", "pyinfra", "unchanged", 0, True, True),
+        samecheck.Row("ssh", "ansible", "failed", 0, True, True, "exit 4: too long for Unix domain socket"),
+        samecheck.Row("local", "ansible", "unchanged", 0, True, True),
+    ]
+    assert rows[2].why == "exit 4: too long for Unix domain socket"
+    assert samecheck.Row("ssh", "x", "unchanged", 2, False, False).why == (
+        "ours --dry-run exit 2 after it; managed files changed; the backend restarted"
+    )
+
+    def tool(name: str) -> tools.Tool:
+        return tools.Tool(name, lambda v: [v], tools.ours_verdict)
+
+    kept, excluded = samecheck.left_out(
+        rows,
+        "ssh",
+        "ssh-noop",
+        [tool("ours"), tool("pyinfra"), tool("ansible"), tool("ansible (warm master)")],
+    )
+    assert [t.name for t in kept] == ["ours", "pyinfra"]
+    assert [x["tool"] for x in excluded] == ["ansible", "ansible (warm master)"]
+    samples = [*(_sample("ssh-noop", "ours", i, 0.3, 1) for i in range(2))]
+    results = report.Results(
+        "cmd", 2, "t0", "t1", {}, {}, "0", "0", samples, [r.as_dict() for r in rows], excluded=excluded
+    )
+    failed = report.failures(results)
+    assert {(f.phase, f.tool) for f in failed} == {
+        ("ssh-noop", "ansible"),
+        ("ssh-noop", "ansible (warm master)"),
+        ("same state, ssh", "ansible"),
+    }
+    text = report.render(results, "")
+    assert "| ansible | 0 | – | – | **failed**: not timed: same-state check: exit 4:" in text
+    assert "**not ok**: exit 4: too long for Unix domain socket |" in text
+
+
 @pytest.mark.slow
 @pytest.mark.testhost
-def test_tiny_run_of_our_side_and_the_floor(tmp_path: Path) -> None:
-    if os.geteuid() != 0:
-        pytest.skip("test hosts need root")
+def test_tiny_run_of_our_side_and_the_floor(tmp_path: Path, small_benchmark: BenchRun) -> None:
     from benchmarks.peers.runner import Options, run
 
     opts = Options(
@@ -160,13 +287,8 @@ def test_tiny_run_of_our_side_and_the_floor(tmp_path: Path) -> None:
         out=tmp_path / "RESULTS.md",
         json_out=tmp_path / "results.json",
         project_dir=tmp_path / "project",
-        lock_wait=0,  # a real benchmark is timing: do not disturb it, skip instead
     )
-    lines: list[str] = []
-    try:
-        results = run(opts, lines.append)
-    except TimeoutError:
-        pytest.skip("another benchmark holds /tmp/reconciler-bench.lock")
+    results, lines = small_benchmark(run, opts)
     timed = [s for s in results.samples if s["run"] >= 0]
     assert {(s["phase"], s["tool"]) for s in timed} == {
         ("ssh-noop", "ours"),

@@ -19,6 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchmarks.fleet_noop import one_deploy_key
 from tests.deploying import build_artifacts
 from tests.testhost import TestHost, boot_many
 
@@ -46,15 +47,6 @@ rollout: {{max_unavailable: 8, concurrency: 8}}
 def command(folder: Path, hosts: list[TestHost], known_hosts: Path) -> list[str]:
     cmd = [sys.executable, "-m", "reconciler", "--once", "-f", str(folder / "desired-state.yaml")]
     return [*cmd, "-i", str(hosts[0].key_path), "--known-hosts", str(known_hosts)]
-
-
-def one_deploy_key(hosts: list[TestHost]) -> None:
-    """Like a real fleet, every host accepts one deploy key (the first host's); offering one
-    key per host would run into sshd's MaxAuthTries (6) on a fleet of 8."""
-    public = Path(f"{hosts[0].key_path}.pub").read_bytes()
-    for host in hosts[1:]:
-        keys = host.read("/root/.ssh/authorized_keys") or b""
-        host.write("/root/.ssh/authorized_keys", keys + public, 0o600)
 
 
 def run(cmd: list[str], *, noop: bool = True) -> float:

@@ -6,8 +6,10 @@ import argparse
 import sys
 from pathlib import Path
 
+from benchmarks.peers import report
+from benchmarks.peers.equivalence import TEXT
 from benchmarks.peers.paths import RESULTS_MD, WORK
-from benchmarks.peers.runner import Options, render_saved, run
+from benchmarks.peers.runner import Options, load_saved, refuse, run
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -33,14 +35,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     if args.render is not None:
-        out = args.out or RESULTS_MD
-        out.write_text(render_saved(args.render))
+        saved = load_saved(args.render)
+        failed = report.failures(saved)
+        out = args.out or (Options.failed_out if failed else RESULTS_MD)
+        out.write_text(report.render(saved, TEXT))
         print(f"wrote {out}")
-        return 0
+        return refuse(failed)
     opts = Options(peers=not args.no_peers, change=not args.no_change)
     if args.quick:
         opts.runs, opts.install, opts.profile = 2, False, False
         opts.out = WORK / "RESULTS-quick.md"
+        opts.failed_out = WORK / "RESULTS-quick-failed.md"
         opts.json_out = WORK / "results-quick.json"
     if args.runs is not None:
         if args.runs < 1:
@@ -49,8 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.out is not None:
         opts.out = args.out
     opts.args = " ".join(sys.argv[1:] if argv is None else argv)
-    run(opts, lambda line: print(line, flush=True))
-    return 0
+    results = run(opts, lambda line: print(line, flush=True))
+    return refuse(report.failures(results))
 
 
 if __name__ == "__main__":

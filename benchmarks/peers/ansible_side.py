@@ -14,9 +14,36 @@ Caddy reloads with the command our agent uses, recording what it loaded like our
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 PLAYBOOK = "playbook.yml"
+
+#: A Unix socket's path holds at most 107 bytes (sun_path is 108 with its NUL). ssh names a
+#: master's socket ControlPath = DIR/%C (40 hex digits) and, while the master starts, binds
+#: DIR/%C plus a 17-character random suffix first ("unix_listener: path ... too long for Unix
+#: domain socket" when that does not fit). Under a checkout's own folder the room depends on
+#: where the repository was cloned, so the sockets live in a short folder of their own.
+SUN_PATH_MAX = 107
+CONTROL_NAME_LEN = 40 + 17
+
+
+def check_control_dir(directory: Path | str) -> None:
+    """Raise when ssh could not create its master socket in `directory`."""
+    longest = len(str(directory).encode()) + 1 + CONTROL_NAME_LEN
+    if longest > SUN_PATH_MAX:
+        raise RuntimeError(
+            f"ssh ControlPath folder {directory} is too long for a Unix socket: its sockets need "
+            f"{longest} bytes, a socket path holds {SUN_PATH_MAX}"
+        )
+
+
+def make_control_dir() -> Path:
+    """A private, short folder for the ControlPersist sockets of one benchmark run."""
+    directory = Path(tempfile.mkdtemp(prefix="bench-cp-", dir="/tmp"))
+    check_control_dir(directory)
+    return directory
+
 
 PLAYBOOK_TEXT = """\
 # The same desired state as desired-<version>.yaml; vars come from -e @state-<version>.json.
@@ -131,14 +158,16 @@ PLAYBOOK_TEXT = """\
 """
 
 
-def ansible_cfg(control_path_dir: Path | str, *, ssh: bool) -> str:
+def ansible_cfg(control_path_dir: Path | str, *, ssh: bool, forks: int = 5) -> str:
+    if ssh:
+        check_control_dir(control_path_dir)
     lines = [
         "[defaults]",
         "gathering = explicit",
         "interpreter_python = /usr/bin/python3",
         "host_key_checking = True",
         "retry_files_enabled = False",
-        "forks = 5",
+        f"forks = {forks}",
         "",
         "[ssh_connection]",
         "pipelining = True",
@@ -153,12 +182,30 @@ def ansible_cfg(control_path_dir: Path | str, *, ssh: bool) -> str:
 
 
 def inventory(address: str, key: Path, known_hosts: Path) -> str:
+    return fleet_inventory([("testhost", address)], key, known_hosts)
+
+
+def fleet_inventory(hosts: list[tuple[str, str]], key: Path, known_hosts: Path) -> str:
+    """(name, address) per host, in rollout order: `serial` takes its batches in this order."""
     common = f"-o UserKnownHostsFile={known_hosts} -o StrictHostKeyChecking=yes -o IdentitiesOnly=yes"
-    return (
-        "[web]\n"
-        f"testhost ansible_host={address} ansible_port=22 ansible_user=root "
+    return "[web]\n" + "".join(
+        f"{name} ansible_host={address} ansible_port=22 ansible_user=root "
         f"ansible_ssh_private_key_file={key} ansible_ssh_common_args='{common}'\n"
+        for name, address in hosts
     )
+
+
+#: The same play for a fleet: `-e batch=25%` rolls it out a quarter of the hosts at a time
+#: (each batch runs the whole play, handlers and health gate included, before the next);
+#: without it every host is in one batch.
+FLEET_PLAYBOOK = "playbook-fleet.yml"
+
+
+def fleet_playbook_text() -> str:
+    head = "  hosts: all\n"
+    if PLAYBOOK_TEXT.count(head) != 1:
+        raise RuntimeError("the playbook no longer has one `hosts: all` line")
+    return PLAYBOOK_TEXT.replace(head, head + "  serial: \"{{ batch | default('100%') }}\"\n")
 
 
 def write(root: Path, states: dict[str, dict[str, str]]) -> None:
@@ -166,6 +213,7 @@ def write(root: Path, states: dict[str, dict[str, str]]) -> None:
     files = root / "files"
     files.mkdir(exist_ok=True)
     (root / PLAYBOOK).write_text(PLAYBOOK_TEXT)
+    (root / FLEET_PLAYBOOK).write_text(fleet_playbook_text())
     (root / "ansible-local.cfg").write_text(ansible_cfg("", ssh=False))
     for version, state in states.items():
         (files / state["unit_name"]).write_text(state["unit_text"])
@@ -174,18 +222,31 @@ def write(root: Path, states: dict[str, dict[str, str]]) -> None:
         (files / f"caddy-loaded-{version}.json").write_text(state["caddy_loaded_text"])
 
 
-def command(venv_bin: str, project: str, version: str, inventory_arg: str, *, local: bool) -> list[str]:
+def command(
+    venv_bin: str,
+    project: str,
+    version: str,
+    inventory_arg: str,
+    *,
+    local: bool,
+    playbook: str = PLAYBOOK,
+    extra: tuple[str, ...] = (),
+) -> list[str]:
     argv = [f"{venv_bin}/ansible-playbook", "-i", inventory_arg, "-e", f"@{project}/state-{version}.json"]
     if local:
         argv += ["-c", "local"]
-    return [*argv, f"{project}/{PLAYBOOK}"]
+    return [*argv, *extra, f"{project}/{playbook}"]
 
 
 def recap_changed(stdout: str) -> tuple[int, int] | None:
-    """(changed, failed+unreachable) from PLAY RECAP, or None when there is no recap."""
+    """(changed, failed+unreachable) from PLAY RECAP, summed over its hosts, or None when there
+    is no recap."""
+    found = False
+    changed = bad = 0
     for line in stdout.splitlines():
         if " : ok=" in line:
             fields = dict(part.split("=", 1) for part in line.split(":", 1)[1].split() if "=" in part)
-            bad = int(fields.get("failed", 0)) + int(fields.get("unreachable", 0))
-            return int(fields.get("changed", 0)), bad
-    return None
+            bad += int(fields.get("failed", 0)) + int(fields.get("unreachable", 0))
+            changed += int(fields.get("changed", 0))
+            found = True
+    return (changed, bad) if found else None

@@ -7,14 +7,15 @@ by a journal cursor on the host, so its sessions are counted from sshd's own log
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from benchmarks.peers import hosttime, sshlog
 from benchmarks.peers.paths import FROM_VERSION, HOST_PROJECT, HOST_TOOLS, TO_VERSION
-from benchmarks.peers.tools import LocalTool, Tool, output
+from benchmarks.peers.tools import LocalTool, Tool, output, why_failed
 
 if TYPE_CHECKING:
     from tests.testhost import TestHost
@@ -35,22 +36,57 @@ class Sample:
     check: str = ""
     ok: bool = True
     rss_from: str = ""
+    cpu_s: float = 0.0  # user + system CPU of the command and the children it waited for
+    host_cpu_s: float = 0.0  # CPU used inside the host(s) meanwhile (their cgroups), SSH runs only
+    why: str = ""  # when not ok: what happened instead, in one line (tools.why_failed)
     tail: str = field(default="", repr=False)  # end of the output when something went wrong
+    output: str = field(default="", repr=False)  # all of it, when the tool asked (Tool.keep_output)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def _tail(result: dict[str, Any]) -> str:
+def tail_text(result: dict[str, Any]) -> str:
     return (str(result["stdout"])[-1500:] + "\n--- stderr ---\n" + str(result["stderr"])[-1500:]).strip()
 
 
-def timed_ssh_run(host: TestHost, tool: Tool, version: str, phase: str, run: int, expect: str) -> Sample:
+def host_cpu_s(hosts: Sequence[TestHost]) -> float:
+    """CPU seconds used so far inside these hosts: their cgroup2 `cpu.stat` (0 without cgroup2).
+    The hosts share this machine's cores with the tools, so their work slows the tools down."""
+    from tests.testhost import cgroups
+
+    total = 0
+    for host in hosts:
+        for path in cgroups.paths_for(host.name):
+            with contextlib.suppress(OSError):
+                stat = (path / "cpu.stat").read_text().split()
+                total += int(stat[stat.index("usage_usec") + 1])
+                break
+    return total / 1e6
+
+
+def timed_ssh_run(
+    hosts: Sequence[TestHost],
+    tool: Tool,
+    version: str,
+    phase: str,
+    run: int,
+    expect: str,
+    *,
+    count: bool = True,
+) -> Sample:
+    """One timed run of a tool over SSH against these hosts; with `count`, its sessions are
+    counted on every one (sshd must log at DEBUG1: sshlog.enable_debug)."""
     if tool.before is not None:
         tool.before()
-    mark = sshlog.cursor(host)
-    result = hosttime.run_timed(tool.argv(version), env=tool.env, cwd=tool.cwd, timeout=300)
-    channels = sshlog.since(host, mark)
+    marks = [sshlog.cursor(host) for host in hosts] if count else []
+    cpu_before = host_cpu_s(hosts)
+    keep = None if tool.keep_output else hosttime.TAIL
+    result = hosttime.run_timed(tool.argv(version), env=tool.env, cwd=tool.cwd, timeout=900, keep=keep)
+    cpu_after = host_cpu_s(hosts)
+    channels = None
+    if count:
+        channels = sshlog.total(sshlog.since(host, mark) for host, mark in zip(hosts, marks, strict=True))
     verdict = tool.verdict(result["rc"], output(result))
     sample = Sample(
         phase,
@@ -60,12 +96,17 @@ def timed_ssh_run(host: TestHost, tool: Tool, version: str, phase: str, run: int
         result["maxrss_kb"],
         result["rc"],
         verdict,
-        channels.as_dict(),
+        channels.as_dict() if channels else None,
         ok=verdict == expect,
         rss_from=result["rss_from"],
+        cpu_s=result["user_s"] + result["sys_s"],
+        host_cpu_s=cpu_after - cpu_before,
     )
+    if tool.keep_output:
+        sample.output = output(result)
     if not sample.ok:
-        sample.tail = _tail(result)
+        sample.tail = tail_text(result)
+        sample.why = why_failed(verdict, expect, result["rc"], output(result))
     return sample
 
 
@@ -75,42 +116,53 @@ def ssh_noop(host: TestHost, tools: list[Tool], runs: int, say: Say) -> list[Sam
     for run in range(-1, runs):
         for tool in tools:
             expect = "ran" if "floor" in tool.name else "unchanged"
-            sample = timed_ssh_run(host, tool, FROM_VERSION, "ssh-noop", run, expect)
+            sample = timed_ssh_run([host], tool, FROM_VERSION, "ssh-noop", run, expect)
             samples.append(sample)
-            say(_line(sample))
+            say(line(sample))
     return samples
 
 
 def change(
-    host: TestHost,
+    hosts: Sequence[TestHost],
     tools: list[Tool],
     reset: Tool,
     dry_run: Tool,
     serves: Callable[[], str | None],
     runs: int,
     say: Say,
+    phase: str = "change",
+    after_each: Callable[[Sample], None] | None = None,
+    quiet_sshd: Callable[[], None] | None = None,
 ) -> list[Sample]:
     """FROM_VERSION -> TO_VERSION. Every tool starts from the same state: ours converges the
-    host back to FROM_VERSION (untimed) before each run. After the run, Caddy must serve
-    TO_VERSION (page and API agree) and ours must plan nothing for TO_VERSION: the peer left
-    exactly the state ours would have."""
+    host(s) back to FROM_VERSION (untimed) before each run. After the run, Caddy must serve
+    TO_VERSION (page and API agree; on every host) and ours must plan nothing for TO_VERSION:
+    the peer left exactly the state ours would have. `after_each` may add to a sample (untimed).
+    With `quiet_sshd`, sessions are counted in the warm-up round only, and it is called before
+    the timed rounds (to end sshd's DEBUG1 logging, which costs the hosts CPU per session)."""
     samples: list[Sample] = []
     for run in range(-1, runs):
+        if run == 0 and quiet_sshd is not None:
+            quiet_sshd()
         for tool in tools:
-            back = hosttime.run_timed(reset.argv(FROM_VERSION), env=reset.env, cwd=reset.cwd, timeout=300)
+            back = hosttime.run_timed(reset.argv(FROM_VERSION), env=reset.env, cwd=reset.cwd, timeout=600)
             if back["rc"] != 0 or serves() != FROM_VERSION:
-                raise RuntimeError(f"resetting the host to {FROM_VERSION} failed:\n{_tail(back)}")
-            sample = timed_ssh_run(host, tool, TO_VERSION, "change", run, "changed")
+                raise RuntimeError(f"resetting the host to {FROM_VERSION} failed:\n{tail_text(back)}")
+            count = quiet_sshd is None or run < 0
+            sample = timed_ssh_run(hosts, tool, TO_VERSION, phase, run, "changed", count=count)
+            if after_each is not None:
+                after_each(sample)
             served = serves()
             after = hosttime.run_timed(
                 dry_run.argv(TO_VERSION), env=dry_run.env, cwd=dry_run.cwd, timeout=120
             )
             sample.check = f"serves {served}; ours --dry-run exit {after['rc']}"
             if served != TO_VERSION or after["rc"] != 0:
+                sample.why = sample.why or f"after it: {sample.check}"
                 sample.ok = False
-                sample.tail = (sample.tail + "\n" + _tail(after)).strip()
+                sample.tail = (sample.tail + "\n" + tail_text(after)).strip()
             samples.append(sample)
-            say(_line(sample))
+            say(line(sample))
     # Leave the host as the other phases expect it.
     hosttime.run_timed(reset.argv(FROM_VERSION), env=reset.env, cwd=reset.cwd, timeout=300)
     return samples
@@ -147,17 +199,18 @@ def local_noop(host: TestHost, tools: list[LocalTool], runs: int, say: Say) -> l
                 rss_from=result["rss_from"],
             )
             if not sample.ok:
-                sample.tail = _tail(result)
+                sample.tail = tail_text(result)
+                sample.why = why_failed(verdict, "unchanged", result["rc"], output(result))
             samples.append(sample)
-            say(_line(sample))
+            say(line(sample))
     return samples
 
 
-def _line(s: Sample) -> str:
+def line(s: Sample) -> str:
     run = "warm-up" if s.run < 0 else f"run {s.run + 1}"
     ch = s.channels or {}
     sessions = f" sessions={ch.get('sessions')} conns={ch.get('connections')}" if s.channels else ""
-    flag = "" if s.ok else "  <-- UNEXPECTED"
+    flag = "" if s.ok else f"  <-- UNEXPECTED: {s.why}"
     check = f" [{s.check}]" if s.check else ""
     return (
         f"  {s.phase:10} {run:8} {s.tool:22} {s.wall_s * 1000:8.0f} ms  rss={s.maxrss_kb / 1024:5.1f} MiB"

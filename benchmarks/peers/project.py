@@ -23,11 +23,13 @@ from benchmarks.peers.paths import REPO, VERSIONS
 
 APP_BUILD = REPO / "examples" / "app" / "build.py"
 HEALTH_GATE = "health_gate.py"
+GATE_LOG = "/run/bench-health-gate.log"  # as written in HEALTH_GATE_SOURCE
 
 #: Same semantics as the host agent's health gate (reconciler/agent/hostagent.py
 #: do_check_health): `passes` consecutive 200s that name the version, spanning `stable`
 #: seconds, from one MainPID, within `timeout`. Both peers run it as a script after a restart,
-#: so all three tools wait for exactly the same thing before Caddy moves on.
+#: so all three tools wait for exactly the same thing before Caddy moves on. It appends when it
+#: started and ended to GATE_LOG on the host (in /run: not state any tool manages).
 HEALTH_GATE_SOURCE = '''\
 #!/usr/bin/python3
 """health_gate.py URL VERSION UNIT PASSES INTERVAL STABLE TIMEOUT"""
@@ -36,6 +38,7 @@ import json, subprocess, sys, time, urllib.request
 url, version, unit = sys.argv[1:4]
 need, interval, stable, timeout = int(sys.argv[4]), *map(float, sys.argv[5:8])
 opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+GATE_LOG = "/run/bench-health-gate.log"
 
 
 def main_pid():
@@ -52,6 +55,14 @@ def good():
         return False
 
 
+def done(status):
+    # When the gate ran and for how long, for the benchmarks (a rolling deploy's share of gates).
+    with open(GATE_LOG, "a") as log:
+        log.write(f"{started:.3f} {time.time():.3f} {0 if status is None else 1}\\n")
+    sys.exit(status)
+
+
+started = time.time()
 deadline = time.monotonic() + timeout
 streak, since, pid = 0, 0.0, 0
 while True:
@@ -63,10 +74,10 @@ while True:
         streak = 0
     if streak >= need and time.monotonic() - since >= stable:
         if main_pid() == pid:
-            sys.exit(0)
+            done(None)
         streak = 0
     if time.monotonic() + interval > deadline:
-        sys.exit(f"{url} was not healthy within {timeout}s")
+        done(f"{url} was not healthy within {timeout}s")
     time.sleep(interval)
 '''
 
@@ -182,11 +193,13 @@ def build(root: Path) -> Project:
     pyinfra_side.write(root)
     # Per-host inventories and ssh control sockets go to host/, outside the commit.
     (root / ".gitignore").write_text("host/\n")
-    _commit(root)
+    commit(root)
     return project
 
 
-def _commit(root: Path) -> None:
+def commit(root: Path) -> None:
+    """Commit what changed in the project folder (nothing when nothing did)."""
+
     def git(*args: str) -> None:
         subprocess.run(["git", "-C", str(root), *args], check=True, capture_output=True)
 

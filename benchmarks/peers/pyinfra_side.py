@@ -78,8 +78,8 @@ files.put(
 '''
 
 
-def inventory(address: str, key: Path, known_hosts: Path) -> str:
-    data = {
+def _data(key: Path, known_hosts: Path) -> dict[str, object]:
+    return {
         "ssh_user": "root",
         "ssh_port": 22,
         "ssh_key": str(key),
@@ -88,16 +88,31 @@ def inventory(address: str, key: Path, known_hosts: Path) -> str:
         "ssh_allow_agent": False,
         "ssh_look_for_keys": False,
     }
-    return f"hosts = [({address!r}, {data!r})]\n"
+
+
+def inventory(address: str, key: Path, known_hosts: Path) -> str:
+    return f"hosts = [({address!r}, {_data(key, known_hosts)!r})]\n"
+
+
+def fleet_inventory(batches: list[list[str]], key: Path, known_hosts: Path) -> str:
+    """One group per rollout batch (batch_1, batch_2, ...): pyinfra has no batches of its own, so
+    a rolling deploy runs it once per group, `--limit batch_<i>`, one after the other."""
+    data = _data(key, known_hosts)
+    return "".join(
+        f"batch_{i} = {[(address, data) for address in batch]!r}\n" for i, batch in enumerate(batches, 1)
+    )
 
 
 def write(root: Path) -> None:
     (root / DEPLOY).write_text(DEPLOY_TEXT)
 
 
-def command(venv_bin: str, project: str, version: str, inventory_arg: str) -> list[str]:
+def command(
+    venv_bin: str, project: str, version: str, inventory_arg: str, extra: tuple[str, ...] = ()
+) -> list[str]:
     # -y: run without the interactive confirmation, as in CI (it still reports "No changes").
-    return [f"{venv_bin}/pyinfra", "-y", inventory_arg, f"{project}/{DEPLOY}", "--data", f"version={version}"]
+    deploy = f"{project}/{DEPLOY}"
+    return [f"{venv_bin}/pyinfra", "-y", *extra, inventory_arg, deploy, "--data", f"version={version}"]
 
 
 def reported_no_change(stdout: str) -> bool:

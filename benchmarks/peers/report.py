@@ -1,4 +1,10 @@
-"""Statistics and benchmarks/RESULTS.md. Pure functions of the collected samples."""
+"""Statistics and benchmarks/RESULTS.md. Pure functions of the collected samples.
+
+A ratio is made only of runs that did what was expected: a tool with a failed run in a phase,
+or one left out of timing because it failed the same-state check, gets "failed: <why>" in
+place of its ratio, every target that would compare with it says so, and failures() lists
+it, which makes the command exit non-zero.
+"""
 
 from __future__ import annotations
 
@@ -30,6 +36,11 @@ class Row:
     rss_mib: float  # median peak RSS of the largest process
     channels: dict[str, tuple[float, int, int]]  # key -> (median, min, max) per run
     failures: int
+    failed: str = ""  # why this row's runs cannot be compared; no ratio then
+
+    @property
+    def comparable(self) -> bool:
+        return not self.failed and self.n > 0
 
 
 @dataclass(frozen=True)
@@ -39,6 +50,7 @@ class Target:
     measured: str
     met: bool | None  # None: could not be measured in this run
     note: str = ""
+    failed: bool = False  # a tool it compares failed: no ratio was made
 
 
 @dataclass
@@ -55,18 +67,46 @@ class Results:
     same_state: list[dict[str, Any]] = field(default_factory=list)
     profile: dict[str, Any] | None = None
     notes: list[str] = field(default_factory=list)
+    #: Tools not timed in a phase, with why: {"phase", "tool", "why"} (failed the same-state check).
+    excluded: list[dict[str, str]] = field(default_factory=list)
 
 
-def summarize(samples: Iterable[dict[str, Any]]) -> list[Row]:
-    """One row per (phase, tool), in the order tools first appear; warm-ups (run < 0) left out."""
+@dataclass(frozen=True)
+class Failure:
+    phase: str
+    tool: str
+    why: str
+
+    def line(self) -> str:
+        return f"{self.tool} ({self.phase}): failed: {self.why}"
+
+
+def _why(group: list[dict[str, Any]]) -> str:
+    """Why a group of runs cannot be compared ("" when every run, warm-up included, did what was
+    expected): the first failed run's reason, and how many failed."""
+    bad = [x for x in group if not x.get("ok", True)]
+    if not bad:
+        return ""
+    timed = [x for x in group if x["run"] >= 0]
+    first = bad[0].get("why") or f"reported {bad[0].get('verdict', '?')}"
+    count = sum(1 for x in bad if x["run"] >= 0)
+    return f"{first} ({count} of {len(timed)} timed runs)" if timed else first
+
+
+def summarize(samples: Iterable[dict[str, Any]], excluded: Iterable[dict[str, str]] = ()) -> list[Row]:
+    """One row per (phase, tool), in the order tools first appear; warm-ups (run < 0) left out
+    of the figures, not of the check. `excluded`: tools not timed, one empty failed row each.
+    No ratio for a failed row, nor for any row of a phase where ours failed."""
     groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    every: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for s in samples:
+        every.setdefault((s["phase"], s["tool"]), []).append(s)
         if s["run"] >= 0:
             groups.setdefault((s["phase"], s["tool"]), []).append(s)
     ours_median = {
         phase: statistics.median(x["wall_s"] for x in group) * 1000
         for (phase, tool), group in groups.items()
-        if tool == OURS
+        if tool == OURS and not _why(every[(phase, tool)])
     }
     rows = []
     for (phase, tool), group in groups.items():
@@ -79,6 +119,7 @@ def summarize(samples: Iterable[dict[str, Any]]) -> list[Row]:
                 values = [c.get(key, 0) for c in with_channels]
                 channels[key] = (statistics.median(values), min(values), max(values))
         base = ours_median.get(phase)
+        failed = _why(every[(phase, tool)])
         rows.append(
             Row(
                 phase=phase,
@@ -87,43 +128,72 @@ def summarize(samples: Iterable[dict[str, Any]]) -> list[Row]:
                 median_ms=median,
                 min_ms=min(walls),
                 max_ms=max(walls),
-                ratio=median / base if base else None,
+                ratio=median / base if base and not failed else None,
                 rss_mib=statistics.median(x["maxrss_kb"] for x in group) / 1024,
                 channels=channels,
                 failures=sum(1 for x in group if not x.get("ok", True)),
+                failed=failed,
             )
         )
+    for x in excluded:
+        rows.append(Row(x["phase"], x["tool"], 0, 0.0, 0.0, 0.0, None, 0.0, {}, 0, f"not timed: {x['why']}"))
     return rows
+
+
+def failures(results: Results) -> list[Failure]:
+    """Every tool whose runs cannot be compared, and why: a failed run, a failed same-state
+    check (also when that tool was then left out of timing). Non-empty: the command fails."""
+    rows = summarize(results.samples, results.excluded)
+    out = [Failure(r.phase, r.tool, r.failed) for r in rows if r.failed]
+    out += [
+        Failure(f"same state, {row['where']}", row["tool"], row.get("why") or "not ok")
+        for row in results.same_state
+        if not row["ok"]
+    ]
+    return out
 
 
 def _find(rows: list[Row], phase: str, tool: str) -> Row | None:
     return next((r for r in rows if r.phase == phase and r.tool == tool), None)
 
 
-def _by(factor: float, wanted: float, *, at_least: bool) -> str:
+def refused(what: str, wanted: str, *compared: Row | None) -> Target | None:
+    """The target line when a row it compares failed: no ratio, the reason instead."""
+    for row in compared:
+        if row is not None and not row.comparable:
+            return Target(what, wanted, f"{row.tool} failed: {row.failed}", None, failed=True)
+    return None
+
+
+def factor_text(factor: float, wanted: float, *, at_least: bool) -> str:
     """A ratio and how far it is from its target: "3.7x (short by 9%)", "1.31x (over by 0.4%)"."""
     if at_least:
-        return f"{factor:.2f}x" + ("" if factor >= wanted else f" (short by {wanted / factor - 1:.0%})")
+        if factor >= wanted:
+            return f"{factor:.2f}x"
+        short = wanted / factor - 1
+        # 3.996x is not "4.00x (short by 0%)": show the digits that make it short.
+        shown = f"{factor:.2f}x" if short >= 0.005 else f"{factor:.3f}x"
+        return f"{shown} (short by {short:.0%})" if short >= 0.005 else f"{shown} (short by <1%)"
     return f"{factor:.3f}x" + ("" if factor <= wanted else f" (over by {factor / wanted - 1:.1%})")
+
+
+def faster(what: str, wanted: float, ours: Row | None, peer: Row | None) -> Target:
+    """Ours at least `wanted` times faster than peer, or why that cannot be said."""
+    want = f">= {wanted:g}x"
+    no = refused(what, want, ours, peer)
+    if no is not None:
+        return no
+    if ours is None or peer is None:
+        return Target(what, want, "not measured", None)
+    factor = peer.median_ms / ours.median_ms
+    return Target(what, want, factor_text(factor, wanted, at_least=True), factor >= wanted)
 
 
 def targets(rows: list[Row], samples: list[dict[str, Any]]) -> list[Target]:
     out: list[Target] = []
     ours = _find(rows, "ssh-noop", OURS)
     for tool, wanted in (("pyinfra", 4.0), ("ansible", 15.0), ("ansible (warm master)", 15.0)):
-        peer = _find(rows, "ssh-noop", tool)
-        if ours and peer:
-            factor = peer.median_ms / ours.median_ms
-            out.append(
-                Target(
-                    f"SSH no-op: ours faster than {tool}",
-                    f">= {wanted:g}x",
-                    _by(factor, wanted, at_least=True),
-                    factor >= wanted,
-                )
-            )
-        else:
-            out.append(Target(f"SSH no-op: ours faster than {tool}", f">= {wanted:g}x", "not measured", None))
+        out.append(faster(f"SSH no-op: ours faster than {tool}", wanted, ours, _find(rows, "ssh-noop", tool)))
     # Like for like: both over OpenSSH, both reusing a master connection (or both not).
     for mine, theirs in (
         ("ours (openssh, warm master)", "ansible (warm master)"),
@@ -131,24 +201,19 @@ def targets(rows: list[Row], samples: list[dict[str, Any]]) -> list[Target]:
     ):
         a, b = _find(rows, "ssh-noop", mine), _find(rows, "ssh-noop", theirs)
         if a and b:
-            factor = b.median_ms / a.median_ms
-            out.append(
-                Target(
-                    f"SSH no-op over OpenSSH: {mine} faster than {theirs}",
-                    ">= 15x",
-                    _by(factor, 15.0, at_least=True),
-                    factor >= 15.0,
-                )
-            )
+            out.append(faster(f"SSH no-op over OpenSSH: {mine} faster than {theirs}", 15.0, a, b))
     floor = _find(rows, "ssh-noop", FLOOR)
-    if ours and floor:
+    no = refused("SSH no-op: ours within the paramiko floor", "<= 1.3x", ours, floor)
+    if no is not None:
+        out.append(no)
+    elif ours and floor:
         factor = ours.median_ms / floor.median_ms
-        extra = ours.median_ms - floor.median_ms
+        extra = f" (+{ours.median_ms - floor.median_ms:.0f} ms over {floor.median_ms:.0f} ms)"
         out.append(
             Target(
                 "SSH no-op: ours within the paramiko floor",
                 "<= 1.3x",
-                _by(factor, 1.3, at_least=False) + f" (+{extra:.0f} ms over {floor.median_ms:.0f} ms)",
+                factor_text(factor, 1.3, at_least=False) + extra,
                 factor <= 1.3,
             )
         )
@@ -167,7 +232,8 @@ def targets(rows: list[Row], samples: list[dict[str, Any]]) -> list[Target]:
         )
     local = _find(rows, "local-noop", OURS)
     out.append(
-        Target(
+        refused("Local no-op on the host: ours", "< 130 ms median", local)
+        or Target(
             "Local no-op on the host: ours",
             "< 130 ms median",
             f"{local.median_ms:.0f} ms" if local else "not measured",
@@ -191,7 +257,7 @@ def targets(rows: list[Row], samples: list[dict[str, Any]]) -> list[Target]:
 # --- Markdown ----------------------------------------------------------------------------
 
 
-def _ms(value: float) -> str:
+def ms(value: float) -> str:
     return f"{value:,.0f}"
 
 
@@ -209,14 +275,11 @@ def table(rows: list[Row], phase: str) -> str:
         head += ["TCP conns", "auths", "sessions", "execs", "SFTP"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in (r for r in rows if r.phase == phase):
-        ratio = "–" if row.ratio is None else ("1.00x" if row.tool == OURS else f"{row.ratio:.2f}x")
         cells = [
             row.tool + (f" ({row.failures} unexpected)" if row.failures else ""),
             str(row.n),
-            _ms(row.median_ms),
-            f"{_ms(row.min_ms)}–{_ms(row.max_ms)}",
-            ratio,
-            f"{row.rss_mib:.1f}",
+            *row_cells(row),
+            f"{row.rss_mib:.1f}" if row.n else "–",
         ]
         if with_ssh:
             cells += [_channel_cell(row, k) for k in CHANNEL_KEYS]
@@ -224,8 +287,35 @@ def table(rows: list[Row], phase: str) -> str:
     return "\n".join(lines)
 
 
+def ratio_cell(row: Row) -> str:
+    if row.failed:
+        return f"**failed**: {cell(row.failed)}"
+    if row.ratio is None:
+        return "–"
+    return "1.00x" if row.tool == OURS else f"{row.ratio:.2f}x"
+
+
+def row_cells(row: Row) -> list[str]:
+    """median, min–max and the ratio; dashes for a tool that was not timed."""
+    if not row.n:
+        return ["–", "–", ratio_cell(row)]
+    return [ms(row.median_ms), f"{ms(row.min_ms)}–{ms(row.max_ms)}", ratio_cell(row)]
+
+
+def cell(text: str) -> str:
+    """Text that stays inside one Markdown table cell."""
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def mark(t: Target) -> str:
+    if t.failed:
+        return "**failed**"
+    return "–" if t.met is None else ("met" if t.met else "**missed**")
+
+
 def render(results: Results, equivalence: str) -> str:
-    rows = summarize(results.samples)
+    rows = summarize(results.samples, results.excluded)
+    failed = failures(results)
     parts = [
         "# Benchmark: reconciler vs Ansible vs pyinfra",
         "",
@@ -234,31 +324,20 @@ def render(results: Results, equivalence: str) -> str:
         "(A B C A B C ...), each a fresh process as a user would type it, after one untimed "
         "warm-up round per phase, under `flock /tmp/reconciler-bench.lock`.",
         "",
-        "Reproduce (as root, from the repository):",
-        "",
-        "```sh",
-        results.command,
-        "```",
-        "",
+        *reproduce(results.command),
         f"Run: {results.started} – {results.finished}, {results.runs} timed runs per tool and phase; "
         f"load average before {results.load_before}, after {results.load_after} (other people's "
         "tests share this machine).",
         "",
-        "## Machine",
-        "",
-        "| | |",
-        "|---|---|",
-        *(f"| {k} | {v} |" for k, v in results.machine.items()),
-        *(f"| test host {k} | {v} |" for k, v in results.host.items()),
-        "",
+        *machine_table(results),
         "## Targets (ours, same run, same host)",
         "",
+        *failed_lines(failed),
         "| target | wanted | measured | |",
         "|---|---|---|---|",
     ]
     for t in targets(rows, results.samples):
-        mark = "–" if t.met is None else ("met" if t.met else "**missed**")
-        parts.append(f"| {t.what} | {t.wanted} | {t.measured} | {mark} |")
+        parts.append(f"| {t.what} | {t.wanted} | {cell(t.measured)} | {mark(t)} |")
     for phase, title in PHASES.items():
         if any(r.phase == phase for r in rows):
             parts += ["", f"## {title}", "", table(rows, phase)]
@@ -280,7 +359,7 @@ def render(results: Results, equivalence: str) -> str:
             "includes the RSS of the process that spawned the command.",
         ]
     if results.same_state:
-        parts += ["", "## Same state", "", _same_state(results.same_state)]
+        parts += ["", "## Same state", "", same_state_table(results.same_state)]
     if results.profile:
         parts += ["", "## Where our SSH no-op spends its time", "", _profile(results.profile)]
         parts += [
@@ -296,6 +375,36 @@ def render(results: Results, equivalence: str) -> str:
     return "\n".join(parts) + "\n"
 
 
+def machine_table(results: Results) -> list[str]:
+    """What the figures were measured on: this machine, the tools' versions, the test host."""
+    return [
+        "## Machine",
+        "",
+        "| | |",
+        "|---|---|",
+        *(f"| {k} | {v} |" for k, v in results.machine.items()),
+        *(f"| test host {k} | {v} |" for k, v in results.host.items()),
+        "",
+    ]
+
+
+def reproduce(command: str) -> list[str]:
+    return ["Reproduce (as root, from the repository):", "", "```sh", command, "```", ""]
+
+
+def failed_lines(failed: list[Failure]) -> list[str]:
+    """The refusal, at the top of the targets: which tools failed, and that no ratio was made."""
+    if not failed:
+        return []
+    return [
+        "**This run failed**: no ratio is made with a tool whose runs failed, and the command exited "
+        "non-zero.",
+        "",
+        *(f"- {cell(f.line())}" for f in failed),
+        "",
+    ]
+
+
 def _other_benchmarks() -> str:
     """The other benchmarks' results, each in its own report next to this one; the fleet table
     is repeated here so that every headline figure is in one file."""
@@ -307,6 +416,9 @@ def _other_benchmarks() -> str:
         "deploys and rolls back (`python -m benchmarks.deploy_load`).",
         "- [watch.md](watch.md): watch mode's latency from a saved file, and the cost of a no-op pass "
         "(`python -m benchmarks.watch_latency`).",
+        "- [fleet-peers.md](fleet-peers.md): ours, pyinfra and Ansible on a fleet of 16 hosts: no-op, "
+        "cost per extra host, a rolling deploy and its share of health gates, what grows with N "
+        "(`python -m benchmarks.fleet_peers`).",
         "- [fleet.md](fleet.md): no-op time for fleets of 1, 4 and 8 hosts "
         "(`python -m benchmarks.fleet_noop`):",
     ]
@@ -318,7 +430,7 @@ def _other_benchmarks() -> str:
     return "\n".join(lines)
 
 
-def _same_state(rows: list[dict[str, Any]]) -> str:
+def same_state_table(rows: list[dict[str, Any]]) -> str:
     lines = [
         "Host converged by ours at 1.0.0; then each tool ran for real (not a check mode). After each: "
         "ours `--dry-run` exit code, managed files byte-for-byte (type, mode, content, link "
@@ -331,7 +443,8 @@ def _same_state(rows: list[dict[str, Any]]) -> str:
         lines.append(
             f"| {r['where']} | {r['tool']} | {r['verdict']} | exit {r['ours_after']} | "
             f"{'same' if r['files_same'] else 'differ'} | "
-            f"{'same process' if r['same_process'] else 'restarted'} | {'ok' if r['ok'] else '**not ok**'} |"
+            f"{'same process' if r['same_process'] else 'restarted'} | "
+            + ("ok |" if r["ok"] else f"**not ok**: {cell(r.get('why', ''))} |")
         )
     return "\n".join(lines)
 
@@ -408,7 +521,7 @@ def _proposals(rows: list[Row], p: dict[str, Any]) -> str:
         )
     cold = _find(rows, "ssh-noop", "ours (openssh)")
     warm = _find(rows, "ssh-noop", "ours (openssh, warm master)")
-    if ours and cold and warm:
+    if ours and cold and warm and all(r.comparable for r in (ours, cold, warm)):
         out.append(
             "4. **An OpenSSH transport**: applied as `--ssh openssh` (all of ssh_config, and a master "
             f"connection kept 60 s). Measured above: {cold.median_ms:.0f} ms cold, "

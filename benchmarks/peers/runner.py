@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import socket
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from benchmarks.peers import (
+    ansible_side,
     equivalence,
     hosttime,
     install,
@@ -44,6 +46,7 @@ class Options:
     change: bool = True  # the change-run phase
     profile: bool = True
     out: Path = RESULTS_MD
+    failed_out: Path = WORK / "RESULTS-failed.md"  # the report when a tool failed (exit non-zero)
     json_out: Path = WORK / "results.json"
     project_dir: Path = WORK / "project"
     lock_wait: float | None = None  # seconds to wait for the bench lock; None: as long as it takes
@@ -75,7 +78,7 @@ def bench_lock(wait: float | None, say: Say) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _environ(**values: str) -> Iterator[None]:
+def environ(**values: str) -> Iterator[None]:
     saved = {key: os.environ.get(key) for key in values}
     os.environ.update(values)
     try:
@@ -88,20 +91,19 @@ def _environ(**values: str) -> Iterator[None]:
                 os.environ[key] = value
 
 
-def _peers(opts: Options, say: Say) -> list[install.Peer]:
-    if not opts.peers:
-        return []
+def ensure_peers(allow_install: bool, notes: list[str], say: Say) -> list[install.Peer]:
+    """The pinned peers, pip-installed in benchmarks/.work when missing and allowed."""
     found = []
     for name in PEER_NAMES:
         try:
-            peer = install.ensure_local(name, allow_install=opts.install)
+            peer = install.ensure_local(name, allow_install=allow_install)
         except install.InstallError as exc:
-            if opts.install:
+            if allow_install:
                 raise
             say(f"skipping {name}: {exc}")
             peer = None
         if peer is None:
-            opts.notes.append(f"{name} was not installed in benchmarks/.work, so it was left out of this run")
+            notes.append(f"{name} was not installed in benchmarks/.work, so it was left out of this run")
             say(f"skipping {name}: not installed (run without --quick to install it)")
         else:
             found.append(peer)
@@ -123,7 +125,7 @@ def _stage_share(host: TestHost, proj: project.Project) -> None:
         shutil.copy2(hosttime.GNU_TIME, bench / "time")
 
 
-def _wait_for_sshd(address: str, timeout: float = 20) -> None:
+def wait_for_sshd(address: str, timeout: float = 20) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with contextlib.suppress(OSError), socket.create_connection((address, 22), timeout=1) as sock:
@@ -152,9 +154,18 @@ def _converge(ours: tools.Tool, version: str, say: Say) -> None:
     say(f"  converged {version} with ours in {result['wall_s']:.1f} s")
 
 
-def render_saved(results_json: Path) -> str:
-    """The report of an earlier run, from the results.json it wrote."""
-    return report.render(report.Results(**json.loads(results_json.read_text())), equivalence.TEXT)
+def refuse(failed: list[report.Failure]) -> int:
+    """Exit status of a run: 1, and why on stderr, when any tool failed (no ratio was made)."""
+    for failure in failed:
+        print(f"FAILED {failure.line()}", file=sys.stderr)
+    if failed:
+        print("no ratio was made with a failed tool; the report says why", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def load_saved(results_json: Path) -> report.Results:
+    """The results of an earlier run, from the results.json it wrote."""
+    return report.Results(**json.loads(results_json.read_text()))
 
 
 @dataclass
@@ -165,6 +176,7 @@ class Measured:
     load_before: str
     load_after: str
     host_info: dict[str, str]
+    excluded: list[dict[str, str]]
 
 
 def run(opts: Options, say: Say = print) -> report.Results:
@@ -172,11 +184,11 @@ def run(opts: Options, say: Say = print) -> report.Results:
 
     WORK.mkdir(parents=True, exist_ok=True)
     started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
-    peers = _peers(opts, say)
+    peers = ensure_peers(opts.install, opts.notes, say) if opts.peers else []
     say(f"peers: {', '.join(f'{p.name} ({install.PINS[p.name]})' for p in peers) or 'none'}")
     # Rendering loads the desired-state files in this process: its schema-verdict cache goes
     # where ours' runs keep theirs, and this process's environment is left as it was.
-    with _environ(XDG_CACHE_HOME=str(WORK / "xdg-cache")):
+    with environ(XDG_CACHE_HOME=str(WORK / "xdg-cache")):
         proj = project.build(opts.project_dir)
     say(f"project: {proj.root}")
     with boot() as host:
@@ -196,12 +208,16 @@ def run(opts: Options, say: Say = print) -> report.Results:
         same_state=[row.as_dict() for row in measured.same_state],
         profile=measured.profile.as_dict() if measured.profile else None,
         notes=opts.notes,
+        excluded=measured.excluded,
     )
-    opts.out.parent.mkdir(parents=True, exist_ok=True)
-    opts.out.write_text(report.render(results, equivalence.TEXT))
+    failed = report.failures(results)
+    # A failed run's report says why, but never replaces the results of a run that succeeded.
+    out = opts.failed_out if failed else opts.out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(report.render(results, equivalence.TEXT))
     opts.json_out.parent.mkdir(parents=True, exist_ok=True)
     opts.json_out.write_text(json.dumps(results.__dict__, indent=1, default=str) + "\n")
-    say(f"wrote {opts.out} and {opts.json_out}")
+    say(f"wrote {out} and {opts.json_out}")
     return results
 
 
@@ -210,14 +226,17 @@ def _measure(
 ) -> Measured:
     from tests.deploying import unit_pid
 
-    target = tools.Target(host.address, host.key_path, host.known_hosts, proj.root, proj.root / "host")
+    control_dir = ansible_side.make_control_dir()
+    target = tools.Target(
+        host.address, host.key_path, host.known_hosts, proj.root, proj.root / "host", control_dir
+    )
     tools.write_inventories(target)
     _stage_share(host, proj)
     if peers:
         say("installing the peers inside the host (offline, from a wheelhouse made here)")
         install.install_in_host(host, host.share, list(peers))
     sshlog.enable_debug(host)
-    _wait_for_sshd(host.address)
+    wait_for_sshd(host.address)
 
     ours, dry, floor = tools.ours_ssh(target), tools.ours_ssh(target, dry_run=True), tools.floor_ssh(target)
     ssh_peers, local_tools = [], [tools.ours_local()]
@@ -246,9 +265,15 @@ def _measure(
         def backend_pid() -> int:
             return unit_pid(host, proj.app + "-backend.service")
 
-        same = samecheck.run(host, dry, ssh_peers, local_tools[1:], backend_pid, say)
-        if not all(row.ok for row in same):
-            opts.notes.append("the same-state check found a difference: see the Same state table")
+        same = samecheck.run([host], dry, ssh_peers, local_tools[1:], backend_pid, say)
+        if not same[0].ok:
+            raise RuntimeError(f"ours plans changes on the host it has just converged: {same[0].why}")
+        noop_tools, out_noop = samecheck.left_out(same, "ssh", "ssh-noop", noop_tools)
+        local_tools, out_local = samecheck.left_out(same, "local", "local-noop", local_tools)
+        ssh_peers, out_change = samecheck.left_out(same, "ssh", "change", ssh_peers)
+        excluded = out_noop + out_local + (out_change if opts.change else [])
+        for x in excluded:
+            say(f"  not timing {x['tool']} ({x['phase']}): {x['why']}")
         samples: list[phases.Sample] = []
         prof = None
         load_before = machine.loadavg()
@@ -257,13 +282,14 @@ def _measure(
             samples += phases.ssh_noop(host, noop_tools, opts.runs, say)
             samples += phases.local_noop(host, local_tools, opts.runs, say)
             if opts.change:
-                samples += phases.change(host, [ours, *ssh_peers], ours, dry, _serves(host), opts.runs, say)
+                samples += phases.change([host], [ours, *ssh_peers], ours, dry, _serves(host), opts.runs, say)
             if opts.profile:
                 say("profiling ours (-X importtime, cProfile)")
-                with _environ(XDG_CACHE_HOME=str(WORK / "xdg-cache")):
+                with environ(XDG_CACHE_HOME=str(WORK / "xdg-cache")):
                     prof = profile.run(ours, floor, host, proj.desired_file(FROM_VERSION))
         load_after = machine.loadavg()
-        return Measured(samples, same, prof, load_before, load_after, machine.test_host(host))
+        return Measured(samples, same, prof, load_before, load_after, machine.test_host(host), excluded)
     finally:
         tools.close_ansible_master(target)  # it would outlive the host by ControlPersist's 60 s
         tools.close_ours_master(target)
+        shutil.rmtree(control_dir, ignore_errors=True)

@@ -17,6 +17,7 @@ host through nsenter, not SSH, so they never show up here.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
@@ -44,6 +45,15 @@ class Channels:
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
+
+
+def total(counts: Iterable[Channels]) -> Channels:
+    """Several hosts' counts added up (a fleet run)."""
+    sums = dict.fromkeys(PATTERNS, 0)
+    for c in counts:
+        for key, value in c.as_dict().items():
+            sums[key] += value
+    return Channels(**sums)
 
 
 def count(lines: list[str]) -> Channels:

@@ -7,6 +7,7 @@ tools on the host itself against localhost (`target: local`, `-c local`, `@local
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Callable, Mapping
@@ -32,7 +33,8 @@ class Target:
     key: Path
     known_hosts: Path
     project: Path  # the project folder on this machine
-    host_dir: Path  # project/host: per-host inventories and the ssh control sockets
+    host_dir: Path  # project/host: per-host inventories
+    control_dir: Path  # Ansible's ControlPersist sockets: short (ansible_side.make_control_dir)
 
     @property
     def ssh_url(self) -> str:
@@ -47,6 +49,7 @@ class Tool:
     env: dict[str, str] = field(default_factory=dict)
     before: Callable[[], None] | None = None  # untimed, right before each timed run
     cwd: str | None = None
+    keep_output: bool = False  # the sample keeps all the run printed (Sample.output)
 
 
 def child_env(**extra: str) -> dict[str, str]:
@@ -84,21 +87,47 @@ def ansible_verdict(rc: int, stdout: str) -> Verdict:
 
 
 def pyinfra_verdict(rc: int, stdout: str) -> Verdict:
-    """From the results table's "Grand total" row: operations, success, error, no change."""
+    """From the results table's "Grand total" row: operations, success, error, no change
+    (every such row, when pyinfra ran once per batch of a rolling deploy)."""
     if rc != 0:
         return "failed"
-    for line in stdout.splitlines():
-        words = line.split()
-        if words[:2] == ["Grand", "total"] and len(words) >= 6:
-            success, error = words[3], words[4]
-            if error not in ("-", "0"):
-                return "failed"
-            return "unchanged" if success in ("-", "0") else "changed"
-    return "failed"
+    totals = [w for w in (line.split() for line in stdout.splitlines()) if w[:2] == ["Grand", "total"]]
+    totals = [w for w in totals if len(w) >= 6]
+    if not totals or any(w[4] not in ("-", "0") for w in totals):
+        return "failed"
+    return "unchanged" if all(w[3] in ("-", "0") for w in totals) else "changed"
 
 
 def exit_verdict(rc: int, _stdout: str) -> Verdict:
     return "ran" if rc == 0 else "failed"
+
+
+#: Lines that say why a run failed, most telling first: Ansible's task error and its
+#: "msg", ours' "error:", pyinfra's and ssh's own words.
+_WHY_PATTERNS = [
+    re.compile(r"\[ERROR\]: (.+)"),
+    re.compile(r'"msg": "(.+?)"(?:,|$)'),
+    re.compile(r"^error: (.+)", re.MULTILINE),
+    re.compile(r"^(?:--> )?(.*(?:[Ee]rror|[Ff]ailed|refused|denied|not found|too long).*)$", re.MULTILINE),
+]
+
+
+def why_failed(verdict: str, expect: str, rc: int, text: str, limit: int = 240) -> str:
+    """One line for a report: what the tool said instead of `expect`, in its own words."""
+    if verdict != "failed":
+        return f"reported {verdict}, expected {expect}"
+    for pattern in _WHY_PATTERNS:
+        found = pattern.search(text)
+        if found:
+            detail = found.group(1).strip()
+            break
+    else:
+        lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+        detail = lines[-1] if lines else "no output"
+    detail = " ".join(detail.replace("\\n", " ").replace('\\"', '"').split())
+    if len(detail) > limit:  # both ends: the cause is often last ("... too long for Unix domain socket")
+        detail = detail[: limit // 2 - 3] + " ... " + detail[-(limit // 2 - 2) :]
+    return f"exit {rc}: {detail}"
 
 
 # --- over SSH, from this machine ---------------------------------------------------------
@@ -123,16 +152,38 @@ def ours_ssh(t: Target, *, dry_run: bool = False, openssh: str | None = None) ->
             "--known-hosts", str(t.known_hosts),
         ]  # fmt: skip
 
-    env = child_env(
-        PYTHONPATH=str(REPO),
-        PYTHONPYCACHEPREFIX=str(WORK / "pycache"),
-        XDG_CACHE_HOME=str(WORK / "xdg-cache"),
-    )
+    env = ours_env()
     if openssh:
         name = "ours (openssh, warm master)" if openssh == "warm" else "ours (openssh)"
         before = None if openssh == "warm" else (lambda: close_ours_master(t))
         return Tool(name, argv, ours_verdict, env, before=before, cwd=str(t.project))
     return Tool("ours" if not dry_run else "ours --dry-run", argv, ours_verdict, env, cwd=str(t.project))
+
+
+def ours_env() -> dict[str, str]:
+    """Ours runs from the repository: its bytecode and schema-verdict caches under .work."""
+    return child_env(
+        PYTHONPATH=str(REPO),
+        PYTHONPYCACHEPREFIX=str(WORK / "pycache"),
+        XDG_CACHE_HOME=str(WORK / "xdg-cache"),
+    )
+
+
+def ours_fleet_verdict(rc: int, stdout: str) -> Verdict:
+    """A fleet run ends with "Summary:" and one line per host naming its result; a fleet of one
+    host prints as a single host does."""
+    if "Summary:" not in stdout:
+        return ours_verdict(rc, stdout)
+    if rc != 0:
+        return "failed"
+    results = re.findall(
+        r"^  \S+\s+(noop|converged|changes_pending|rolled_back|quarantined|failed|not_reached)\b",
+        stdout.split("Summary:", 1)[1],
+        re.MULTILINE,
+    )
+    if not results or set(results) - {"noop", "converged", "changes_pending"}:
+        return "failed"
+    return "unchanged" if set(results) == {"noop"} else "changed"
 
 
 def close_ours_master(t: Target) -> None:
@@ -171,12 +222,17 @@ def ansible_ssh(t: Target, peer: Peer, *, warm: bool = False) -> Tool:
 
 def close_ansible_master(t: Target) -> None:
     """Stop the ssh ControlPersist master Ansible left for this host, if any."""
-    subprocess.run(
-        ["ssh", "-O", "exit", "-o", f"ControlPath={t.host_dir / 'cp'}/%C", "-p", "22", f"root@{t.address}"],
-        capture_output=True,
-        timeout=30,
-        check=False,
-    )
+    close_ansible_masters(t.control_dir, [t.address])
+
+
+def close_ansible_masters(control_dir: Path, addresses: list[str]) -> None:
+    for address in addresses:
+        subprocess.run(
+            ["ssh", "-O", "exit", "-o", f"ControlPath={control_dir}/%C", "-p", "22", f"root@{address}"],
+            capture_output=True,
+            timeout=30,
+            check=False,
+        )
 
 
 def floor_ssh(t: Target) -> Tool:
@@ -208,9 +264,8 @@ def openssh_floor(t: Target, *, kex: str | None = None) -> Tool:
 
 def write_inventories(t: Target) -> None:
     t.host_dir.mkdir(parents=True, exist_ok=True)
-    (t.host_dir / "cp").mkdir(exist_ok=True)
     (t.host_dir / "inventory.ini").write_text(ansible_side.inventory(t.address, t.key, t.known_hosts))
-    (t.host_dir / "ansible.cfg").write_text(ansible_side.ansible_cfg(t.host_dir / "cp", ssh=True))
+    (t.host_dir / "ansible.cfg").write_text(ansible_side.ansible_cfg(t.control_dir, ssh=True))
     (t.host_dir / "inventory.py").write_text(pyinfra_side.inventory(t.address, t.key, t.known_hosts))
 
 
