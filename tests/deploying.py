@@ -33,6 +33,7 @@ command -v podman >/dev/null && podman rm -af >/dev/null 2>&1 && podman rmi -af 
 [ -f /root/Caddyfile.orig ] || cp /etc/caddy/Caddyfile /root/Caddyfile.orig
 cp /root/Caddyfile.orig /etc/caddy/Caddyfile
 rm -f /etc/caddy/.Caddyfile.*
+rm -rf /etc/caddy/apps /run/reconciler/host.lock
 rm -f /run/reconciler/fault-injection
 systemctl daemon-reload
 systemctl restart caddy

@@ -35,14 +35,17 @@ from reconciler.plan.actions import (
     Action,
     CheckHealth,
     DaemonReload,
+    LinkShared,
     LoadCaddy,
     LoadImage,
     Plan,
     PruneRelease,
     RecordGood,
+    RecordMaintenance,
     RecordQuarantine,
     RemoveFile,
     RestoreDatabase,
+    RunTask,
     SetSymlink,
     SnapshotDatabase,
     Systemctl,
@@ -97,6 +100,8 @@ class ModelHost:
         self.images = set(observed.images)
         self.snapshots = set(observed.snapshots)
         self.gates: dict[str, GateRecord] = dict(observed.gates)
+        self.tasks: dict[str, dict[str, int]] = {k: dict(v) for k, v in observed.tasks.items()}
+        self.maintenance = observed.maintenance
         self.good: list[GoodState] = list(observed.good)
         self.base = observed
         self.units_dir = units_dir
@@ -131,7 +136,8 @@ class ModelHost:
         return f.content if f else None
 
     def caddyfile_path(self) -> str:
-        return next(p for p in self.files if p.endswith("Caddyfile"))
+        """The app's fragment: what Caddy serves for it, and what "loaded" is recorded for."""
+        return next(p for p in self.files if p.startswith("/etc/caddy/apps/"))
 
     def process(self, name: str) -> Process:
         unit = self.units.get(name) or UnitState(name)
@@ -292,6 +298,13 @@ class ModelHost:
                 present = self.unit_file(name) is not None
                 load = "loaded" if present else ("loaded" if unit.is_active else "not-found")
                 self.units[name] = replace(unit, need_daemon_reload=False, load=load)
+        elif isinstance(action, LinkShared):
+            for path in action.paths:
+                self.links[f"{action.release}/{path}"] = LinkState("symlink", f"{action.shared}/{path}", True)
+        elif isinstance(action, RunTask):
+            done = self.tasks.setdefault(action.config, {})
+            if done.get(action.when, 0) <= action.index:
+                done[action.when] = action.index + 1
         elif isinstance(action, SetSymlink):
             resolved = posixpath.normpath(posixpath.join(posixpath.dirname(action.path), action.target_path))
             self.links[action.path] = LinkState(
@@ -306,9 +319,9 @@ class ModelHost:
                 if not self.gated(unit):
                     self.refusals.append(f"Caddy to ungated {unit}")
                     raise Failure("ungated", f"refusing to route Caddy to {unit}")
-            self.files[action.path] = file_state(action.content)
+            self.files[action.path] = None if action.content is None else file_state(action.content)
         elif isinstance(action, LoadCaddy):
-            f = self.files.get(action.path)
+            f = self.files.get(action.fragment)
             caddy = self.units.get(CADDY_UNIT) or UnitState(CADDY_UNIT)
             if action.unless_loaded and f is not None and f.sha256 == self.caddy_loaded and caddy.is_active:
                 return
@@ -321,6 +334,10 @@ class ModelHost:
                     del self.quarantine[action.version]
             else:
                 self.quarantine[action.key] = QuarantineEntry(action.version, action.why, action.key)
+        elif isinstance(action, RecordMaintenance):
+            self.maintenance = (
+                MappingProxyType({"by": action.by, "at": "t", "reason": action.why}) if action.on else None
+            )
         elif isinstance(action, RecordGood):
             self._record_good(action)
         elif isinstance(action, SnapshotDatabase):
@@ -485,5 +502,14 @@ class ModelHost:
             images=frozenset(self.images),
             snapshots=frozenset(self.snapshots),
             gates=MappingProxyType(dict(self.gates)),
+            tasks=MappingProxyType({k: MappingProxyType(dict(v)) for k, v in self.tasks.items()}),
+            maintenance=self.maintenance,
+            fragments=MappingProxyType(
+                {
+                    p: f.content
+                    for p, f in self.files.items()
+                    if p.startswith("/etc/caddy/apps/") and f and f.content
+                }
+            ),
             good=tuple(self.good),
         )

@@ -226,6 +226,7 @@ def test_a_missing_group_is_a_clear_failure(tmp_path: Path) -> None:
                 "mode": 0o640,
                 "group": "no-such-group-x",
                 "secret": True,
+                "backup": False,
             }
         ],
     )

@@ -22,7 +22,7 @@ SHORT_GATE = "timeout: 3\ninterval: 0.1\nstable: 0.3"
 def serving_unit(strategy: str, project: Project) -> str:
     if strategy != "blue-green":
         return "choiros-backend.service"
-    text = project.host.exec(["cat", "/etc/caddy/Caddyfile"]).stdout
+    text = project.host.exec(["cat", "/etc/caddy/apps/choiros.caddy"]).stdout
     colour = text.split("# routes to colour: ", 1)[1].split()[0]
     return f"choiros-backend-{colour}.service"
 

@@ -15,7 +15,7 @@ SHORT_GATE = "timeout: 4\ninterval: 0.1\nstable: 2"  # an unhealthy release fail
 
 
 def routed(project: Project) -> str:
-    text = (project.host.read("/etc/caddy/Caddyfile") or b"").decode()
+    text = (project.host.read("/etc/caddy/apps/choiros.caddy") or b"").decode()
     return "green" if "127.0.0.1:8082" in text else "blue" if "127.0.0.1:8081" in text else "?"
 
 

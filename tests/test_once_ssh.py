@@ -11,6 +11,7 @@ from tests.deploying import WATCHED_PATHS, Project, serves, unit_pid
 pytestmark = pytest.mark.testhost
 
 BACKEND = "choiros-backend.service"
+FRAGMENT = "/etc/caddy/apps/choiros.caddy"
 
 
 def test_deploy_from_scratch_then_nothing_to_do(project: Project) -> None:
@@ -44,7 +45,7 @@ def test_bump_plans_only_what_is_needed_and_revert_needs_no_upload(project: Proj
         ("restart", BACKEND),
         ("health-check", "http://127.0.0.1:8080/health"),
         # the static frontend switches with the backend, after its health gate
-        ("validate+write", "/etc/caddy/Caddyfile"),
+        ("validate+write", FRAGMENT),
         ("reload", "caddy.service"),
         ("record-good", "2.0.0"),
     ]
@@ -65,7 +66,7 @@ def test_bump_plans_only_what_is_needed_and_revert_needs_no_upload(project: Proj
         ("symlink", "/opt/choiros/current -> releases/1.0.0"),
         ("restart", BACKEND),
         ("health-check", "http://127.0.0.1:8080/health"),
-        ("validate+write", "/etc/caddy/Caddyfile"),
+        ("validate+write", FRAGMENT),
         ("reload", "caddy.service"),
         ("record-good", "1.0.0"),
     ]
@@ -100,7 +101,7 @@ def test_hand_edited_caddyfile_and_stopped_unit_are_restored(project: Project) -
     project.write("1.0.0")
     assert project.once().rc == 0
     host = project.host
-    host.write("/etc/caddy/Caddyfile", b':80 {\n\trespond "hand edited" 200\n}\n')
+    host.write(FRAGMENT, b':80 {\n\trespond "hand edited" 200\n}\n')
     host.exec(["systemctl", "reload", "caddy"])
     host.exec(["systemctl", "stop", BACKEND])
     assert host.http("/").text == "hand edited"
@@ -110,7 +111,7 @@ def test_hand_edited_caddyfile_and_stopped_unit_are_restored(project: Project) -
         [
             ("start", BACKEND),
             ("health-check", "http://127.0.0.1:8080/health"),
-            ("validate+write", "/etc/caddy/Caddyfile"),
+            ("validate+write", FRAGMENT),
             ("reload", "caddy.service"),
         ]
     )

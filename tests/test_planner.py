@@ -28,8 +28,10 @@ from reconciler.observe.snapshot import (
 from reconciler.plan import config
 from reconciler.plan.actions import (
     CheckHealth,
+    LinkShared,
     LoadCaddy,
     Plan,
+    RunTask,
     SetSymlink,
     Systemctl,
     UploadRelease,
@@ -59,6 +61,7 @@ def desired(
     keep: int = 5,
     image: bool = False,
     data: str = "",
+    tasks: str = "",
 ) -> DesiredState:
     env = {"DATABASE_PATH": "/var/lib/choiros/choiros.db"} if env is None else env
     env_yaml = "".join(f"  {k}: {v!r}\n" for k, v in env.items()) or "  {}\n"
@@ -73,6 +76,7 @@ release:
   version: "{version}"
   source: dist/choiros-{version}.tar.gz
 {image_line}  keep: {keep}
+{tasks}
 strategy: {strategy}
 frontend:
   mode: {mode}
@@ -93,10 +97,18 @@ GREEN = "choiros-backend-green.service"
 ALL_UNITS = (BACKEND, FRONTEND, BLUE, GREEN)
 
 
-def empty_host(caddy_active: bool = True, caddyfile: str | None = "# Debian default\n:80 {\n}\n") -> Observed:
+# The Caddyfile Caddy's packages ship (Debian's 2.6.2 here), byte for byte.
+STOCK_CADDYFILE = (Path(__file__).parent / "stock.Caddyfile").read_text()
+FRAGMENT = "/etc/caddy/apps/choiros.caddy"
+
+
+def empty_host(caddy_active: bool = True, caddyfile: str | None = STOCK_CADDYFILE) -> Observed:
     files: dict[str, FileState | None] = {
         **{f"{UNIT_DIR}/{u}": None for u in ALL_UNITS},
         "/etc/choiros/backend.env": None,
+        "/etc/choiros/backend-blue.env": None,
+        "/etc/choiros/backend-green.env": None,
+        FRAGMENT: None,
         "/etc/caddy/Caddyfile": None
         if caddyfile is None
         else FileState("file", caddyfile, hashlib.sha256(caddyfile.encode()).hexdigest(), 0o644),
@@ -135,7 +147,7 @@ def assert_runs_desired(d: DesiredState, host: Observed) -> None:
     release = f"/opt/choiros/releases/{d.release.version}"
     assert d.release.version in host.releases
     assert host.link("/opt/choiros/current") == LinkState("symlink", f"releases/{d.release.version}", True)
-    caddy_text = host.content("/etc/caddy/Caddyfile")
+    caddy_text = host.content(FRAGMENT)
     assert caddy_text is not None
     if d.strategy == "blue-green":
         colour = caddyfile.routed_colour(caddy_text)
@@ -204,10 +216,12 @@ def test_fresh_host_gets_everything_in_phase_order() -> None:
         ("start", BACKEND),
         ("health-check", "http://127.0.0.1:8080/health"),
         ("validate+write", "/etc/caddy/Caddyfile"),
+        ("validate+write", FRAGMENT),
         ("reload", CADDY_UNIT),
         ("record-good", "1.0.0"),
     ]
     assert all(a.reason for a in p.actions)
+    assert "stock welcome page" in p.actions[8].reason
     assert plan(desired(), after).actions == ()
 
 
@@ -228,7 +242,7 @@ def test_version_bump_uploads_swaps_and_restarts_only_the_backend() -> None:
         ("symlink", "/opt/choiros/current -> releases/2.0.0"),
         ("restart", BACKEND),
         ("health-check", "http://127.0.0.1:8080/health"),
-        ("validate+write", "/etc/caddy/Caddyfile"),
+        ("validate+write", FRAGMENT),
         ("reload", CADDY_UNIT),
         ("record-good", "2.0.0"),
     ]
@@ -257,7 +271,7 @@ def test_restart_strategy_does_not_keep_previous() -> None:
 
 def test_hand_edited_caddyfile_is_written_and_reloaded_only() -> None:
     host = deployed()
-    path = "/etc/caddy/Caddyfile"
+    path = FRAGMENT
     files = dict(host.files)
     files[path] = FileState("file", ":80 {\n\trespond hacked\n}\n", "x", 0o644)
     p = plan(desired(), replace(host, files=MappingProxyType(files)))
@@ -454,12 +468,17 @@ def hosts(draw: st.DrawFn) -> Observed:
         releases[v] = ReleaseState(v)
     files = dict(host.files)
     if draw(st.booleans()):
+        files[FRAGMENT] = FileState("file", draw(st.sampled_from([":80 {\n}\n", "junk"])), "j", 0o644)
+    if draw(st.booleans()):
         files["/etc/caddy/Caddyfile"] = FileState(
-            "file", draw(st.sampled_from([":80 {\n}\n", "junk"])), "j", 0o644
+            "file", draw(st.sampled_from(["other.example {\n}\n", "# junk\n"])), "j", 0o644
         )
     if draw(st.booleans()):
         files["/etc/choiros/backend.env"] = FileState(
-            "file", "X=1\n", "e", draw(st.sampled_from([0o640, 0o644]))
+            "file",
+            "# Managed by reconciler (choiros): edited\nX=1\n",
+            "e",
+            draw(st.sampled_from([0o640, 0o644])),
         )
     units = dict(host.units)
     if draw(st.booleans()) and units[BACKEND].is_active:
@@ -572,7 +591,7 @@ def test_blue_green_first_deploy_goes_to_blue_and_routes_caddy_there() -> None:
     order = labels(p)
     assert ("symlink", "/opt/choiros/blue -> releases/1.0.0") in order
     assert order.index(("health-check", "http://127.0.0.1:8081/health")) < order.index(("reload", CADDY_UNIT))
-    assert caddyfile.routed_colour(after.content("/etc/caddy/Caddyfile")) == "blue"
+    assert caddyfile.routed_colour(after.content(FRAGMENT)) == "blue"
     assert not plan(bg(), after).changed
 
 
@@ -588,7 +607,7 @@ def test_blue_green_bump_starts_idle_colour_gates_it_then_switches() -> None:
         ("enable", GREEN),
         ("start", GREEN),
         ("health-check", "http://127.0.0.1:8082/health"),
-        ("validate+write", "/etc/caddy/Caddyfile"),
+        ("validate+write", FRAGMENT),
         ("reload", CADDY_UNIT),
         ("symlink", "/opt/choiros/previous -> releases/1.0.0"),
         ("symlink", "/opt/choiros/current -> releases/2.0.0"),
@@ -611,7 +630,7 @@ def test_blue_green_rollback_is_only_a_caddy_switch() -> None:
         "RecordGood",
     ]
     assert not any(isinstance(a, Systemctl) for a in p.actions)
-    assert caddyfile.routed_colour(after.content("/etc/caddy/Caddyfile")) == "blue"
+    assert caddyfile.routed_colour(after.content(FRAGMENT)) == "blue"
 
 
 def test_blue_green_idle_stop_stops_the_old_colour_after_the_switch() -> None:
@@ -809,3 +828,136 @@ def test_install_section_change_reenables_the_unit() -> None:
     ]
     assert "[Install]" in p.actions[2].reason
     assert not plan(desired(), after).changed
+
+
+# --- several apps, one Caddy; adopting a host set up by hand -------------------------------------
+
+HAND_CADDYFILE = """# written by hand
+other.example {
+\trespond "other site"
+}
+
+:80 {
+\treverse_proxy /api/* localhost:8080
+\troot * /srv/choiros/frontend
+\tfile_server
+}
+"""
+
+
+def _with_files(host: Observed, **files: str) -> Observed:
+    have = dict(host.files)
+    for path, text in files.items():
+        have[path.replace("__", "/")] = FileState(
+            "file", text, hashlib.sha256(text.encode()).hexdigest(), 0o644
+        )
+    return replace(host, files=MappingProxyType(have))
+
+
+def test_another_apps_site_or_port_is_refused_naming_it() -> None:
+    blog = "/etc/caddy/apps/blog.caddy"
+    text = "# Managed by reconciler (blog): edits here are reverted on the next run.\n# claims: site=:80 ports=9000,8080\n:80 {\n}\n"
+    host = replace(empty_host(), fragments=MappingProxyType({blog: text}))
+    p = plan(desired(), host)
+    assert not p.actions
+    assert any("site :80 is already served by app 'blog'" in b for b in p.blockers), p.blockers
+    assert any("port 8080 is already used by app 'blog'" in b for b in p.blockers), p.blockers
+    other = desired()
+    other = replace(
+        other, proxy=replace(other.proxy, site="choir.example"), backend=replace(other.backend, port=8090)
+    )
+    assert plan(other, host).changed and not plan(other, host).blockers
+
+
+def test_a_main_caddyfile_serving_the_apps_address_needs_adopt_and_keeps_the_other_site() -> None:
+    host = replace(empty_host(caddyfile=HAND_CADDYFILE))
+    refused = plan(desired(), host)
+    assert not refused.actions and any("--adopt" in b and "line 6" in b for b in refused.blockers), (
+        refused.blockers
+    )
+    p = plan(desired(), host, adopt=True)
+    main = next(a for a in p.actions if isinstance(a, WriteCaddyfile) and a.path == "/etc/caddy/Caddyfile")
+    assert main.backup and "/etc/caddy/Caddyfile" in p.adopting
+    assert main.content is not None and "other.example" in main.content and ":80 {" not in main.content
+    assert "import /etc/caddy/apps/*.caddy" in main.content
+
+
+def test_a_main_caddyfile_with_other_sites_only_gets_the_import_line_without_a_flag() -> None:
+    text = "other.example {\n\trespond hi\n}\n"
+    p = plan(desired(), empty_host(caddyfile=text))
+    main = next(a for a in p.actions if isinstance(a, WriteCaddyfile) and a.path == "/etc/caddy/Caddyfile")
+    assert main.content == text + "\nimport /etc/caddy/apps/*.caddy\n" and not main.backup and not p.adopting
+
+
+def test_a_unit_written_by_hand_needs_adopt_and_is_backed_up() -> None:
+    hand = "[Service]\nExecStart=/srv/choiros/bin/backend\n"
+    host = _with_files(empty_host(), **{f"{UNIT_DIR}/{BACKEND}".replace("/", "__"): hand})
+    assert any(BACKEND in b and "--adopt" in b for b in plan(desired(), host).blockers)
+    p = plan(desired(), host, adopt=True)
+    write = next(a for a in p.actions if isinstance(a, WriteFile) and a.path.endswith(BACKEND))
+    assert write.backup and "written by someone else" in write.reason
+    assert f"{UNIT_DIR}/{BACKEND}" in p.adopting
+
+
+def test_the_whole_caddyfile_an_older_reconciler_wrote_becomes_a_fragment_without_a_flag() -> None:
+    old = "# Managed by reconciler (choiros): edits here are reverted on the next run.\n:80 {\n}\n"
+    p = plan(desired(), empty_host(caddyfile=old))
+    assert not p.blockers and not p.adopting
+    main = next(a for a in p.actions if isinstance(a, WriteCaddyfile) and a.path == "/etc/caddy/Caddyfile")
+    assert (
+        main.content
+        == "# Managed by reconciler: every app's site is a fragment in /etc/caddy/apps/.\nimport /etc/caddy/apps/*.caddy\n"
+    )
+
+
+# --- release tasks and shared paths ------------------------------------------------------------
+
+TASKS = "  tasks: {before_switch: [bin/migrate --up], after_switch: [bin/warm]}"
+SQLITE = "data: {sqlite: /var/lib/choiros/choiros.db}\n"
+
+
+def test_migrations_run_after_the_snapshot_before_the_switch_and_only_once() -> None:
+    host = deployed(desired("1.0.0", data=SQLITE))
+    p, after = converge(desired("2.0.0", data=SQLITE, tasks=TASKS), host)
+    order = [a for a, _ in labels(p)]
+    assert order.index("snapshot") < order.index("task") < order.index("symlink") < order.index("restart")
+    tasks = [a for a in p.actions if isinstance(a, RunTask)]
+    assert [(t.when, t.argv) for t in tasks] == [
+        ("before_switch", ("/opt/choiros/releases/2.0.0/bin/migrate", "--up")),
+        ("after_switch", ("/opt/choiros/releases/2.0.0/bin/warm",)),
+    ]
+    assert order.index("reload") < len(order) - 1 - order[::-1].index("task"), "after_switch after the switch"
+    before = tasks[0]
+    assert (
+        before.snapshot == "/var/lib/reconciler/choiros/snapshots/1.0.0.sqlite"
+        and before.on_failure == "rollback"
+    )
+    assert tasks[1].on_failure == "report"
+    assert not plan(desired("2.0.0", data=SQLITE, tasks=TASKS), after).changed, "tasks ran once"
+    again = plan(desired("2.0.0", data=SQLITE, tasks=TASKS, env={"A": "changed"}), after)
+    assert [a.when for a in again.actions if isinstance(a, RunTask)] == ["before_switch", "after_switch"]
+
+
+def test_a_migration_without_a_version_change_still_snapshots_first() -> None:
+    host = deployed(desired("1.0.0", data=SQLITE))
+    p = plan(desired("1.0.0", data=SQLITE, tasks=TASKS), host)
+    order = [a for a, _ in labels(p)]
+    assert order.index("snapshot") < order.index("task")
+
+
+def test_shared_paths_are_linked_once() -> None:
+    d = desired("1.0.0", data="shared: [uploads, cache/img]\n")
+    p, after = converge(d, empty_host())
+    link = next(a for a in p.actions if isinstance(a, LinkShared))
+    assert link.paths == ("uploads", "cache/img") and link.shared == "/opt/choiros/shared"
+    order = [a for a, _ in labels(p)]
+    assert order.index("link-shared") < order.index("start")
+    assert not plan(d, after).changed
+
+
+def test_stop_timeout_and_signal_reach_the_unit() -> None:
+    d = desired()
+    d = replace(d, backend=replace(d.backend, stop_timeout=90.0, stop_signal="SIGINT"))
+    text = SingleSlot(d).texts()[BACKEND]
+    assert "TimeoutStopSec=90s" in text and "KillSignal=SIGINT" in text
+    assert "KillSignal" not in SingleSlot(desired()).texts()[BACKEND], "the default stays as it was"

@@ -21,6 +21,7 @@ from tests.testhost import TestHost
 pytestmark = pytest.mark.testhost
 
 BACKEND = "choiros-backend.service"
+FRAGMENT = "/etc/caddy/apps/choiros.caddy"
 # v1 -> v2 with a unit change (a new argument) and a Caddyfile change (another health path).
 CHANGED_BACKEND = "command: bin/backend --port {port} --host 127.0.0.1\nport: 8080\nhealth: /api/version"
 LEFTOVER_MARKS = (".tmp-", ".candidate-", ".incoming-", ".trash-", ".flatten")
@@ -281,11 +282,11 @@ def test_invalid_caddyfile_never_goes_live(project: Project) -> None:
     host = project.host
     project.write("1.0.0")
     assert project.once().rc == 0
-    live = host.read("/etc/caddy/Caddyfile")
+    live = host.read(FRAGMENT)
     project.write("1.0.0", proxy='site: ":99999"')
     run = project.once()
-    assert run.rc == 1 and "caddy refused the rendered Caddyfile" in run.json["error"]
-    assert host.read("/etc/caddy/Caddyfile") == live
+    assert run.rc == 1 and "caddy refused the configuration" in run.json["error"]
+    assert host.read(FRAGMENT) == live
     assert serves(host) == "1.0.0" and leftovers(host) == []
 
 
@@ -293,12 +294,12 @@ def test_reload_refused_by_caddy_keeps_the_old_config_serving(project: Project) 
     host = project.host
     project.write("1.0.0")
     assert project.once().rc == 0
-    live = host.read("/etc/caddy/Caddyfile")
+    live = host.read(FRAGMENT)
     project.write("1.0.0", proxy='site: ":22"')  # valid syntax, but sshd holds the port
     run = project.once()
     assert run.rc == 1, run.stdout
-    assert "reload" in run.json["error"]
-    assert host.read("/etc/caddy/Caddyfile") == live, "the refused config stayed on disk"
+    assert "Caddy refused to load" in run.json["error"]
+    assert host.read(FRAGMENT) == live, "the refused config stayed on disk"
     assert serves(host) == "1.0.0"
     project.write("1.0.0")
     assert project.once().rc == 0 and project.once("--dry-run").rc == 0

@@ -112,7 +112,7 @@ def test_editing_the_file_deploys_and_drift_is_corrected(project: Project) -> No
         print(f"\nfile saved -> plan {first_action:.2f} s -> serving 2.0.0 {took:.2f} s")
         assert took < 10
 
-        host.write("/etc/caddy/Caddyfile", b':80 {\n\trespond "hand edited"\n}\n')
+        host.write("/etc/caddy/apps/choiros.caddy", b':80 {\n\trespond "hand edited"\n}\n')
         host.exec(["caddy", "reload", "--config", "/etc/caddy/Caddyfile", "--force"])
         assert host.http("/").text == "hand edited"
         restored = wait_until(lambda: serves(host) == "2.0.0", 15)

@@ -21,7 +21,7 @@ from reconciler.errors import HostError
 from reconciler.executors.base import Payload
 from reconciler.observe.snapshot import GateParams
 from reconciler.plan import actions as actions_module
-from reconciler.plan.actions import Action, Plan
+from reconciler.plan.actions import Action, Plan, RecordMaintenance
 from reconciler.plan.planner import plan
 from tests.model_host import ModelHost
 from tests.test_planner import desired, empty_host
@@ -115,6 +115,9 @@ class Recorder:
         pass
 
 
+TASKS = "  tasks: {before_switch: [bin/migrate], after_switch: [bin/warm-cache --all]}"
+
+
 def _plans() -> list[tuple[Any, Plan]]:
     """Plans that together use every action kind, rollbacks included."""
     out = []
@@ -128,7 +131,7 @@ def _plans() -> list[tuple[Any, Plan]]:
         desired("2.0.0", image=True, keep=1),
         desired("3.0.0", mode="dev-server"),
         desired("4.0.0", keep=1),
-        desired("5.0.0", keep=1),
+        desired("5.0.0", keep=1, data=data + "shared: [uploads]\n", tasks=TASKS),
     ):
         p = plan(d, host.snapshot())
         out.append((d, p))
@@ -148,6 +151,10 @@ def test_every_request_the_engine_builds_passes_the_agents_check(monkeypatch: py
         with pytest.raises(HostError):
             once.observe(recorder, d)
         kinds |= {a.kind for a in p.actions} | {a.kind for a in (p.rollback.actions if p.rollback else ())}
+    on = RecordMaintenance("asked", on=True, why="db repair", by="ops@laptop")
+    with pytest.raises(HostError):
+        once.apply_plan(desired(), recorder, once.RunOptions(), once.SilentReporter(), Plan((on,), ""))
+    kinds.add(on.kind)
     assert kinds >= set(protocol.ACTIONS) - {"record_quarantine"}, set(protocol.ACTIONS) - kinds
     assert {r["op"] for r in recorder.requests} == {"apply", "observe"}
 

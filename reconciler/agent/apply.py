@@ -29,6 +29,7 @@ from .database import do_restore_database, do_snapshot_database
 from .files import (
     do_daemon_reload,
     do_record_good,
+    do_record_maintenance,
     do_record_quarantine,
     do_remove_file,
     do_set_symlink,
@@ -38,16 +39,19 @@ from .files import (
 from .fsops import atomic_write, now
 from .health import do_check_health
 from .images import do_load_image
-from .lock import HostLock
+from .lock import HostLock, release_host_lock
 from .observe import fingerprint, observe
 from .protocol import AgentError, Emit, Json, check_request
-from .releases import do_prune_release, do_upload_release
+from .releases import do_link_shared, do_prune_release, do_upload_release
 from .systemd import stop_unit
+from .tasks import do_run_task
 
 HANDLERS: dict[str, Callable[[Context, Json], Json]] = {
     "upload_release": do_upload_release,
     "write_file": do_write_file,
     "remove_file": do_remove_file,
+    "link_shared": do_link_shared,
+    "run_task": do_run_task,
     "set_symlink": do_set_symlink,
     "daemon_reload": do_daemon_reload,
     "systemctl": do_systemctl,
@@ -56,6 +60,7 @@ HANDLERS: dict[str, Callable[[Context, Json], Json]] = {
     "load_caddy": do_load_caddy,
     "record_quarantine": do_record_quarantine,
     "record_good": do_record_good,
+    "record_maintenance": do_record_maintenance,
     "prune_release": do_prune_release,
     "load_image": do_load_image,
     "snapshot_database": do_snapshot_database,
@@ -212,11 +217,14 @@ def apply(request: Json, payload: IO[bytes] | None, emit: Emit, cancelled: Calla
         if not actions and request.get("record") is False:
             return {"event": "result", "ok": True, "failure": None, "done": [], "after": before}
         run = Run(ctx, cancelled, fault)
-        failure = run.forward(actions)
-        rolled_back = None
-        plan = request.get("rollback")
-        if failure and plan and failure.get("on_failure") in ("rollback", "quarantine"):
-            rolled_back = run.rollback(plan, failure)
+        try:
+            failure = run.forward(actions)
+            rolled_back = None
+            plan = request.get("rollback")
+            if failure and plan and failure.get("on_failure") in ("rollback", "quarantine"):
+                rolled_back = run.rollback(plan, failure)
+        finally:
+            release_host_lock(ctx)
         record = dict(request.get("journal") or {})
         record.update(
             finished=now(),
@@ -263,11 +271,20 @@ def history(request: Json) -> Json:
         except ValueError:
             unreadable += 1
     quarantine: Json = {}
+    maintenance: Json = {}
     errors = []
     try:
         quarantine = records.load(request["state"], records.QUARANTINE, {})
+        maintenance = records.load(request["state"], records.MAINTENANCE, {})
     except records.StateFileError as exc:
         errors.append(str(exc))
     if unreadable:
         errors.append(f"{path}: {unreadable} unreadable line(s) skipped")
-    return {"event": "result", "ok": True, "records": entries, "quarantine": quarantine, "errors": errors}
+    return {
+        "event": "result",
+        "ok": True,
+        "records": entries,
+        "quarantine": quarantine,
+        "maintenance": maintenance,
+        "errors": errors,
+    }

@@ -1,58 +1,76 @@
-"""Caddy: a Caddyfile validated before it replaces the live one, and reloads with a timeout."""
+"""Caddy: an app's fragment (or the main Caddyfile) written, the whole configuration validated
+from the main Caddyfile, and reloads with a timeout. All under the host-wide lock, since the
+configuration is every app's: a file that makes it invalid is put back at once, and a reload
+Caddy refuses puts back every file this apply wrote, so every app keeps serving as before."""
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 
 from . import records
 from .context import Context
-from .fsops import atomic_write, decode, fsync_dir, makedirs, now, read_file, read_json, run
+from .files import keep_backup
+from .fsops import atomic_write, decode, fsync_dir, now, read_file, read_json, run
+from .lock import hold_host_lock
 from .protocol import AgentError, Json
 from .systemd import systemctl, unit_state
 
 
-def caddy_validate(path: str) -> None:
-    proc = run(["caddy", "validate", "--config", path, "--adapter", "caddyfile"], timeout=60)
+def caddy_validate(main: str) -> None:
+    proc = run(["caddy", "validate", "--config", main, "--adapter", "caddyfile"], timeout=60)
     if proc.returncode != 0:
         lines = [ln for ln in decode(proc.stderr + b"\n" + proc.stdout).splitlines() if "error" in ln.lower()]
         raise AgentError(
-            "caddy refused the rendered Caddyfile; the live one was not touched",
+            "caddy refused the configuration; the live one was not touched",
             "\n".join(lines[-5:]),
             code="caddy",
         )
+
+
+def _bytes(path: str) -> bytes | None:
+    have = read_file(path)
+    if have and have.get("kind") == "file":
+        return str(have["content"]).encode("utf-8", "surrogateescape")
+    return None
+
+
+def _put(path: str, data: bytes | None) -> None:
+    if data is None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+            fsync_dir(os.path.dirname(path))
+    else:
+        atomic_write(path, data, 0o644)
 
 
 def do_write_caddyfile(ctx: Context, a: Json) -> Json:
     """Caddy is never pointed at a process that has not passed its health gate: the backends
     the new file routes to are checked against the gate records here, on the host, at the
     moment of the switch."""
-    path = a["path"]
+    path, main = a["path"], a["main"]
     for unit in a["routes_to"]:
         if records.gate_of(ctx.state_dir, unit)[0] is None:
             raise AgentError(
                 f"refusing to route Caddy to {unit}: the process it runs has not passed a health gate",
                 code="ungated",
             )
-    have = read_file(path)
-    if have and have.get("content") == a["content"]:
+    want = None if a.get("content") is None else a["content"].encode("utf-8", "surrogateescape")
+    hold_host_lock(ctx)
+    have = _bytes(path)
+    if have == want:
         return {"skipped": "already as wanted"}
-    folder = os.path.dirname(path)
-    makedirs(folder)
-    candidate = os.path.join(folder, f".{os.path.basename(path)}.candidate-{os.getpid()}")
-    atomic_write(candidate, a["content"].encode(), 0o644)
+    if a["backup"]:
+        keep_backup(ctx, path)
+    ctx.caddy_backups.setdefault(path, have)
+    _put(path, want)
     try:
-        caddy_validate(candidate)
-        old = read_file(path)
-        ctx.caddy_backup = (
-            old["content"].encode("utf-8", "surrogateescape") if old and "content" in old else None
-        )
-        os.replace(candidate, path)
-        fsync_dir(folder)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(candidate)
+        caddy_validate(main)
+    except AgentError:
+        _put(path, have)
+        raise
     return {}
 
 
@@ -67,38 +85,40 @@ def caddy_reload(path: str) -> None:
     if proc.returncode != 0:
         said = decode(proc.stderr + b"\n" + proc.stdout)
         lines = [ln for ln in said.splitlines() if "error" in ln.lower()] or said.splitlines()
-        raise AgentError("Caddy refused to load the new Caddyfile", "\n".join(lines[-3:]), code="caddy")
+        raise AgentError("Caddy refused to load the new configuration", "\n".join(lines[-3:]), code="caddy")
 
 
-def _loaded(ctx: Context, path: str, unit: str) -> bool:
-    data = read_file(path)
+def _fragment_sha(path: str) -> str | None:
+    data = _bytes(path)
+    return None if data is None else hashlib.sha256(data).hexdigest()
+
+
+def _loaded(ctx: Context, fragment: str, unit: str) -> bool:
     loaded = read_json(os.path.join(ctx.state_dir, "caddy-loaded.json"))
-    return (
-        bool(data and loaded and isinstance(loaded, dict) and loaded.get("sha256") == data.get("sha256"))
-        and unit_state(unit)["active"] == "active"
-    )
+    sha = _fragment_sha(fragment)
+    return isinstance(loaded, dict) and loaded.get("sha256") == sha and unit_state(unit)["active"] == "active"
 
 
 def do_load_caddy(ctx: Context, a: Json) -> Json:
     """Start Caddy, or gracefully reload it; when Caddy refuses a reload it keeps serving the
-    old config, so the old file is put back (and loaded again) to keep disk and memory equal."""
-    path = a["path"]
-    if a["unless_loaded"] and _loaded(ctx, path, a["unit"]):
-        return {"skipped": "Caddy serves this Caddyfile already"}
+    old config, so the old files are put back (and loaded again) to keep disk and memory equal."""
+    main, fragment = a["path"], a["fragment"]
+    if a["unless_loaded"] and _loaded(ctx, fragment, a["unit"]):
+        return {"skipped": "Caddy serves this configuration already"}
+    hold_host_lock(ctx)
     if a.get("verb") == "start":
         systemctl("start", a["unit"])
     else:
         try:
-            caddy_reload(path)
+            caddy_reload(main)
         except AgentError as exc:
-            if ctx.caddy_backup is not None:
-                atomic_write(path, ctx.caddy_backup, 0o644)
+            if ctx.caddy_backups:
+                for path, data in ctx.caddy_backups.items():
+                    _put(path, data)
                 with contextlib.suppress(AgentError):
-                    caddy_reload(path)
-                exc.message += "; the previous Caddyfile is back in place and still serving"
+                    caddy_reload(main)
+                exc.message += "; the previous configuration is back in place and still serving"
             raise
-    data = read_file(path)
-    if data and "sha256" in data:
-        state = {"sha256": data["sha256"], "at": now()}
-        atomic_write(os.path.join(ctx.state_dir, "caddy-loaded.json"), json.dumps(state).encode(), 0o644)
+    state = {"sha256": _fragment_sha(fragment), "at": now()}
+    atomic_write(os.path.join(ctx.state_dir, "caddy-loaded.json"), json.dumps(state).encode(), 0o644)
     return {}

@@ -29,11 +29,25 @@ def _same_file(path: str, data: bytes, mode: int, group: str | None) -> bool:
     return True
 
 
+def keep_backup(ctx: Context, path: str) -> None:
+    """A dated copy of a file about to be replaced: <state>/adopted/<time><path>, where what
+    was adopted from a host set up by hand can be found again."""
+    import shutil
+
+    if not os.path.isfile(path) or os.path.islink(path):
+        return
+    dest = os.path.join(ctx.state_dir, "adopted", ctx.stamp + path)
+    os.makedirs(os.path.dirname(dest), mode=0o700, exist_ok=True)
+    shutil.copy2(path, dest)
+
+
 def do_write_file(ctx: Context, a: Json) -> Json:
     data = a["content"].encode("utf-8", "surrogateescape")
     mode = int(a["mode"])
     if _same_file(a["path"], data, mode, a.get("group")):
         return {"skipped": "already as wanted"}
+    if a["backup"]:
+        keep_backup(ctx, a["path"])
     try:
         atomic_write(a["path"], data, mode, a.get("owner"), a.get("group"))
     except KeyError as exc:  # pwd/grp: no such user or group on this host
@@ -42,6 +56,8 @@ def do_write_file(ctx: Context, a: Json) -> Json:
 
 
 def do_remove_file(ctx: Context, a: Json) -> Json:
+    if a["backup"]:
+        keep_backup(ctx, a["path"])
     with contextlib.suppress(FileNotFoundError):
         os.unlink(a["path"])
         fsync_dir(os.path.dirname(a["path"]))
@@ -57,8 +73,11 @@ def do_set_symlink(ctx: Context, a: Json) -> Json:
 
 
 def do_daemon_reload(ctx: Context, a: Json) -> Json:
+    from .lock import hold_host_lock
+
     if a["unless_clean"] and not need_daemon_reload(list(a["unless_clean"])):
         return {"skipped": "systemd has every unit file loaded"}
+    hold_host_lock(ctx)  # systemd is every app's
     systemctl("daemon-reload")
     return {}
 
@@ -93,6 +112,11 @@ def do_record_quarantine(ctx: Context, a: Json) -> Json:
         records.unquarantine(ctx.state_dir, a["key"], a["version"])
     else:
         records.quarantine(ctx.state_dir, a["key"], a["version"], a["why"])
+    return {}
+
+
+def do_record_maintenance(ctx: Context, a: Json) -> Json:
+    records.maintenance(ctx.state_dir, bool(a["on"]), a["why"], a["by"])
     return {}
 
 

@@ -1,4 +1,10 @@
-"""The host lock: flock on <state>/lock, freed by the kernel when its holder dies."""
+"""Locks, flock()ed so the kernel frees them when their holder dies:
+
+- the app's lock, <state>/lock, held for a whole apply: one apply per app at a time;
+- the host-wide lock, /run/reconciler/host.lock, held from an app's first change to what all
+  apps share (Caddy's configuration and its reload, systemd's daemon-reload) to the end of
+  its apply: two apps never validate and reload Caddy at the same time.
+"""
 
 from __future__ import annotations
 
@@ -76,3 +82,35 @@ class HostLock:
         with contextlib.suppress(OSError):
             os.ftruncate(self.fd, 0)
         os.close(self.fd)  # closing releases the flock
+
+
+HOST_LOCK = "/run/reconciler/host.lock"
+
+
+def hold_host_lock(ctx: object, timeout: float = 120.0) -> None:
+    """Take the host-wide lock for the rest of this apply (once; released when it ends)."""
+    if getattr(ctx, "host_lock_fd", -1) >= 0:
+        return
+    makedirs(os.path.dirname(HOST_LOCK), 0o755)
+    fd = os.open(HOST_LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                os.close(fd)
+                raise AgentError(
+                    f"another app's run held the host-wide lock ({HOST_LOCK}) for {timeout:.0f}s",
+                    code="locked",
+                ) from None
+            time.sleep(0.1)
+    ctx.host_lock_fd = fd  # type: ignore[attr-defined]
+
+
+def release_host_lock(ctx: object) -> None:
+    fd = getattr(ctx, "host_lock_fd", -1)
+    if fd >= 0:
+        os.close(fd)
+        ctx.host_lock_fd = -1  # type: ignore[attr-defined]

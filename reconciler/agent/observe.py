@@ -8,11 +8,12 @@ import os
 import shutil
 import socket
 import sys
+from typing import Any
 
 from .fsops import account, decode, read_file, read_json, read_link, run
 from .lock import lock_state
 from .protocol import PROTOCOL, Json
-from .records import GATES, GOOD, QUARANTINE, StateFileError, load
+from .records import GATES, GOOD, MAINTENANCE, QUARANTINE, TASKS, StateFileError, load
 from .systemd import systemctl_show
 
 
@@ -49,6 +50,19 @@ def images(wanted: bool) -> list[str]:
     return sorted(set(decode(proc.stdout).split())) if proc.returncode == 0 else []
 
 
+def globbed(patterns: list[str]) -> Json:
+    """The text of every regular file matching the patterns: other apps' Caddy fragments."""
+    import glob
+
+    out: Json = {}
+    for pattern in patterns:
+        for path in sorted(glob.glob(pattern)):
+            found = read_file(path)
+            if found and found.get("kind") == "file":
+                out[path] = found["content"]
+    return out
+
+
 def user_name(uid: int) -> str:
     import pwd
 
@@ -71,6 +85,7 @@ def observe(spec: Json) -> Json:
             "user": user_name(os.getuid()),
         },
         "files": {p: read_file(p) for p in spec.get("files", [])},
+        "globbed": globbed(spec.get("globs", [])),
         "links": {p: read_link(p) for p in spec.get("links", [])},
         "releases": releases(spec["releases"], state_dir, state["errors"]),
         "units": systemctl_show(list(spec.get("units", []))),
@@ -91,7 +106,14 @@ def records(state_dir: str) -> Json:
         "snapshots": snapshots(state_dir),
         "errors": [],
     }
-    for key, name, empty in (("gates", GATES, {}), ("good", GOOD, []), ("quarantine", QUARANTINE, {})):
+    named: list[tuple[str, str, Any]] = [
+        ("gates", GATES, {}),
+        ("good", GOOD, []),
+        ("quarantine", QUARANTINE, {}),
+        ("tasks", TASKS, {}),
+        ("maintenance", MAINTENANCE, {}),
+    ]
+    for key, name, empty in named:
         try:
             out[key] = load(state_dir, name, empty)
         except StateFileError as exc:

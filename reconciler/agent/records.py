@@ -24,6 +24,8 @@ from .protocol import Json
 GATES = "gates.json"
 GOOD = "good.json"
 QUARANTINE = "quarantine.json"
+TASKS = "tasks.json"
+MAINTENANCE = "maintenance.json"
 GOOD_KEPT = 5
 
 _WHAT = {
@@ -32,6 +34,8 @@ _WHAT = {
     GOOD: "the last states that passed; removing it leaves nothing to roll back to until the "
     "next successful run",
     QUARANTINE: "which configurations failed; removing it lets them be tried again",
+    TASKS: "which release tasks succeeded; removing it runs them again on the next deploy",
+    MAINTENANCE: "that maintenance mode was switched on by hand; removing it switches it off",
 }
 
 
@@ -82,6 +86,15 @@ def record_good(state_dir: str, record: Json) -> None:
     _save(state_dir, GOOD, [dict(record, at=now()), *good][:GOOD_KEPT])
 
 
+def task_done(state_dir: str, config: str, when: str, count: int) -> None:
+    """`count` tasks of the list `when` succeeded for this configuration (kept for the last 20)."""
+    done = load(state_dir, TASKS, {})
+    entry = done.pop(config, {})
+    entry[when] = max(count, entry.get(when, 0))
+    done[config] = entry
+    _save(state_dir, TASKS, dict(list(done.items())[-20:]))
+
+
 def quarantine(state_dir: str, key: str, version: str, reason: str) -> None:
     entries = load(state_dir, QUARANTINE, {})
     entries[key] = {"version": version, "reason": reason, "at": now()}
@@ -108,3 +121,11 @@ def gate_of(state_dir: str, unit: str) -> tuple[Json | None, Json]:
     if not isinstance(record, dict) or record.get("invocation") != state["invocation"]:
         return None, state
     return record, state
+
+
+def maintenance(state_dir: str, on: bool, why: str, by: str) -> None:
+    path = os.path.join(state_dir, MAINTENANCE)
+    if on:
+        _save(state_dir, MAINTENANCE, {"on": True, "reason": why, "by": by, "at": now()})
+    elif os.path.exists(path):
+        os.unlink(path)

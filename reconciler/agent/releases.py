@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
 from .contents import DIR_MODE, check_tree, file_mode, settle_modes
 from .context import Context
-from .fsops import atomic_write, fsync_dir, makedirs, now, run
+from .fsops import atomic_symlink, atomic_write, fsync_dir, makedirs, now, owner_ids, run
 from .protocol import CHUNK, AgentError, Json
 
 
@@ -252,3 +252,35 @@ def do_prune_release(ctx: Context, a: Json) -> Json:
     if a.get("image") and shutil.which("podman"):
         run(["podman", "rmi", a["image"]], timeout=120)  # refused while a container uses it: fine
     return {}
+
+
+def do_link_shared(ctx: Context, a: Json) -> Json:
+    """<release>/<path> -> <shared>/<path>, for every shared path. A shared folder that does
+    not exist yet starts as the release's own copy; later releases' copies are replaced by the
+    link. The shared folders belong to the backend's user, who writes there."""
+    release, shared = a["release"], a["shared"]
+    linked = 0
+    for rel in a["paths"]:
+        inside, outside = os.path.join(release, rel), os.path.join(shared, rel)
+        if os.path.islink(inside) and os.readlink(inside) == outside:
+            continue
+        if not os.path.isdir(outside):
+            makedirs(os.path.dirname(outside))
+            if os.path.isdir(inside) and not os.path.islink(inside):
+                shutil.copytree(inside, outside, symlinks=True)
+            else:
+                makedirs(outside)
+            if a.get("owner"):
+                uid, gid = owner_ids(a["owner"], a["owner"])
+                for root, dirs, files in os.walk(outside):
+                    for name in [root, *(os.path.join(root, n) for n in dirs + files)]:
+                        os.lchown(name, uid, gid)
+        if os.path.lexists(inside):
+            if os.path.isdir(inside) and not os.path.islink(inside):
+                shutil.rmtree(inside)
+            else:
+                os.unlink(inside)
+        makedirs(os.path.dirname(inside))
+        atomic_symlink(inside, outside)
+        linked += 1
+    return {"linked": linked}

@@ -22,6 +22,7 @@ examples:
   reconcile                           keep converging: on file changes and on drift
   reconcile status                    the host's recent runs and quarantined releases
   reconcile validate                  check desired-state.yaml without touching any host
+  reconcile maintenance on --reason "db repair"   answer 503 with a maintenance page; `off` ends it
 
 exit codes: 0 converged / nothing to do, 1 error, 2 changes pending (--dry-run),
             3 release failed and was rolled back, or is quarantined
@@ -99,6 +100,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--retry-quarantined", action="store_true", help="deploy the desired release even if it failed before"
     )
     p.add_argument(
+        "--adopt",
+        action="store_true",
+        help="replace files at this app's places that the reconciler did not write (units, env "
+        "file, the main Caddyfile's own site for proxy.site), keeping a dated backup on the host",
+    )
+    p.add_argument(
         "--require-committed",
         action="store_true",
         help="refuse to apply a desired-state file with uncommitted changes",
@@ -136,7 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
-    subcommand = args_list[0] if args_list and args_list[0] in ("status", "validate") else None
+    subcommand = args_list[0] if args_list and args_list[0] in ("status", "validate", "maintenance") else None
     args = None if subcommand else build_parser().parse_args(args_list)
     from reconciler.cli import commands
 

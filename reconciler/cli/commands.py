@@ -113,6 +113,7 @@ def once(args: argparse.Namespace) -> int:
     options = RunOptions(
         dry_run=args.dry_run,
         retry_quarantined=args.retry_quarantined,
+        adopt=getattr(args, "adopt", False),
         lock_timeout=args.lock_timeout,
         fault=fault_points(),
     )
@@ -222,6 +223,10 @@ def run_subcommand(name: str, argv: list[str], add_common: Callable[[argparse.Ar
     add_common(parser)
     if name == "status":
         parser.add_argument("-n", "--runs", type=int, default=10, help="how many recent runs to show")
+    if name == "maintenance":
+        parser.add_argument("state", choices=["on", "off"], help="on: answer 503 (the health path excepted)")
+        parser.add_argument("--reason", default="", help="why, recorded on the host and shown by status")
+        parser.add_argument("--lock-timeout", type=float, default=30.0, metavar="SECONDS")
     args = parser.parse_args(argv)
     args.dry_run = False
     setup_logging(args)
@@ -251,12 +256,27 @@ def run_subcommand(name: str, argv: list[str], add_common: Callable[[argparse.Ar
             print(f"== {host.name} ({host.target})")
         executor = executor_for(one.target, ssh_options(args))
         try:
-            status(args, one, executor)
+            if name == "maintenance":
+                maintenance(args, one, executor)
+            else:
+                status(args, one, executor)
         except ReconcilerError as exc:
             code = fail(args, exc, one)
         finally:
             executor.close()
     return code
+
+
+def maintenance(args: argparse.Namespace, desired: DesiredState, executor: Executor) -> None:
+    from reconciler.engine.once import set_maintenance
+
+    reporter: Reporter = SilentReporter() if args.json else HumanReporter()
+    options = RunOptions(lock_timeout=args.lock_timeout)
+    outcome = set_maintenance(desired, executor, options, reporter, args.state == "on", args.reason)
+    if args.json:
+        print(json_result(desired=desired, plan=outcome.plan, result="converged", applied=outcome.applied))
+    else:
+        print(f"maintenance {args.state} on {executor.description}")
 
 
 def status(args: argparse.Namespace, desired: DesiredState, executor: Executor) -> int:
@@ -272,9 +292,16 @@ def status(args: argparse.Namespace, desired: DesiredState, executor: Executor) 
     records: list[dict[str, Any]] = answer.get("records", [])
     quarantine: dict[str, Any] = answer.get("quarantine", {})
     problems: list[str] = answer.get("errors", [])
+    maintenance: dict[str, Any] = answer.get("maintenance") or {}
     if args.json:
-        print(json.dumps({"runs": records, "quarantined": quarantine, "problems": problems}, indent=2))
+        out = {"runs": records, "quarantined": quarantine, "maintenance": maintenance, "problems": problems}
+        print(json.dumps(out, indent=2))
         return 0
+    if maintenance.get("on"):
+        print(
+            f"maintenance: on since {maintenance.get('at', '?')} by {maintenance.get('by', '?')}: "
+            f"{maintenance.get('reason') or 'no reason given'} (`reconcile maintenance off` ends it)"
+        )
     if not records:
         print(f"No runs recorded on {executor.description} for {desired.app} yet.")
     for r in records:

@@ -33,7 +33,7 @@ from reconciler.executors.base import Event, Executor, Payload
 from reconciler.log import log
 from reconciler.observe import snapshot
 from reconciler.observe.snapshot import Observed
-from reconciler.plan.actions import LoadImage, Plan, UploadRelease
+from reconciler.plan.actions import LoadImage, Plan, RecordMaintenance, UploadRelease
 from reconciler.plan.planner import plan as make_plan
 from reconciler.spec.model import DesiredState
 
@@ -44,6 +44,7 @@ STALE_RETRIES = 2
 class RunOptions:
     dry_run: bool = False
     retry_quarantined: bool = False
+    adopt: bool = False  # replace files someone else wrote at this app's places (backups kept)
     lock_timeout: float = 0.0
     # Test-only fault points, e.g. {"kill_after_action": 3}: honoured only by an agent on a
     # host whose root switched fault injection on (see reconciler/agent/apply.py).
@@ -118,7 +119,7 @@ def plan_host(desired: DesiredState, executor: Executor, options: RunOptions, re
         # wait for its lock like an apply would, and plan from what it leaves behind.
         observed = _after_lock(desired, executor, options, reporter)
     observe_ms = (time.perf_counter() - t0) * 1000
-    the_plan = make_plan(desired, observed, retry_quarantined=options.retry_quarantined)
+    the_plan = make_plan(desired, observed, retry_quarantined=options.retry_quarantined, adopt=options.adopt)
     reporter.planned(desired, the_plan, observed, observe_ms)
     log.info(
         "planned", host=executor.description, actions=len(the_plan.actions), observe_ms=round(observe_ms, 1)
@@ -247,6 +248,7 @@ def _apply(
             "version": desired.release.version,
             "strategy": desired.strategy,
             "actions": the_plan.summaries(),
+            "adopted": list(the_plan.adopting),
         },
         "fault": options.fault or None,
     }
@@ -260,7 +262,7 @@ def _apply(
     failure = answer.get("failure")
     if failure:
         raise _failure_error(desired, the_plan, failure, answer.get("rolled_back"), after)
-    check = make_plan(desired, after, retry_quarantined=True)
+    check = make_plan(desired, after, retry_quarantined=True, adopt=options.adopt)
     if verify and check.changed:
         raise NotConverged(
             "the host still differs after applying:\n  "
@@ -316,6 +318,16 @@ def _failure_error(
         message += f" ({last})"
     version = desired.release.version
     quarantined = failure.get("on_failure") == "quarantine"
+    if failure.get("code") == "task" and (not rolled_back or rolled_back.get("ok")):
+        # A release task (a migration) failed before anything was switched: not a release
+        # that failed its gate, so exit 1, with the task's own output.
+        return ApplyError(
+            message,
+            action_index=index,
+            detail=detail,
+            hint="nothing was switched: the release that served before still serves; fix the task "
+            "(its output is above and in the host's journal) and run again",
+        )
     if rolled_back and rolled_back.get("ok") and rolled_back.get("to"):
         good = rolled_back["to"]
         note = f" {version} with this configuration is quarantined." if quarantined else ""
@@ -353,3 +365,14 @@ def _failure_error(
     error3 = cls(message, action_index=index, detail=detail, hint=hint)
     error3.after = after
     return error3
+
+
+def set_maintenance(
+    desired: DesiredState, executor: Executor, options: RunOptions, reporter: Reporter, on: bool, why: str
+) -> Outcome:
+    """`reconcile maintenance on|off`: record it on the host, then converge, which renders
+    the app's Caddy fragment with or without the 503 page."""
+    who = f"{getpass.getuser()}@{socket.gethostname()}"
+    record = RecordMaintenance(f"asked by {who}", on=on, why=why, by=who)
+    apply_plan(desired, executor, options, reporter, Plan((record,), ""), kind="maintenance", verify=False)
+    return reconcile_once(desired, executor, options, reporter)

@@ -112,7 +112,7 @@ class GoodState:
     version: str
     image: str | None
     strategy: str
-    files: Mapping[str, RecordedFile]  # unit files, environment files, the Caddyfile
+    files: Mapping[str, RecordedFile | None]  # unit files, environment files, Caddy; None: absent
     links: Mapping[str, str]  # path -> target as written
     gates: Mapping[str, GateParams]  # the units that run in it, and their gates
     caddyfile: str
@@ -153,6 +153,9 @@ class Observed:
     images: frozenset[str] = frozenset()  # container images present (repo:tag), when asked
     snapshots: frozenset[str] = frozenset()  # releases with a database snapshot
     gates: Mapping[str, GateRecord] = field(default_factory=lambda: MappingProxyType({}))
+    fragments: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))  # every app's
+    tasks: Mapping[str, Mapping[str, int]] = field(default_factory=lambda: MappingProxyType({}))
+    maintenance: Mapping[str, str] | None = None  # switched on by hand: by, at, reason
     good: tuple[GoodState, ...] = ()  # newest first
     state_errors: tuple[str, ...] = ()  # records on the host that could not be read
     user: int = 0  # the uid the agent ran as
@@ -209,8 +212,15 @@ def request_for(desired: DesiredState) -> dict[str, Any]:
             layout.env_file,
             *(desired.colour_env_file(c) for c in colours),
             desired.proxy.caddyfile,
+            desired.proxy.fragment(desired.app),
         ],
-        "links": [layout.current, layout.previous, *(desired.colour_link(c) for c in colours)],
+        "links": [
+            layout.current,
+            layout.previous,
+            *(desired.colour_link(c) for c in colours),
+            *(f"{layout.release_dir(desired.release.version)}/{p}" for p in desired.shared),
+        ],
+        "globs": [f"{desired.proxy.apps_dir}/*.caddy"],
         "units": [*units, CADDY_UNIT],
         "commands": ["caddy", "systemctl", "podman"],
         "images": desired.release.image is not None,
@@ -271,6 +281,15 @@ def parse(raw: Mapping[str, Any]) -> Observed:
         images=frozenset(raw.get("images") or ()),
         snapshots=frozenset(state.get("snapshots") or ()),
         gates=_freeze(_gates(state.get("gates") or {})),
+        fragments=_freeze({p: str(t) for p, t in (raw.get("globbed") or {}).items()}),
+        maintenance=_maintenance(state.get("maintenance")),
+        tasks=_freeze(
+            {
+                config: _freeze({k: int(v) for k, v in done.items() if isinstance(v, int)})
+                for config, done in (state.get("tasks") or {}).items()
+                if isinstance(done, dict)
+            }
+        ),
         good=good,
         state_errors=tuple(str(e) for e in state.get("errors") or ()) + good_errors,
         user=int(raw["host"].get("uid", 0)),
@@ -282,6 +301,12 @@ def parse(raw: Mapping[str, Any]) -> Observed:
         ),
         fingerprint=str(raw.get("fingerprint", "")),
     )
+
+
+def _maintenance(raw: Any) -> Mapping[str, str] | None:
+    if not isinstance(raw, dict) or not raw.get("on"):
+        return None
+    return _freeze({k: str(raw.get(k, "")) for k in ("by", "at", "reason")})
 
 
 def _quarantine(raw: Mapping[str, Any]) -> dict[str, QuarantineEntry]:

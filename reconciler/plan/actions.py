@@ -41,12 +41,14 @@ class Phase(IntEnum):
     WRITE = 20  # unit files, env file
     DAEMON_RELOAD = 30
     SNAPSHOT = 35  # the database, before any process of the new release runs
+    MIGRATE = 38  # release tasks before the switch: the new release's migrations, old one serving
     SWITCH = 40  # `current` / `previous` symlinks
     RESTORE = 45  # a snapshot back into place, the backend stopped for it
     RESTART = 50
     START = 60  # enable + start units that should run
     VERIFY = 70  # health gates before the proxy sends traffic
     PROXY = 80  # validated Caddyfile, graceful reload
+    AFTER_SWITCH = 85  # release tasks once the new release serves
     RETIRE = 90  # stop and remove what is no longer wanted
     PRUNE = 95  # old releases beyond release.keep
     RECORD = 100
@@ -119,6 +121,51 @@ class LoadImage(Action):
 
 
 @dataclass(frozen=True)
+class LinkShared(Action):
+    """Link a release's shared paths (uploads, caches) to the one copy under <root>/shared,
+    seeding a shared folder from the release the first time."""
+
+    release: str  # the release folder
+    shared: str  # <root>/shared
+    paths: tuple[str, ...]
+    owner: str | None = None  # backend.user: the app writes there
+    phase: Phase = field(default=Phase.STAGE, kw_only=True)
+    kind: ClassVar[str] = "link_shared"
+    label: ClassVar[str] = "link-shared"
+
+    @property
+    def target(self) -> str:
+        return f"{self.release}/{{{','.join(self.paths)}}}"
+
+
+@dataclass(frozen=True)
+class RunTask(Action):
+    """A release task: one command, run as the backend would run (its release folder, its
+    environment file, its user; for an image, in a container of it), once per configuration.
+    A `before_switch` task that fails puts the database back as this apply's snapshot had it."""
+
+    when: str  # before_switch | after_switch
+    index: int  # its place in the list: what is recorded as done
+    config: str  # the configuration it runs for
+    argv: tuple[str, ...]  # argv[0] already absolute when it lives in the release
+    workdir: str
+    env_file: str
+    release: str  # the version, told to the task as RECONCILER_RELEASE
+    app: str
+    timeout: float
+    user: str | None = None
+    container: tuple[str, ...] = ()  # for an image: the `podman run` words before argv
+    database: str | None = None  # restored from `snapshot` when a before_switch task fails
+    snapshot: str | None = None
+    kind: ClassVar[str] = "run_task"
+    label: ClassVar[str] = "task"
+
+    @property
+    def target(self) -> str:
+        return f"{self.when}[{self.index}]: {' '.join(self.argv)}"
+
+
+@dataclass(frozen=True)
 class WriteFile(Action):
     path: str
     content: str
@@ -126,6 +173,7 @@ class WriteFile(Action):
     owner: str | None = None
     group: str | None = None
     secret: bool = False  # content is never shown, only that it changed
+    backup: bool = False  # keep a dated copy of what it replaces (adopting a host set up by hand)
     kind: ClassVar[str] = "write_file"
     label: ClassVar[str] = "write"
 
@@ -137,6 +185,7 @@ class WriteFile(Action):
 @dataclass(frozen=True)
 class RemoveFile(Action):
     path: str
+    backup: bool = False  # keep a dated copy (a file the reconciler did not write)
     phase: Phase = field(default=Phase.RETIRE, kw_only=True)
     kind: ClassVar[str] = "remove_file"
     label: ClassVar[str] = "remove"
@@ -244,9 +293,14 @@ class CheckHealth(Action):
 
 @dataclass(frozen=True)
 class WriteCaddyfile(Action):
+    """Write (or, content None, remove) a Caddy file, then validate the whole configuration
+    from the main Caddyfile, under the host-wide lock; an invalid result is undone at once."""
+
     path: str
-    content: str
+    content: str | None
+    main: str  # the main Caddyfile: what Caddy loads, and what is validated
     routes_to: tuple[str, ...] = ()  # backends it sends traffic to: the agent checks their gates
+    backup: bool = False  # keep a dated copy of what it replaces
     phase: Phase = field(default=Phase.PROXY, kw_only=True)
     kind: ClassVar[str] = "write_caddyfile"
     label: ClassVar[str] = "validate+write"
@@ -261,9 +315,10 @@ class LoadCaddy(Action):
     """Graceful reload (or start) of Caddy; on refusal the old file is put back."""
 
     verb: str  # reload | start
-    path: str
+    path: str  # the main Caddyfile
     unit: str
-    unless_loaded: bool = False  # skipped when Caddy runs and last loaded this very file
+    fragment: str  # the app's own fragment: what "loaded" is recorded for
+    unless_loaded: bool = False  # skipped when Caddy runs and last loaded this very fragment
     phase: Phase = field(default=Phase.PROXY, kw_only=True)
     kind: ClassVar[str] = "load_caddy"
 
@@ -343,6 +398,29 @@ class RecordQuarantine(Action):
 
 
 @dataclass(frozen=True)
+class RecordMaintenance(Action):
+    """`reconcile maintenance on|off`: recorded on the host (who, when, why); while it is on,
+    the app's Caddy fragment answers 503, as with proxy.maintenance."""
+
+    on: bool
+    why: str = ""
+    by: str = ""
+    phase: Phase = field(default=Phase.RECORD, kw_only=True)
+    kind: ClassVar[str] = "record_maintenance"
+
+    @property
+    def target(self) -> str:
+        return "maintenance"
+
+    def summary(self) -> dict[str, str]:
+        return {
+            "action": "maintenance on" if self.on else "maintenance off",
+            "target": "",
+            "reason": self.reason,
+        }
+
+
+@dataclass(frozen=True)
 class RecordGood(Action):
     """Record the state now serving as the last good one. The agent refuses unless every unit
     in it passed its gate with this configuration, and reads the files back from the host."""
@@ -392,6 +470,7 @@ class Plan:
     quarantined: str | None = None  # the desired configuration failed before; why
     rollback: Rollback | None = None
     config: str = ""  # the desired configuration's fingerprint
+    adopting: tuple[str, ...] = ()  # files written by someone else, replaced with a backup kept
 
     @property
     def changed(self) -> bool:

@@ -15,6 +15,7 @@ from dataclasses import asdict
 
 from reconciler.observe.snapshot import Observed
 from reconciler.plan.actions import Action, WriteFile
+from reconciler.plan.adopt import is_foreign
 from reconciler.render import envfile
 from reconciler.spec.model import DesiredState
 
@@ -36,6 +37,8 @@ def fingerprint(desired: DesiredState) -> str:
         "health": asdict(desired.health),
         "blue_green": {"blue": desired.blue_green.blue_port, "green": desired.blue_green.green_port},
         "env": envfile.body(desired.env),
+        "tasks": asdict(rel.tasks),
+        "shared": list(desired.shared),
     }
     return hashlib.sha256(json.dumps(canonical, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -68,6 +71,8 @@ def env_file_actions(desired: DesiredState, observed: Observed, path: str) -> li
         return []
     if have is None:
         reason = f"{path} does not exist"
+    elif is_foreign(have.content):
+        reason = f"{path} was written by someone else: adopted, a backup is kept"
     elif have.content != text:
         names = envfile.changed_names(have.content, desired.env)
         reason = (
@@ -85,5 +90,6 @@ def env_file_actions(desired: DesiredState, observed: Observed, path: str) -> li
             mode=0o640,
             group=desired.backend.user,
             secret=True,
+            backup=is_foreign(have.content if have else None),
         )
     ]

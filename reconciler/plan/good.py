@@ -25,10 +25,10 @@ class GoodParts:
 def record_actions(desired: DesiredState, observed: Observed, parts: GoodParts, config: str) -> list[Action]:
     gates = {unit: gate.params() for unit, gate in parts.gates.items()}
     latest = observed.good[0] if observed.good else None
-    files = {**parts.files, desired.proxy.caddyfile: parts.caddy_text}
+    files = {**parts.files, desired.proxy.fragment(desired.app): parts.caddy_text}
     if latest is not None and (
         latest.config == config
-        and {p: f.content for p, f in latest.files.items()} == files
+        and {p: f.content if f else None for p, f in latest.files.items()} == files
         and dict(latest.links) == dict(parts.links)
         and dict(latest.gates) == gates
     ):
@@ -49,12 +49,13 @@ def record_actions(desired: DesiredState, observed: Observed, parts: GoodParts, 
             files=tuple(parts.files),
             links=tuple(parts.links),
             gates=gates,
-            caddyfile=desired.proxy.caddyfile,
+            caddyfile=desired.proxy.fragment(desired.app),
         )
     ]
 
 
 def baseline(
+    desired: DesiredState,
     observed: Observed,
     *,
     version: str,
@@ -62,15 +63,18 @@ def baseline(
     files: list[str],
     links: list[str],
     gates: Mapping[str, GateParams],
-    caddyfile: str,
     strategy: str,
 ) -> GoodState:
     """What serves now, taken as the state to go back to on a host that has no good record
-    yet (set up by hand, or by an older reconciler): its files as they are on disk."""
-    recorded = {
-        path: RecordedFile(f.content, f.mode or 0o644)
-        for path in [*files, caddyfile]
-        if (f := observed.file(path)) is not None and f.kind == "file" and f.content is not None
-    }
+    yet (set up by hand, or by an older reconciler): its files as they are on disk, the main
+    Caddyfile included, and the app's fragment absent if it is."""
+    fragment = desired.proxy.fragment(desired.app)
+    recorded: dict[str, RecordedFile | None] = {}
+    for path in [*files, desired.proxy.caddyfile, fragment]:
+        f = observed.file(path)
+        if f is not None and f.kind == "file" and f.content is not None:
+            recorded[path] = RecordedFile(f.content, f.mode or 0o644)
+        elif path in (fragment, *files):
+            recorded[path] = None
     targets = {path: link.target for path in links if (link := observed.link(path)) and link.target}
-    return GoodState(config, version, None, strategy, recorded, targets, gates, caddyfile)
+    return GoodState(config, version, None, strategy, recorded, targets, gates, fragment)

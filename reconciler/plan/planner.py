@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from reconciler.observe.snapshot import Observed
-from reconciler.plan import releases, rollback
+from reconciler.plan import proxy, releases, rollback
 from reconciler.plan.actions import (
     Action,
     CheckHealth,
@@ -20,15 +20,21 @@ from reconciler.plan.actions import (
     Plan,
     RecordQuarantine,
 )
+from reconciler.plan.adopt import adopted
+from reconciler.plan.adopt import blockers as adopt_blockers
 from reconciler.plan.strategies import Strategy, for_desired
 from reconciler.spec.model import DesiredState
 
 
-def plan(desired: DesiredState, observed: Observed, *, retry_quarantined: bool = False) -> Plan:
+def plan(
+    desired: DesiredState, observed: Observed, *, retry_quarantined: bool = False, adopt: bool = False
+) -> Plan:
+    """`adopt`: files this app's files would replace that the reconciler did not write are
+    replaced (with a dated backup) instead of stopping the plan."""
     strategy = for_desired(desired)
     fp = strategy.config
     version = desired.release.version
-    blockers = tuple(_blockers(desired, observed))
+    blockers = tuple(_blockers(desired, observed, adopt))
     if blockers:
         return Plan((), observed.fingerprint, blockers=blockers, config=fp)
     entry = observed.quarantined(fp, version)
@@ -42,7 +48,7 @@ def plan(desired: DesiredState, observed: Observed, *, retry_quarantined: bool =
     actions += releases.prune(desired, observed, actions)
     ordered = tuple(_on_failure(sorted(_merge_daemon_reloads(actions), key=lambda a: a.phase)))
     back = rollback.for_failure(desired, observed, strategy, ordered)
-    return Plan(ordered, observed.fingerprint, rollback=back, config=fp)
+    return Plan(ordered, observed.fingerprint, rollback=back, config=fp, adopting=adopted(ordered))
 
 
 def _keep_last_good(desired: DesiredState, observed: Observed, strategy: Strategy, why: str) -> Plan:
@@ -57,7 +63,10 @@ def _keep_last_good(desired: DesiredState, observed: Observed, strategy: Strateg
     return Plan(ordered, observed.fingerprint, quarantined=why, config=fp)
 
 
-def _blockers(desired: DesiredState, observed: Observed) -> Iterable[str]:
+def _blockers(desired: DesiredState, observed: Observed, adopt: bool) -> Iterable[str]:
+    yield from proxy.blockers(desired, observed, adopt)
+    if not adopt:
+        yield from adopt_blockers(desired, observed)
     if not observed.commands.get("systemctl"):
         yield "systemctl was not found on the host: the reconciler manages systemd services"
     if not observed.commands.get("caddy"):

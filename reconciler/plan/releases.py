@@ -8,6 +8,7 @@ import posixpath
 from reconciler.observe.snapshot import Observed, UnitState
 from reconciler.plan.actions import (
     Action,
+    LinkShared,
     LoadImage,
     PruneRelease,
     RecordGood,
@@ -73,6 +74,31 @@ def upload_if_missing(desired: DesiredState, observed: Observed) -> list[Action]
             )
         ]
     return []
+
+
+def shared_actions(desired: DesiredState, observed: Observed) -> list[Action]:
+    """The release's shared paths linked to the one copy under <root>/shared. An image release
+    gets them as volumes instead (see the unit)."""
+    if not desired.shared or desired.release.image:
+        return []
+    release = release_dir(desired, desired.release.version)
+    missing = [
+        p
+        for p in desired.shared
+        if link_points_to(observed, f"{release}/{p}") != f"{desired.layout.shared}/{p}"
+    ]
+    if not missing:
+        return []
+    return [
+        LinkShared(
+            f"{', '.join(missing)} in release {desired.release.version} "
+            f"{'is' if len(missing) == 1 else 'are'} not linked to {desired.layout.shared}",
+            release=release,
+            shared=desired.layout.shared,
+            paths=tuple(desired.shared),
+            owner=desired.backend.user,
+        )
+    ]
 
 
 def running_release(unit: UnitState) -> str | None:

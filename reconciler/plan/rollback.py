@@ -24,6 +24,7 @@ from reconciler.plan.actions import (
     DaemonReload,
     LoadCaddy,
     Phase,
+    RemoveFile,
     RestoreDatabase,
     Rollback,
     SetSymlink,
@@ -80,11 +81,16 @@ def restore(
     """Actions that bring the host back to `good`; ordered by phase by the caller."""
     why = f"back to the last good state, {good.version}"
     unit_dir = desired.layout.units + "/"
+    caddy_files = (desired.proxy.caddyfile, desired.proxy.fragment(desired.app))
     out: list[Action] = []
     for path, f in sorted(good.files.items()):
-        if path == good.caddyfile:
+        if path in caddy_files:
             continue
         have = observed.file(path)
+        if f is None:
+            if not only_needed or have is not None:
+                out.append(RemoveFile(why, path=path, phase=Phase.WRITE))
+            continue
         if only_needed and have is not None and have.content == f.content and have.mode == f.mode:
             continue
         secret = not path.startswith(unit_dir)  # the environment files
@@ -107,7 +113,7 @@ def restore(
             out.append(Systemctl(why, verb="restart", unit=unit, unless_runs=want, phase=Phase.RESTART))
         if not (only_needed and runs and observed.gated(unit)):
             out.append(CheckHealth.from_params(f"{unit}: {why}", unit, params, unless_gated=True))
-    out += _caddy(observed, good, why, only_needed)
+    out += _caddy(desired, observed, good, why, only_needed)
     stop = set(disturbed)
     if only_needed:
         stop |= {u for u in managed_units(desired) if observed.unit(u).config == failing}
@@ -122,7 +128,7 @@ def restore(
 def _markers(good: GoodState, desired: DesiredState, unit: str) -> dict[str, str]:
     """What the unit's process must carry to run the good state (what `unless_runs` checks)."""
     text = good.files.get(unit_path(desired, unit))
-    want = {}
+    want: dict[str, str] = {}
     marker = units.marker_of(text.content if text else None)
     if marker:
         want[units.HASH_VAR] = marker
@@ -131,19 +137,32 @@ def _markers(good: GoodState, desired: DesiredState, unit: str) -> dict[str, str
     return want
 
 
-def _caddy(observed: Observed, good: GoodState, why: str, only_needed: bool) -> list[Action]:
-    recorded = good.files.get(good.caddyfile)
-    if recorded is None:
+def _caddy(
+    desired: DesiredState, observed: Observed, good: GoodState, why: str, only_needed: bool
+) -> list[Action]:
+    """The app's fragment as it was (and, for a host adopted from hand-made files, the main
+    Caddyfile as it was, the fragment removed first so every step validates)."""
+    main, fragment = desired.proxy.caddyfile, desired.proxy.fragment(desired.app)
+    wanted = {p: good.files[p] for p in (fragment, main) if p in good.files}
+    if fragment not in wanted:
         return []
+    writes: list[Action] = []
+    for path, f in sorted(wanted.items(), key=lambda item: item[1] is not None):  # removals first
+        content = None if f is None else f.content
+        if only_needed and observed.content(path) == content:
+            continue
+        routes = tuple(good.gates) if path == fragment and content is not None else ()
+        writes.append(WriteCaddyfile(why, path=path, content=content, main=main, routes_to=routes))
     caddy = observed.unit(CADDY_UNIT)
-    sha = hashlib.sha256(recorded.content.encode()).hexdigest()
+    recorded = wanted[fragment]
+    sha = hashlib.sha256(recorded.content.encode()).hexdigest() if recorded else None
     loaded = caddy.is_active and observed.caddy_loaded_sha == sha
-    if only_needed and loaded and observed.content(good.caddyfile) == recorded.content:
+    if only_needed and not writes and loaded:
         return []
     verb = "reload" if caddy.is_active else "start"
     return [
-        WriteCaddyfile(why, path=good.caddyfile, content=recorded.content, routes_to=tuple(good.gates)),
-        LoadCaddy(why, verb=verb, path=good.caddyfile, unit=CADDY_UNIT, unless_loaded=True),
+        *writes,
+        LoadCaddy(why, verb=verb, path=main, unit=CADDY_UNIT, fragment=fragment, unless_loaded=True),
     ]
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from reconciler.observe.snapshot import Observed, UnitState, unit_path
 from reconciler.plan.actions import Action, CheckHealth, DaemonReload, Phase, RemoveFile, Systemctl, WriteFile
+from reconciler.plan.adopt import is_foreign
 from reconciler.plan.config import config_change
 from reconciler.render import envfile, units
 from reconciler.spec.model import DesiredState
@@ -33,6 +34,11 @@ def backend_spec(
         image=rel.image,
         release=rel.version,
         env_names=tuple(sorted(v.name for v in desired.env)),
+        stop_timeout=desired.backend.stop_timeout,
+        stop_signal=desired.backend.stop_signal,
+        shared=tuple((f"{desired.layout.shared}/{p}", f"{rel.image_root}/{p}") for p in desired.shared)
+        if rel.image
+        else (),
     )
 
 
@@ -63,8 +69,12 @@ def unit_file_actions(desired: DesiredState, observed: Observed, name: str, text
             DaemonReload(f"{name} was written"),
         ]
     change = units.classify(have, text)
+    if is_foreign(have):
+        why = f"{name} was written by someone else: adopted, a backup is kept ({change.describe()})"
+    else:
+        why = f"{name} differs ({change.describe()})"
     out: list[Action] = [
-        WriteFile(f"{name} differs ({change.describe()})", path=path, content=text),
+        WriteFile(why, path=path, content=text, backup=is_foreign(have)),
         DaemonReload(f"{name} was written"),
     ]
     if change.reenable and unit.is_enabled:
@@ -187,9 +197,15 @@ def retire_unit(desired: DesiredState, observed: Observed, name: str, why: str) 
     if unit.is_enabled:
         out.append(Systemctl(why, verb="disable", unit=name, phase=Phase.RETIRE))
     if observed.file(path) is not None:
-        out += [RemoveFile(why, path=path), DaemonReload(f"{name} was removed", phase=Phase.RETIRE)]
+        backup = is_foreign(observed.content(path))
+        out += [
+            RemoveFile(why, path=path, backup=backup),
+            DaemonReload(f"{name} was removed", phase=Phase.RETIRE),
+        ]
     return out
 
 
 def retire_file(observed: Observed, path: str, why: str) -> list[Action]:
-    return [RemoveFile(why, path=path)] if observed.file(path) is not None else []
+    if observed.file(path) is None:
+        return []
+    return [RemoveFile(why, path=path, backup=is_foreign(observed.content(path)))]

@@ -1,4 +1,8 @@
-"""The Caddyfile the reconciler owns: API and health to the backend, the rest to the frontend.
+"""The app's Caddy fragment: API and health to the backend, the rest to the frontend.
+
+Each app owns one fragment, imported by the main Caddyfile (see caddymain), so several apps
+share one Caddy. A fragment says in a comment which site and ports it claims, so another
+app's planner can refuse a collision before anything changes.
 
 Every value placed here was validated by the schema (site address, paths, ports), so no
 quoting is needed and none is attempted.
@@ -20,6 +24,9 @@ class Site:
     static_root: str | None = None  # file_server root, or
     frontend_port: int | None = None  # a dev server to proxy to
     colour: str | None = None  # blue-green: which colour this config routes to
+    ports: tuple[int, ...] = ()  # every port the app's processes listen on (claimed)
+    maintenance: bool = False  # 503 with Retry-After for everything but the health path
+    maintenance_page: str | None = None  # a file under static_root, else a plain default
 
 
 def _proxy(port: int) -> list[str]:
@@ -33,6 +40,8 @@ def _proxy(port: int) -> list[str]:
 
 
 COLOUR_MARK = "# routes to colour: "
+CLAIMS_MARK = "# claims: "
+MAINTENANCE_TEXT = "This site is down for maintenance and will be back shortly."
 
 
 def routed_colour(text: str | None) -> str | None:
@@ -43,17 +52,58 @@ def routed_colour(text: str | None) -> str | None:
     return None
 
 
+@dataclass(frozen=True)
+class Claims:
+    app: str
+    site: str
+    ports: tuple[int, ...]
+
+
+def claims_of(text: str | None) -> Claims | None:
+    """What a fragment claims (from its header), or None if it is not one of ours."""
+    app = site = None
+    ports: tuple[int, ...] = ()
+    for line in (text or "").splitlines():
+        if line.startswith("# Managed by reconciler (") and ")" in line:
+            app = line[len("# Managed by reconciler (") : line.index(")")]
+        elif line.startswith(CLAIMS_MARK):
+            fields = dict(f.split("=", 1) for f in line[len(CLAIMS_MARK) :].split() if "=" in f)
+            site = fields.get("site")
+            ports = tuple(int(p) for p in fields.get("ports", "").split(",") if p.isdigit())
+    return Claims(app, site, ports) if app and site else None
+
+
 def render(site: Site) -> str:
     lines = [HEADER.format(app=site.app).rstrip("\n")]
+    ports = ",".join(str(p) for p in sorted(set(site.ports or (site.backend_port,))))
+    lines.append(f"{CLAIMS_MARK}site={site.address} ports={ports}")
     if site.colour:
         lines.append(COLOUR_MARK + site.colour)
     lines += [f"{site.address} {{", "\tencode gzip"]
-    for matcher in ("/api/*", site.health_path):
+    matchers = [site.health_path] if site.maintenance else ["/api/*", site.health_path]
+    for matcher in matchers:
         lines += [f"\thandle {matcher} {{", *_proxy(site.backend_port), "\t}"]
     lines.append("\thandle {")
-    if site.static_root is not None:
+    if site.maintenance:
+        lines += _maintenance(site)
+    elif site.static_root is not None:
         lines += [f"\t\troot * {site.static_root}", "\t\tfile_server"]
     elif site.frontend_port is not None:
         lines += _proxy(site.frontend_port)
     lines += ["\t}", "}"]
     return "\n".join(lines) + "\n"
+
+
+def _maintenance(site: Site) -> list[str]:
+    """503 with Retry-After, for browsers and for clients that retry on their own."""
+    lines = ["\t\theader Retry-After 120"]
+    if site.maintenance_page and site.static_root:
+        return [
+            *lines,
+            f"\t\troot * {site.static_root}",
+            f"\t\trewrite * /{site.maintenance_page}",
+            "\t\tfile_server {",
+            "\t\t\tstatus 503",
+            "\t\t}",
+        ]
+    return [*lines, f'\t\trespond "{MAINTENANCE_TEXT}" 503']

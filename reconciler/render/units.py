@@ -163,6 +163,9 @@ class ServiceSpec:
     image: str | None = None  # run in this container image with Podman
     release: str | None = None  # the release version, exported as RECONCILER_RELEASE
     env_names: tuple[str, ...] = ()  # the EnvironmentFile's variables, handed on to a container
+    stop_timeout: float = 20.0  # seconds between the stop signal and SIGKILL
+    stop_signal: str = "SIGTERM"
+    shared: tuple[tuple[str, str], ...] = ()  # (host folder, path in the container) for images
 
 
 def render_service(spec: ServiceSpec) -> str:
@@ -191,16 +194,16 @@ def render_service(spec: ServiceSpec) -> str:
         lines.append(f"User={spec.user}")
     if spec.state_directory:
         lines.append(f"StateDirectory={spec.state_directory}")
-    lines += [
-        "Restart=on-failure",
-        "RestartSec=1s",
-        "TimeoutStopSec=20s",
-        "",
-        "[Install]",
-        "WantedBy=multi-user.target",
-    ]
+    lines += ["Restart=on-failure", "RestartSec=1s", f"TimeoutStopSec={_seconds(spec.stop_timeout)}"]
+    if spec.stop_signal != "SIGTERM":
+        lines.append(f"KillSignal={spec.stop_signal}")
+    lines += ["", "[Install]", "WantedBy=multi-user.target"]
     body = "\n".join(lines) + "\n"
     return with_marker(body)
+
+
+def _seconds(value: float) -> str:
+    return f"{value:g}s"
 
 
 def with_marker(body: str) -> str:
@@ -220,6 +223,22 @@ def with_marker(body: str) -> str:
 PODMAN = "/usr/bin/podman"
 
 
+def container_words(spec: ServiceSpec) -> list[str]:
+    """`podman run` with what every container of the release gets, up to the image: the
+    service's and its release tasks' (which run the same way, once)."""
+    assert spec.image is not None
+    words = [PODMAN, "run", "--rm", "--network=host", f"--workdir={spec.workdir}"]
+    words.append(f"--env={RELEASE_VAR}={spec.release}")
+    if spec.env_file:
+        words += [f"--env={name}" for name in (CONFIG_VAR, *spec.env_names)]
+    if spec.state_directory:
+        words.append(f"--volume=/var/lib/{spec.state_directory}:/var/lib/{spec.state_directory}")
+    words += [f"--volume={host}:{inside}" for host, inside in spec.shared]
+    if spec.user:
+        words.append(f"--user={spec.user}")
+    return [*words, spec.image]
+
+
 def render_container_service(spec: ServiceSpec) -> str:
     """A unit wrapping `podman run` so systemctl, restarts and the journal work as for a folder.
 
@@ -235,30 +254,21 @@ def render_container_service(spec: ServiceSpec) -> str:
     """
     assert spec.image is not None
     argv = tuple(w.replace("{port}", str(spec.port)) for w in spec.argv) if spec.port else spec.argv
-    run = [
-        f"{PODMAN} run",
+    service = [
         "--cidfile=%t/%n.ctr-id",  # cgroup handling is left to the host's containers.conf
-        "--rm",
         "--init",
         "--sdnotify=conmon",
         "--replace",
         "-d",
         "--name=%N",
-        "--network=host",
-        f"--workdir={spec.workdir}",
         f"--env={HASH_VAR}",  # no value: podman passes on the one systemd set below
-        f"--env={RELEASE_VAR}={spec.release}",
     ]
     if spec.port is not None:
-        run.append(f"--env=PORT={spec.port}")
-    if spec.env_file:
-        run += [f"--env={name}" for name in (CONFIG_VAR, *spec.env_names)]
-    if spec.state_directory:
-        run.append(f"--volume=/var/lib/{spec.state_directory}:/var/lib/{spec.state_directory}")
-    if spec.user:
-        run.append(f"--user={spec.user}")
-    run.append(spec.image)
-    run += [quote_arg(w) for w in argv]
+        service.append(f"--env=PORT={spec.port}")
+    if spec.stop_signal != "SIGTERM":
+        service.append(f"--stop-signal={spec.stop_signal}")
+    words = container_words(spec)
+    run = [f"{words[0]} {words[1]}", *service, *words[2:], *(quote_arg(w) for w in argv)]
     lines = [
         HEADER.format(app=spec.app).rstrip("\n"),
         "[Unit]",
@@ -271,7 +281,7 @@ def render_container_service(spec: ServiceSpec) -> str:
         # podman 4.3's rm --cidfile leaves the file, and run refuses to start over it.
         "ExecStartPre=/bin/rm -f %t/%n.ctr-id",
         "ExecStart=" + " \\\n    ".join(run),
-        f"ExecStop={PODMAN} stop --ignore -t 10 --cidfile=%t/%n.ctr-id",
+        f"ExecStop={PODMAN} stop --ignore -t {int(spec.stop_timeout)} --cidfile=%t/%n.ctr-id",
         f"ExecStopPost={PODMAN} rm -f --ignore --cidfile=%t/%n.ctr-id",
         "SuccessExitStatus=143",
     ]
@@ -279,12 +289,7 @@ def render_container_service(spec: ServiceSpec) -> str:
         lines.append(f"EnvironmentFile={spec.env_file}")
     if spec.state_directory:
         lines.append(f"StateDirectory={spec.state_directory}")
-    lines += [
-        "Restart=on-failure",
-        "RestartSec=1s",
-        "TimeoutStopSec=30s",
-        "",
-        "[Install]",
-        "WantedBy=multi-user.target",
-    ]
+    # systemd waits for podman's own stop (the container's grace period) and a little more.
+    lines += ["Restart=on-failure", "RestartSec=1s", f"TimeoutStopSec={_seconds(spec.stop_timeout + 10)}"]
+    lines += ["", "[Install]", "WantedBy=multi-user.target"]
     return with_marker("\n".join(lines) + "\n")

@@ -37,6 +37,7 @@ from reconciler.spec.model import (
     Release,
     Rollout,
     Strategy,
+    Tasks,
 )
 from reconciler.spec.yaml_source import Path_, SourceDoc, dotted
 
@@ -255,12 +256,18 @@ def parse_command(text: str) -> tuple[list[str] | None, str | None]:
     return argv, None
 
 
-def _get(data: Any, *path: str) -> Any:
-    """The value at `path` if every step is a mapping, else None (the schema reports those)."""
+def _get(data: Any, *path: str | int) -> Any:
+    """The value at `path` if every step is a mapping (or a list, for an index), else None
+    (the schema reports those)."""
     for key in path:
-        if not isinstance(data, dict):
+        if isinstance(key, int):
+            if not isinstance(data, list) or key >= len(data):
+                return None
+            data = data[key]
+        elif not isinstance(data, dict):
             return None
-        data = data.get(key)
+        else:
+            data = data.get(key)
     return data
 
 
@@ -270,12 +277,17 @@ def semantic_problems(doc: SourceDoc) -> list[InputProblem]:
     version = _get(doc.data, "release", "version")
     if isinstance(version, str) and ".." in version:
         problems.append(doc.problem(("release", "version"), f"{version!r} contains '..'"))
-    for section, key in (("backend", "command"), ("frontend", "dev_command")):
-        text = _get(doc.data, section, key)
+    commands: list[Path_] = [("backend", "command"), ("frontend", "dev_command")]
+    for when in ("before_switch", "after_switch"):
+        listed = _get(doc.data, "release", "tasks", when)
+        if isinstance(listed, list):
+            commands += [("release", "tasks", when, i) for i in range(len(listed))]
+    for path in commands:
+        text = _get(doc.data, *path)
         if isinstance(text, str):
             _argv, why = parse_command(text)
             if why:
-                problems.append(doc.problem((section, key), why))
+                problems.append(doc.problem(path, why))
     problems.extend(_port_problems(doc))
     problems.extend(_strategy_problems(doc))
     problems.extend(_release_problems(doc))
@@ -394,6 +406,7 @@ def build(
     data_section = data.get("data") or {}
     backend_argv, _ = parse_command(be["command"])
     dev_argv, _ = parse_command(fe["dev_command"]) if fe.get("dev_command") else ([], None)
+    tasks = rel.get("tasks") or {}
     return DesiredState(
         file=file,
         app=app,
@@ -417,6 +430,11 @@ def build(
             image=rel.get("image"),
             digest=rel.get("digest"),
             image_root=rel.get("image_root", "/app"),
+            tasks=Tasks(
+                before_switch=tuple(tuple(parse_command(c)[0] or ()) for c in tasks.get("before_switch", [])),
+                after_switch=tuple(tuple(parse_command(c)[0] or ()) for c in tasks.get("after_switch", [])),
+                timeout=float(tasks.get("timeout", 600)),
+            ),
         ),
         strategy=cast(Strategy, data.get("strategy", "symlink-swap")),
         blue_green=BlueGreen(
@@ -429,6 +447,8 @@ def build(
             port=be["port"],
             health=be.get("health", "/health"),
             user=be.get("user"),
+            stop_timeout=float(be.get("stop_timeout", 20)),
+            stop_signal=be.get("stop_signal", "SIGTERM"),
         ),
         frontend=Frontend(
             mode=fe.get("mode", "static"),
@@ -443,7 +463,13 @@ def build(
             stable=float(health.get("stable", 1.0)),
             expect_version=bool(health.get("expect_version", True)),
         ),
-        proxy=Proxy(site=proxy.get("site", ":80"), caddyfile=proxy.get("caddyfile", "/etc/caddy/Caddyfile")),
+        proxy=Proxy(
+            site=proxy.get("site", ":80"),
+            caddyfile=proxy.get("caddyfile", "/etc/caddy/Caddyfile"),
+            maintenance=bool(proxy.get("maintenance", False)),
+            maintenance_page=proxy.get("maintenance_page"),
+        ),
+        shared=tuple(data.get("shared") or ()),
         env=env,
         layout=layout,
     )

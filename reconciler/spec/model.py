@@ -50,6 +50,16 @@ class Rollout:
 
 
 @dataclass(frozen=True)
+class Tasks:
+    """Commands run once per release and configuration: migrations before traffic moves,
+    anything else once the new release serves."""
+
+    before_switch: tuple[tuple[str, ...], ...] = ()
+    after_switch: tuple[tuple[str, ...], ...] = ()
+    timeout: float = 600.0
+
+
+@dataclass(frozen=True)
 class Release:
     version: str
     source: Path | None  # absolute, on the machine that runs the reconciler; None: pull `image`
@@ -58,6 +68,7 @@ class Release:
     image: str | None = None  # run from this container image (Podman) instead of a folder
     digest: str | None = None  # for a pulled image
     image_root: str = "/app"  # where the release lives inside the image
+    tasks: Tasks = Tasks()
 
 
 @dataclass(frozen=True)
@@ -66,6 +77,8 @@ class Backend:
     port: int
     health: str = "/health"
     user: str | None = None
+    stop_timeout: float = 20.0
+    stop_signal: str = "SIGTERM"
 
 
 @dataclass(frozen=True)
@@ -107,7 +120,16 @@ class Data:
 @dataclass(frozen=True)
 class Proxy:
     site: str = ":80"
-    caddyfile: str = "/etc/caddy/Caddyfile"
+    caddyfile: str = "/etc/caddy/Caddyfile"  # the main one; the app owns only its fragment
+    maintenance: bool = False
+    maintenance_page: str | None = None  # inside the release's static folder
+
+    @property
+    def apps_dir(self) -> str:
+        return f"{self.caddyfile.rsplit('/', 1)[0]}/apps"
+
+    def fragment(self, app: str) -> str:
+        return f"{self.apps_dir}/{app}.caddy"
 
 
 @dataclass(frozen=True)
@@ -141,6 +163,10 @@ class Layout:
     def release_dir(self, version: str) -> str:
         return f"{self.releases}/{version}"
 
+    @property
+    def shared(self) -> str:
+        return f"{self.root}/shared"
+
 
 @dataclass(frozen=True)
 class DesiredState:
@@ -159,6 +185,7 @@ class DesiredState:
     hosts: tuple[HostSpec, ...] = ()
     rollout: Rollout = Rollout()
     data: Data = Data()
+    shared: tuple[str, ...] = ()  # folders kept once under <root>/shared, linked into releases
 
     @property
     def is_fleet(self) -> bool:

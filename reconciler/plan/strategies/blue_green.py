@@ -14,7 +14,7 @@ from __future__ import annotations
 import posixpath
 
 from reconciler.observe.snapshot import GoodState, Observed, unit_path
-from reconciler.plan import config, data, good, proxy, releases, units
+from reconciler.plan import config, data, good, proxy, releases, tasks, units
 from reconciler.plan.actions import Action, CheckHealth, Phase, SetSymlink, Systemctl
 from reconciler.plan.units import retire_unit
 from reconciler.render import caddyfile
@@ -29,7 +29,7 @@ def other(colour: str) -> str:
 
 
 def routed_colour(desired: DesiredState, observed: Observed) -> str | None:
-    colour = caddyfile.routed_colour(observed.content(desired.proxy.caddyfile))
+    colour = caddyfile.routed_colour(observed.content(desired.proxy.fragment(desired.app)))
     return colour if colour in COLOURS else None
 
 
@@ -78,10 +78,10 @@ class BlueGreen:
                 return colour
         return "blue"
 
-    def caddy_text(self, colour: str) -> str:
+    def caddy_text(self, colour: str, maintenance: bool = False) -> str:
         d = self.desired
         static_root = f"{d.colour_link(colour)}/{d.frontend.static_dir}"
-        return proxy.render_caddyfile(d, d.blue_green.port(colour), static_root, colour=colour)
+        return proxy.render_fragment(d, d.blue_green.port(colour), static_root, colour, maintenance)
 
     def actions(self, observed: Observed) -> list[Action]:
         d = self.desired
@@ -89,6 +89,7 @@ class BlueGreen:
         routed = routed_colour(d, observed)
         name, env_file, text = d.colour_unit(target), d.colour_env_file(target), self.text(target)
         out: list[Action] = releases.upload_if_missing(d, observed)
+        out += releases.shared_actions(d, observed)
         out += units.unit_file_actions(d, observed, name, text)
         out += config.env_file_actions(d, observed, env_file)
         out += _point(
@@ -105,7 +106,10 @@ class BlueGreen:
         serving = self.serving(observed)
         leaving = {serving} if serving and routed != target else set()
         out += data.data_actions(d, observed, [d.colour_unit(c) for c in COLOURS], leaving)
-        out += proxy.caddy_actions(d, observed, self.caddy_text(target), routes_to=(name,))
+        spec = units.backend_spec(d, self.release_dir, d.blue_green.port(target), env_file)
+        out += tasks.task_actions(d, observed, spec, self.config, serving, out)
+        fragment = self.caddy_text(target, observed.maintenance is not None)
+        out += proxy.caddy_actions(d, observed, fragment, routes_to=(name,))
         out += _bookkeeping_links(d, observed, self.release_dir)
         out += retire_unit(d, observed, d.backend_unit, "the strategy is blue-green")
         out += retire_unit(d, observed, d.frontend_unit, "the frontend is served as static files")
@@ -116,7 +120,7 @@ class BlueGreen:
                 d.layout.current: releases.relative(d, self.release_dir),
             },
             gates={name: self.gate(target)},
-            caddy_text=self.caddy_text(target),
+            caddy_text=fragment,
         )
         out += good.record_actions(d, observed, parts, self.config)
         return out
@@ -172,13 +176,13 @@ class BlueGreen:
         text = observed.content(unit_path(d, unit.name)) or ""
         env_files = [v for k, v in unit_files.parse(text).get("Service", []) if k == "EnvironmentFile"]
         return good.baseline(
+            d,
             observed,
             version=version,
             config=unit.config or "",
             files=[unit_path(d, unit.name), *(p.lstrip("-") for p in env_files)],
             links=[d.colour_link(colour), d.layout.current],
             gates={unit.name: self.gate(colour, version).params()},
-            caddyfile=d.proxy.caddyfile,
             strategy=d.strategy,
         )
 

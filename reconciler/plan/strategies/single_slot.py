@@ -5,9 +5,10 @@ change restarts the backend in place, gates it, then points Caddy at the new fro
 from __future__ import annotations
 
 import posixpath
+from dataclasses import replace
 
 from reconciler.observe.snapshot import GoodState, Observed, unit_path
-from reconciler.plan import config, data, good, proxy, releases, units
+from reconciler.plan import config, data, good, proxy, releases, tasks, units
 from reconciler.plan.actions import Action, CheckHealth, SetSymlink
 from reconciler.plan.units import retire_file, retire_unit
 from reconciler.render import units as unit_files
@@ -38,15 +39,16 @@ class SingleSlot:
             out[d.frontend_unit] = units.frontend_gate(d)
         return out
 
-    def caddy_text(self) -> str:
+    def caddy_text(self, maintenance: bool = False) -> str:
         d = self.desired
         static_root = f"{self.release_dir}/{d.frontend.static_dir}"
-        return proxy.render_caddyfile(d, d.backend.port, static_root)
+        return proxy.render_fragment(d, d.backend.port, static_root, maintenance=maintenance)
 
     def actions(self, observed: Observed) -> list[Action]:
         d = self.desired
         texts, gates = self.texts(), self.gates()
         out: list[Action] = releases.upload_if_missing(d, observed)
+        out += releases.shared_actions(d, observed)
         for name, text in texts.items():
             out += units.unit_file_actions(d, observed, name, text)
         out += config.env_file_actions(d, observed, d.layout.env_file)
@@ -64,7 +66,10 @@ class SingleSlot:
             )
         running = releases.running_release(observed.unit(d.backend_unit))
         out += data.data_actions(d, observed, [d.backend_unit], {running} if running else set())
-        out += proxy.caddy_actions(d, observed, self.caddy_text(), routes_to=tuple(gates))
+        spec = units.backend_spec(d, self.release_dir, d.backend.port, d.layout.env_file)
+        out += tasks.task_actions(d, observed, spec, self.config, running, out)
+        fragment = self.caddy_text(observed.maintenance is not None)
+        out += proxy.caddy_actions(d, observed, fragment, routes_to=tuple(gates))
         if d.frontend.mode != "dev-server":
             out += retire_unit(d, observed, d.frontend_unit, "the frontend is served as static files")
         for colour in COLOURS:
@@ -76,7 +81,7 @@ class SingleSlot:
             | {d.layout.env_file: config.env_text(d)},
             links={d.layout.current: releases.relative(d, self.release_dir)},
             gates=gates,
-            caddy_text=self.caddy_text(),
+            caddy_text=fragment,
         )
         out += good.record_actions(d, observed, parts, self.config)
         return out
@@ -116,21 +121,24 @@ class SingleSlot:
         return releases.running_release(observed.unit(self.desired.backend_unit))
 
     def baseline(self, observed: Observed) -> GoodState | None:
-        """The backend that serves now, as it is on disk, when nothing better is recorded."""
+        """The backend that serves now, as it is on disk, when nothing better is recorded: a
+        host set up by hand, or by an older reconciler."""
         d = self.desired
         backend = observed.unit(d.backend_unit)
         version = releases.running_release(backend)
-        if version is None or version not in observed.releases:
+        if version is None or (backend.release is not None and version not in observed.releases):
             return None
         names = [n for n in (d.backend_unit, d.frontend_unit) if observed.unit(n).is_active]
-        gate = units.backend_gate(d, d.backend_unit, d.backend.port, version).params()
+        gate = units.backend_gate(d, d.backend_unit, d.backend.port, version)
+        if version not in observed.releases:  # not one of ours: it names no version we know
+            gate = replace(gate, expect_version=None)
         return good.baseline(
+            d,
             observed,
             version=version,
             config=backend.config or "",
             files=[*(unit_path(d, n) for n in names), d.layout.env_file],
             links=[d.layout.current],
-            gates={d.backend_unit: gate},
-            caddyfile=d.proxy.caddyfile,
+            gates={d.backend_unit: gate.params()},
             strategy=d.strategy,
         )
