@@ -21,14 +21,22 @@ REPO = Path(__file__).resolve().parent.parent
 APP = "choiros"
 
 # Everything the reconciler may create for the app; reset between tests.
-RESET_SCRIPT = f"""
-set -u
-for u in $(systemctl list-units --all --plain --no-legend '{APP}-*' | awk '{{print $1}}'); do
+# The apps tests deploy: the example app, and a second one beside it on the same host.
+APPS = (APP, "notes")
+# Everything the reconciler may create for an app; reset between tests.
+RESET_APP = """
+for u in $(systemctl list-units --all --plain --no-legend '{app}-*' | awk '{{print $1}}'); do
   systemctl stop "$u" 2>/dev/null; systemctl disable "$u" 2>/dev/null
 done
-systemctl reset-failed '{APP}-*' 2>/dev/null
-rm -f /etc/systemd/system/{APP}-*.service
-rm -rf /opt/{APP} /etc/{APP} /var/lib/reconciler /var/lib/{APP} /srv/reconciler
+systemctl reset-failed '{app}-*' 2>/dev/null
+rm -f /etc/systemd/system/{app}-*.service
+rm -rf /opt/{app} /etc/{app} /var/lib/{app} /srv/{app}
+"""
+RESET_SCRIPT = (
+    "set -u\n"
+    + "".join(RESET_APP.format(app=app) for app in APPS)
+    + """
+rm -rf /var/lib/reconciler /srv/reconciler
 command -v podman >/dev/null && podman rm -af >/dev/null 2>&1 && podman rmi -af >/dev/null 2>&1
 [ -f /root/Caddyfile.orig ] || cp /etc/caddy/Caddyfile /root/Caddyfile.orig
 cp /root/Caddyfile.orig /etc/caddy/Caddyfile
@@ -39,6 +47,7 @@ systemctl daemon-reload
 systemctl restart caddy
 true
 """
+)
 
 # The paths a reconcile run may touch, for byte-for-byte comparisons.
 WATCHED_PATHS = [
@@ -82,6 +91,7 @@ class Project:
     root: Path
     artifacts: dict[str, Path]
     host: TestHost
+    app: str = APP
 
     def write(self, version: str = "1.0.0", *, body: str | None = None, **fields: Any) -> Path:
         """Write desired-state.yaml for `version`; `fields` are top-level YAML snippets."""
@@ -98,11 +108,11 @@ class Project:
             "frontend": "mode: static",
             "backend": "command: bin/backend --port {port}\nport: 8080",
             "health": "timeout: 15\ninterval: 0.1\nstable: 0.3",
-            "env": "DATABASE_PATH: /var/lib/choiros/choiros.db\nCORS_ALLOW_ORIGINS: https://choir.example",
+            "env": f"DATABASE_PATH: /var/lib/{self.app}/{self.app}.db\nCORS_ALLOW_ORIGINS: https://choir.example",
         }
         sections.update({k: v for k, v in fields.items() if v is not None})
         text = f"""\
-app: {APP}
+app: {self.app}
 target: {self.host.ssh_target}
 release:
   version: "{version}"
@@ -173,9 +183,12 @@ class Load:
     """A steady trickle of requests through Caddy while something happens: what failed, and
     which versions answered."""
 
-    def __init__(self, host: TestHost, rate: float = 50, path: str = "/api/version") -> None:
+    def __init__(
+        self, host: TestHost, rate: float = 50, path: str = "/api/version", site: str | None = None
+    ) -> None:
         self.host = host
         self.path = path
+        self.headers = {"Host": site} if site else None
         self.interval = 1 / rate
         self.sent = 0
         self.failed: list[str] = []
@@ -188,10 +201,10 @@ class Load:
         while not self.stop.is_set():
             self.sent += 1
             try:
-                answer = self.host.http(self.path, timeout=5)
+                answer = self.host.http(self.path, timeout=5, headers=self.headers)
                 if answer.status != 200:
                     self.failed.append(f"HTTP {answer.status}")
-                else:
+                elif answer.text.startswith("{"):
                     self.versions.add(str(json.loads(answer.text).get("version")))
             except (OSError, ValueError) as exc:
                 self.failed.append(repr(exc))
@@ -213,6 +226,12 @@ def gated_invocation(host: TestHost, unit: str) -> bool:
     raw = host.exec(["cat", f"/var/lib/reconciler/{APP}/gates.json"], check=False).stdout
     record = json.loads(raw or "{}").get(unit) or {}
     return bool(invocation) and record.get("invocation") == invocation
+
+
+def serves_site(host: TestHost, site: str) -> str | None:
+    """The version a name-based site answers with (its backend, through Caddy)."""
+    api = host.http("/api/version", timeout=5, headers={"Host": site})
+    return str(json.loads(api.text)["version"]) if api.status == 200 else None
 
 
 def serves(host: TestHost) -> str | None:

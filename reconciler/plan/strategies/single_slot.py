@@ -132,6 +132,7 @@ class SingleSlot:
         gate = units.backend_gate(d, d.backend_unit, d.backend.port, version)
         if version not in observed.releases:  # not one of ours: it names no version we know
             gate = replace(gate, expect_version=None)
+            version = f"the setup found on the host ({backend.cwd})"
         return good.baseline(
             d,
             observed,
