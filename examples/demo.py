@@ -7,8 +7,11 @@ repository holding a copy of desired-state.yaml:
   1. commit release 1.0.0, `reconcile --once` over SSH: the host goes from nothing to serving it;
   2. `reconcile --once` again: nothing to do;
   3. commit a bump to 2.0.0, `reconcile --once`: upload, swap, restart, health gate, switch;
-  4. `git revert HEAD`, `reconcile --once`: back to 1.0.0 without an upload.
-After each step it prints the plan and the page Caddy serves. --keep leaves the host up.
+  4. `git revert HEAD`, `reconcile --once`: back to 1.0.0 without an upload;
+  5. a second app (examples/second-app: blue-green, on the name notes.example) deployed next
+     to the first, sharing one Caddy.
+Every deploy runs the release's migration (release.tasks) before traffic moves. After each
+step it prints the plan and what Caddy serves. --keep leaves the host up.
 """
 
 from __future__ import annotations
@@ -42,8 +45,8 @@ def git(repo: Path, *args: str) -> None:
     subprocess.run(["git", "-C", str(repo), *args], check=True, env=env, stdout=subprocess.DEVNULL)
 
 
-def reconcile(repo: Path, host: TestHost) -> int:
-    cmd = [sys.executable, "-m", "reconciler", "--once", "-f", str(repo / "desired-state.yaml")]
+def reconcile(repo: Path, host: TestHost, file: str = "desired-state.yaml") -> int:
+    cmd = [sys.executable, "-m", "reconciler", "--once", "-f", str(repo / file)]
     cmd += ["-i", str(host.key_path), "--known-hosts", str(host.known_hosts)]
     print(f"$ reconcile --once   (target {host.ssh_target})", flush=True)
     t0 = time.monotonic()
@@ -99,6 +102,16 @@ def main() -> int:
             banner("4. git revert HEAD and converge: rollback without an upload")
             git(repo, "revert", "--no-edit", "HEAD")
             failed |= reconcile(repo, host)
+            show_site(host)
+            banner("5. A second app on the same host, sharing its Caddy")
+            second = (REPO / "examples" / "second-app" / "desired-state.yaml").read_text()
+            (repo / "examples" / "second-app").mkdir(parents=True)
+            (repo / "examples" / "second-app" / "desired-state.yaml").write_text(
+                second.replace("target: local", f"target: {host.ssh_target}")
+            )
+            failed |= reconcile(repo, host, "examples/second-app/desired-state.yaml")
+            notes = host.http("/api/version", headers={"Host": "notes.example"})
+            print(f"notes.example serves /api/version {notes.text.strip()}; :80 still serves:")
             show_site(host)
             banner("The host's history (reconcile status)")
             subprocess.run(

@@ -433,13 +433,22 @@ def build_parser() -> argparse.ArgumentParser:
         description="choiros backend (JSON API over SQLite). "
         "Environment: DATABASE_PATH (required), CORS_ALLOW_ORIGINS (optional).",
     )
-    parser.add_argument("--port", type=parse_port, required=True, help="TCP port to listen on")
+    parser.add_argument("--port", type=parse_port, help="TCP port to listen on")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    parser.add_argument(
+        "--migrate",
+        action="store_true",
+        help="bring the database at DATABASE_PATH to this release's schema, then exit "
+        "(idempotent: a release task run before the switch)",
+    )
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.port is None and not args.migrate:
+        parser.error("--port is required (or --migrate)")
 
     raw_db = os.environ.get("DATABASE_PATH", "").strip()
     if not raw_db:
@@ -464,6 +473,9 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, sqlite3.Error) as exc:
         log(f"cannot open database {database_path}: {exc}")
         return EXIT_FAILURE
+    if args.migrate:
+        log(f"database {database_path} is at {APP_NAME} {version}'s schema (journal_mode={journal_mode})")
+        return EXIT_OK
 
     config = Config(
         version=version,
