@@ -127,6 +127,21 @@ def test_a_failing_host_stops_the_rollout_and_leaves_the_fleet_serving(fleet_pro
     assert out["stopped"] is True
     assert {n: h["serving"] for n, h in out["hosts"].items()} == {"a": "2.0.0", "b": "1.0.0", "c": "1.0.0"}
     assert f.serving() == {"a": "2.0.0", "b": "1.0.0", "c": "1.0.0"}
+    assert all(h["serving_since"] for h in out["hosts"].values()), out["hosts"]
+
+    # Next run: b's 2.0.0 is quarantined; its entry still says what it serves, and since when.
+    rc, out, _ = f.reconcile()
+    b_entry = out["hosts"]["b"]
+    assert rc == 3 and b_entry["result"] == "quarantined", out
+    assert b_entry["serving"] == "1.0.0" and b_entry["serving_since"], b_entry
+    # b's backend stopped by hand: the quarantined run brings it back to its last good state,
+    # and says so (it used to fail verifying against the quarantined configuration).
+    b.exec(["systemctl", "stop", "choiros-backend.service"])
+    rc, out, err = f.reconcile()
+    b_entry = out["hosts"]["b"]
+    assert b_entry["result"] == "quarantined" and b_entry["applied"], (b_entry, err)
+    assert b_entry["serving"] == "1.0.0" and serves(b) == "1.0.0"
+    assert "brought back to its last good state" in b_entry["error"]
 
 
 def test_failure_budget_lets_the_rollout_continue(fleet_project: Fleet) -> None:

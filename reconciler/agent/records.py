@@ -77,9 +77,19 @@ def record_gate(state_dir: str, unit: str, record: Json) -> None:
 
 
 def record_good(state_dir: str, record: Json) -> None:
-    """Newest first; a configuration appears once (its newest record), at most GOOD_KEPT."""
-    good = [g for g in load(state_dir, GOOD, []) if g.get("config") != record["config"]]
-    _save(state_dir, GOOD, [dict(record, at=now()), *good][:GOOD_KEPT])
+    """Newest first; a configuration appears once (its newest record), at most GOOD_KEPT.
+
+    `since` is when this release started serving: carried over from the newest record when
+    that one ran the same release (a configuration change is not a new release), so status
+    can say "serves 1.4.2 since ..." however many env changes came after."""
+    recorded = load(state_dir, GOOD, [])
+    at = now()
+    latest = recorded[0] if recorded and isinstance(recorded[0], dict) else {}
+    since = at
+    if latest.get("version") == record["version"]:
+        since = latest.get("since") or latest.get("at") or at
+    good = [g for g in recorded if g.get("config") != record["config"]]
+    _save(state_dir, GOOD, [dict(record, at=at, since=since), *good][:GOOD_KEPT])
 
 
 def quarantine(state_dir: str, key: str, version: str, reason: str) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 
 from reconciler import log as logmod
 from reconciler.agent.protocol import PROTOCOL
-from reconciler.cli.output import HumanReporter, json_result
+from reconciler.cli.output import HumanReporter, json_result, serving_fields
 from reconciler.engine import gitinfo
 from reconciler.engine.once import Outcome, Reporter, RunOptions, SilentReporter, reconcile_once
 from reconciler.errors import (
@@ -54,9 +54,12 @@ def fail(
     desired: DesiredState | None = None,
     outcome: Outcome | None = None,
 ) -> int:
-    if outcome is None and isinstance(exc, RolledBack) and isinstance(exc.outcome, Outcome):
+    if outcome is None and isinstance(exc.outcome, Outcome):
         outcome = exc.outcome
     if args.json:
+        extra: dict[str, Any] = serving_fields(desired, outcome) if desired and outcome else {}
+        if outcome and outcome.rolled_back_to:
+            extra["rolled_back_to"] = outcome.rolled_back_to
         print(
             json_result(
                 desired=desired,
@@ -64,9 +67,7 @@ def fail(
                 result=_result_name(exc),
                 error=str(exc),
                 applied=bool(outcome and outcome.applied),
-                extra={"rolled_back_to": outcome.rolled_back_to}
-                if outcome and outcome.rolled_back_to
-                else None,
+                extra=extra or None,
             )
         )
     else:
@@ -172,9 +173,12 @@ def finish(args: argparse.Namespace, desired: DesiredState, outcome: Outcome) ->
                 host=outcome.observed.hostname,
                 applied=outcome.applied,
                 timings=outcome.timings,
-                extra={"lock_holder": dict(outcome.observed.lock_holder)}
-                if outcome.observed.lock_holder
-                else None,
+                extra=serving_fields(desired, outcome)
+                | (
+                    {"lock_holder": dict(outcome.observed.lock_holder)}
+                    if outcome.observed.lock_holder
+                    else {}
+                ),
             )
         )
         return code

@@ -18,7 +18,7 @@ from reconciler.engine.once import Outcome, Reporter, RunOptions, SilentReporter
 from reconciler.errors import InputProblem, InvalidDesiredState, Quarantined, ReconcilerError, RolledBack
 from reconciler.executors.base import Executor
 from reconciler.log import log
-from reconciler.plan.planner import serving_release
+from reconciler.plan.planner import serving_release, serving_since
 from reconciler.spec.model import DesiredState, HostSpec
 
 # Per-host results, in the words --json and the summary use.
@@ -43,10 +43,21 @@ class HostRun:
 
     @property
     def serving(self) -> str | None:
+        """What the host serves as last observed, whatever the result (None: not observed)."""
         if self.outcome is None:
             return None
-        observed = self.outcome.after or self.outcome.observed
-        return serving_release(self.desired, observed)
+        return serving_release(self.desired, self.outcome.after or self.outcome.observed)
+
+    @property
+    def serving_since(self) -> str | None:
+        if self.outcome is None:
+            return None
+        return serving_since(self.desired, self.outcome.after or self.outcome.observed)
+
+    def failed(self, result: str, error: ReconcilerError) -> None:
+        self.result, self.error = result, error
+        if isinstance(error.outcome, Outcome):  # the latest the engine saw of this host
+            self.outcome = error.outcome
 
 
 @dataclass
@@ -141,9 +152,9 @@ def _plan(
         if run.result == NOOP:
             converge(run.desired, executor_for(run.host), options, reporter.for_host(run.host), run.outcome)
     except Quarantined as exc:
-        run.result, run.error = QUARANTINED, exc
+        run.failed(QUARANTINED, exc)
     except ReconcilerError as exc:
-        run.result, run.error = FAILED, exc
+        run.failed(FAILED, exc)
         log.error("host failed", host=run.host.name, error=str(exc))
 
 
@@ -157,13 +168,11 @@ def _apply(
         )
         run.result = CONVERGED
     except RolledBack as exc:
-        run.result, run.error = ROLLED_BACK, exc
-        if isinstance(exc.outcome, Outcome):
-            run.outcome = exc.outcome
+        run.failed(ROLLED_BACK, exc)
     except Quarantined as exc:
-        run.result, run.error = QUARANTINED, exc
+        run.failed(QUARANTINED, exc)
     except ReconcilerError as exc:
-        run.result, run.error = FAILED, exc
+        run.failed(FAILED, exc)
         log.error("host failed", host=run.host.name, error=str(exc))
 
 

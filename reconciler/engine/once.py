@@ -123,9 +123,12 @@ def plan_host(desired: DesiredState, executor: Executor, options: RunOptions, re
     log.info(
         "planned", host=executor.description, actions=len(the_plan.actions), observe_ms=round(observe_ms, 1)
     )
+    outcome = Outcome(the_plan, observed, timings={"observe_ms": observe_ms})
     if the_plan.blockers:
-        raise HostError("the host needs attention first:\n  " + "\n  ".join(the_plan.blockers))
-    return Outcome(the_plan, observed, timings={"observe_ms": observe_ms})
+        error = HostError("the host needs attention first:\n  " + "\n  ".join(the_plan.blockers))
+        error.outcome = outcome
+        raise error
+    return outcome
 
 
 def converge(
@@ -135,7 +138,11 @@ def converge(
     agent itself, with the rollback the plan carries; this only reports what happened."""
     for attempt in range(STALE_RETRIES + 1):
         if options.dry_run or not outcome.plan.changed:
-            _refuse_if_quarantined(desired, outcome)
+            try:
+                _refuse_if_quarantined(desired, outcome)
+            except Quarantined as exc:
+                exc.outcome = outcome
+                raise
             return outcome
         try:
             outcome.after = _apply(desired, executor, options, reporter, outcome.plan, outcome.timings)
@@ -149,9 +156,14 @@ def converge(
             outcome = plan_host(desired, executor, options, reporter)
         except (RolledBack, ApplyError) as exc:
             outcome.applied = True
+            if isinstance(exc.after, Observed):
+                outcome.after = exc.after
             if isinstance(exc, RolledBack):
-                exc.outcome = outcome
                 outcome.rolled_back_to = exc.rolled_back_to
+            exc.outcome = outcome
+            raise
+        except Quarantined as exc:
+            exc.outcome = outcome
             raise
     raise AssertionError("unreachable")  # pragma: no cover
 
@@ -260,7 +272,10 @@ def _apply(
     failure = answer.get("failure")
     if failure:
         raise _failure_error(desired, the_plan, failure, answer.get("rolled_back"), after)
-    check = make_plan(desired, after, retry_quarantined=True)
+    # A plan that only brings the host back to its last good state (the desired configuration
+    # is quarantined) is verified as such; any other plan against the configuration it applied
+    # (an idle colour stopped on the way may have quarantined something meanwhile).
+    check = make_plan(desired, after, retry_quarantined=the_plan.quarantined is None)
     if verify and check.changed:
         raise NotConverged(
             "the host still differs after applying:\n  "
@@ -327,6 +342,7 @@ def _failure_error(
         )
         error.rolled_back_to = good
         error.detail = detail
+        error.after = after
         return error
     if rolled_back and not rolled_back.get("ok"):
         broken = rolled_back.get("failure") or {}

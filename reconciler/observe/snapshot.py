@@ -83,6 +83,7 @@ class GateRecord:
     release: str | None = None
     config: str | None = None
     unit_hash: str | None = None
+    at: str = ""  # when it passed (ISO time, UTC)
 
 
 @dataclass(frozen=True)
@@ -116,6 +117,8 @@ class GoodState:
     links: Mapping[str, str]  # path -> target as written
     gates: Mapping[str, GateParams]  # the units that run in it, and their gates
     caddyfile: str
+    at: str = ""  # when it was recorded (ISO time, UTC)
+    since: str = ""  # when its release started serving (older records: "")
 
 
 @dataclass(frozen=True)
@@ -297,7 +300,13 @@ def _quarantine(raw: Mapping[str, Any]) -> dict[str, QuarantineEntry]:
 
 def _gates(raw: Mapping[str, Any]) -> dict[str, GateRecord]:
     return {
-        unit: GateRecord(str(r["invocation"]), r.get("release"), r.get("config"), r.get("unit_hash"))
+        unit: GateRecord(
+            str(r["invocation"]),
+            r.get("release"),
+            r.get("config"),
+            r.get("unit_hash"),
+            str(r.get("at") or ""),
+        )
         for unit, r in raw.items()
         if isinstance(r, dict) and r.get("invocation")
     }
@@ -328,4 +337,6 @@ def _good(raw: Mapping[str, Any]) -> GoodState:
         links=_freeze({p: str(t) for p, t in (raw.get("links") or {}).items()}),
         gates=_freeze({u: GateParams(**g) for u, g in (raw.get("gates") or {}).items()}),
         caddyfile=str(raw.get("caddyfile", "")),
+        at=str(raw.get("at") or ""),
+        since=str(raw.get("since") or raw.get("at") or ""),
     )

@@ -133,3 +133,18 @@ def _on_failure(actions: list[Action]) -> Iterable[Action]:
 def serving_release(desired: DesiredState, observed: Observed) -> str | None:
     """The release that serves traffic on this host, judged from the running processes."""
     return for_desired(desired).serving(observed)
+
+
+def serving_since(desired: DesiredState, observed: Observed) -> str | None:
+    """Since when the serving release serves (ISO time, UTC), from the host's records: the
+    newest good state's `since` when it is that release, else (after a rollback, or on a host
+    set up by hand) when the process serving it passed its gate. None when nothing says."""
+    version = serving_release(desired, observed)
+    if version is None:
+        return None
+    if observed.good and observed.good[0].version == version and observed.good[0].since:
+        return observed.good[0].since
+    passed = [
+        r.at for unit, r in observed.gates.items() if r.release == version and r.at and observed.gated(unit)
+    ]
+    return min(passed) if passed else None
