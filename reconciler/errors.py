@@ -12,6 +12,7 @@ ReconcilerError                 exit 1 unless stated
 │   └── HealthCheckFailed       a started release did not become healthy
 ├── RolledBack                  exit 3: a release failed and the last good one serves again
 ├── Quarantined                 exit 3: the desired release failed before and is not retried
+├── Paused                      exit 4: someone paused the reconciler on the host
 └── NotConverged                apply finished but the host still differs
 """
 
@@ -137,6 +138,12 @@ class Quarantined(ReconcilerError):
     """The desired release failed before and is not retried without being asked to."""
 
     exit_code = 3
+
+
+class Paused(ReconcilerError):
+    """The host is paused (`reconcile pause`): nothing was changed. `--once --force` overrides."""
+
+    exit_code = 4
 
 
 class NotConverged(ReconcilerError):

@@ -12,7 +12,7 @@ import sys
 from .fsops import account, decode, read_file, read_json, read_link, run
 from .lock import lock_state
 from .protocol import PROTOCOL, Json
-from .records import GATES, GOOD, QUARANTINE, StateFileError, load
+from .records import GATES, GOOD, PAUSE, QUARANTINE, StateFileError, load
 from .systemd import systemctl_show
 
 
@@ -91,7 +91,12 @@ def records(state_dir: str) -> Json:
         "snapshots": snapshots(state_dir),
         "errors": [],
     }
-    for key, name, empty in (("gates", GATES, {}), ("good", GOOD, []), ("quarantine", QUARANTINE, {})):
+    for key, name, empty in (
+        ("gates", GATES, {}),
+        ("good", GOOD, []),
+        ("quarantine", QUARANTINE, {}),
+        ("paused", PAUSE, {}),
+    ):
         try:
             out[key] = load(state_dir, name, empty)
         except StateFileError as exc:

@@ -7,6 +7,8 @@ good.json        the last few complete states that passed (newest first): every 
                  link they consist of, the units and their gates. Rollback restores one.
 quarantine.json  configuration fingerprint -> what failed and why. A healthy configuration
                  is never keyed here, so restoring it needs no flag.
+paused.json      who paused the reconciler on this host, when and why (`reconcile pause`):
+                 while it exists no run changes anything unless forced.
 
 A state file that cannot be read is reported by name with what to do, never guessed at: the
 planner refuses to act on a host whose safety records it cannot trust.
@@ -24,6 +26,7 @@ from .protocol import Json
 GATES = "gates.json"
 GOOD = "good.json"
 QUARANTINE = "quarantine.json"
+PAUSE = "paused.json"
 GOOD_KEPT = 5
 
 _WHAT = {
@@ -32,6 +35,7 @@ _WHAT = {
     GOOD: "the last states that passed; removing it leaves nothing to roll back to until the "
     "next successful run",
     QUARANTINE: "which configurations failed; removing it lets them be tried again",
+    PAUSE: "that someone paused the reconciler here (`reconcile resume` removes it)",
 }
 
 
@@ -66,14 +70,14 @@ def load(state_dir: str, name: str, empty: Any) -> Any:
     return data
 
 
-def _save(state_dir: str, name: str, data: Any) -> None:
+def save(state_dir: str, name: str, data: Any) -> None:
     atomic_write(os.path.join(state_dir, name), json.dumps(data, sort_keys=True).encode(), 0o600)
 
 
 def record_gate(state_dir: str, unit: str, record: Json) -> None:
     gates = load(state_dir, GATES, {})
     gates[unit] = dict(record, at=now())
-    _save(state_dir, GATES, gates)
+    save(state_dir, GATES, gates)
 
 
 def record_good(state_dir: str, record: Json) -> None:
@@ -89,13 +93,13 @@ def record_good(state_dir: str, record: Json) -> None:
     if latest.get("version") == record["version"]:
         since = latest.get("since") or latest.get("at") or at
     good = [g for g in recorded if g.get("config") != record["config"]]
-    _save(state_dir, GOOD, [dict(record, at=at, since=since), *good][:GOOD_KEPT])
+    save(state_dir, GOOD, [dict(record, at=at, since=since), *good][:GOOD_KEPT])
 
 
 def quarantine(state_dir: str, key: str, version: str, reason: str) -> None:
     entries = load(state_dir, QUARANTINE, {})
     entries[key] = {"version": version, "reason": reason, "at": now()}
-    _save(state_dir, QUARANTINE, entries)
+    save(state_dir, QUARANTINE, entries)
 
 
 def unquarantine(state_dir: str, key: str, version: str) -> None:
@@ -104,7 +108,7 @@ def unquarantine(state_dir: str, key: str, version: str) -> None:
     entries.pop(key, None)
     if version in entries and "version" not in entries[version]:
         del entries[version]
-    _save(state_dir, QUARANTINE, entries)
+    save(state_dir, QUARANTINE, entries)
 
 
 def gate_of(state_dir: str, unit: str) -> tuple[Json | None, Json]:

@@ -14,17 +14,23 @@ import sys
 from reconciler import __version__
 from reconciler.errors import ReconcilerError
 
+# Kept here, not imported from hostcmds: deciding which parser to use must stay cheap.
+SUBCOMMANDS = ("status", "validate", "pause", "resume")
+
 EPILOG = """\
 examples:
   reconcile --once --dry-run          show what would change and why (exit 2 if anything)
   reconcile --once                    converge the host once, then exit
   reconcile --once --json             the same, printing one JSON object
   reconcile                           keep converging: on file changes and on drift
-  reconcile status                    the host's recent runs and quarantined releases
+  reconcile status                    what the host serves, its recent runs, pause, quarantine
   reconcile validate                  check desired-state.yaml without touching any host
+  reconcile pause --reason TEXT       stop every run from changing the host (an incident)
+  reconcile resume                    let runs converge it again
 
 exit codes: 0 converged / nothing to do, 1 error, 2 changes pending (--dry-run),
-            3 release failed and was rolled back, or is quarantined
+            3 release failed and was rolled back, or is quarantined,
+            4 the host is paused: nothing was done
 docs: the README and schemas/desired-state.schema.json describe every field.
 """
 
@@ -99,6 +105,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--retry-quarantined", action="store_true", help="deploy the desired release even if it failed before"
     )
     p.add_argument(
+        "--force",
+        action="store_true",
+        help="with --once: apply even though the host is paused (`reconcile pause`)",
+    )
+    p.add_argument(
         "--require-committed",
         action="store_true",
         help="refuse to apply a desired-state file with uncommitted changes",
@@ -136,13 +147,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
-    subcommand = args_list[0] if args_list and args_list[0] in ("status", "validate") else None
+    subcommand = args_list[0] if args_list and args_list[0] in SUBCOMMANDS else None
     args = None if subcommand else build_parser().parse_args(args_list)
     from reconciler.cli import commands
 
     try:
         if subcommand:
-            return commands.run_subcommand(subcommand, args_list[1:], _common)
+            from reconciler.cli.hostcmds import run_subcommand
+
+            return run_subcommand(subcommand, args_list[1:], _common)
         assert args is not None
         return commands.once(args) if args.once else commands.watch(args)
     except KeyboardInterrupt:

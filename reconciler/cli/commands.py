@@ -6,24 +6,21 @@ import argparse
 import contextlib
 import os
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from reconciler import log as logmod
-from reconciler.agent.protocol import PROTOCOL
 from reconciler.cli.output import HumanReporter, json_result, serving_fields
 from reconciler.engine import gitinfo
 from reconciler.engine.once import Outcome, Reporter, RunOptions, SilentReporter, reconcile_once
 from reconciler.errors import (
-    HostError,
     InputProblem,
     InvalidDesiredState,
+    Paused,
     Quarantined,
     ReconcilerError,
     RolledBack,
 )
-from reconciler.executors.base import Executor
 from reconciler.executors.connect import executor_for
 from reconciler.executors.ssh_options import SSHOptions
 from reconciler.spec.load import load
@@ -82,6 +79,8 @@ def _result_name(exc: ReconcilerError) -> str:
         return "quarantined"
     if isinstance(exc, InvalidDesiredState):
         return "invalid"
+    if isinstance(exc, Paused):
+        return "paused"
     return "failed"
 
 
@@ -115,6 +114,7 @@ def once(args: argparse.Namespace) -> int:
         dry_run=args.dry_run,
         retry_quarantined=args.retry_quarantined,
         lock_timeout=args.lock_timeout,
+        force=args.force,
         fault=fault_points(),
     )
     if desired.is_fleet or args.limit:
@@ -214,93 +214,12 @@ def watch(args: argparse.Namespace) -> int:
     from reconciler.engine.watch import run as run_watch
 
     setup_logging(args, service=True)
+    if args.force:
+        # Watch mode respects a pause for as long as it lasts; overriding one is a single act.
+        print("error: --force only goes with --once (watch mode never overrides a pause)", file=sys.stderr)
+        return 1
     if not Path(args.file).exists():
         # Later a broken or vanished file is waited out; at start it is a mistake to report.
         print(f"error: {args.file}: no such file; pass the desired state with -f FILE", file=sys.stderr)
         return 1
     return run_watch(args, load_desired, lambda d: executor_for(d.target, ssh_options(args)))
-
-
-def run_subcommand(name: str, argv: list[str], add_common: Callable[[argparse.ArgumentParser], None]) -> int:
-    parser = argparse.ArgumentParser(prog=f"reconcile {name}")
-    add_common(parser)
-    if name == "status":
-        parser.add_argument("-n", "--runs", type=int, default=10, help="how many recent runs to show")
-    args = parser.parse_args(argv)
-    args.dry_run = False
-    setup_logging(args)
-    try:
-        desired = load_desired(args)
-    except InvalidDesiredState as exc:
-        return fail(args, exc)
-    if name == "validate":
-        if args.json:
-            print(json_result(desired=desired, plan=None, result="valid"))
-        else:
-            print(
-                f"{args.file}: valid ({desired.app} {desired.release.version}, "
-                f"{desired.strategy}, target {desired.target})"
-            )
-        return 0
-    from reconciler.engine.fleet import select
-
-    try:
-        hosts = select(desired, args.limit)
-    except InvalidDesiredState as exc:
-        return fail(args, exc, desired)
-    code = 0
-    for host in hosts:
-        one = desired.for_host(host)
-        if len(hosts) > 1 and not args.json:
-            print(f"== {host.name} ({host.target})")
-        executor = executor_for(one.target, ssh_options(args))
-        try:
-            status(args, one, executor)
-        except ReconcilerError as exc:
-            code = fail(args, exc, one)
-        finally:
-            executor.close()
-    return code
-
-
-def status(args: argparse.Namespace, desired: DesiredState, executor: Executor) -> int:
-    import json
-
-    answer = executor.request(
-        {"op": "history", "protocol": PROTOCOL, "state": desired.layout.state, "limit": args.runs}
-    )
-    if answer.get("event") == "error":
-        raise HostError(
-            f"reading the host's history failed: {answer.get('error')}", hint=answer.get("detail")
-        )
-    records: list[dict[str, Any]] = answer.get("records", [])
-    quarantine: dict[str, Any] = answer.get("quarantine", {})
-    problems: list[str] = answer.get("errors", [])
-    if args.json:
-        print(json.dumps({"runs": records, "quarantined": quarantine, "problems": problems}, indent=2))
-        return 0
-    if not records:
-        print(f"No runs recorded on {executor.description} for {desired.app} yet.")
-    for r in records:
-        commit = (r.get("commit") or "-")[:12] + ("+dirty" if r.get("dirty") else "")
-        n = len(r.get("actions", []))
-        line = (
-            f"{r.get('finished', '?')}  {r.get('result', '?'):<11} {r.get('version', '?'):<12} "
-            f"{commit:<18} {n} actions  by {r.get('user', '?')}"
-        )
-        if r.get("kind"):
-            line += f"  [{r['kind']}]"
-        print(line)
-        if r.get("error"):
-            print(f"    error: {r['error']}")
-        back = r.get("rolled_back") or {}
-        if back.get("to"):
-            print(f"    rolled back to {back['to']}" + ("" if back.get("ok") else " - that failed too"))
-    for key, info in sorted(quarantine.items()):
-        # Entries are keyed by configuration; older hosts keyed them by version alone.
-        version = info.get("version") or key
-        config = f" (configuration {key})" if "version" in info else ""
-        print(f"quarantined: {version}{config} since {info.get('at', '?')}: {info.get('reason', '')}")
-    for problem in problems:
-        print(f"problem: {problem}")
-    return 0

@@ -74,6 +74,11 @@ class HumanReporter:
                 f"  note: another run holds the lock ({_holder(dict(observed.lock_holder))}); "
                 "this plan may change when it finishes"
             )
+        if observed.paused is not None:
+            self.print(
+                f"  note: the host is {observed.paused.describe()}; runs apply nothing until "
+                "`reconcile resume` (or `reconcile --once --force`)"
+            )
         if plan.quarantined is not None:
             self.print(
                 f"  {desired.release.version} with this configuration is quarantined: {plan.quarantined}"

@@ -15,14 +15,21 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from reconciler.engine.once import Outcome, Reporter, RunOptions, SilentReporter, converge, plan_host
-from reconciler.errors import InputProblem, InvalidDesiredState, Quarantined, ReconcilerError, RolledBack
+from reconciler.errors import (
+    InputProblem,
+    InvalidDesiredState,
+    Paused,
+    Quarantined,
+    ReconcilerError,
+    RolledBack,
+)
 from reconciler.executors.base import Executor
 from reconciler.log import log
 from reconciler.plan.planner import serving_release, serving_since
 from reconciler.spec.model import DesiredState, HostSpec
 
 # Per-host results, in the words --json and the summary use.
-NOOP, PENDING, CONVERGED, ROLLED_BACK, QUARANTINED, FAILED, SKIPPED = (
+NOOP, PENDING, CONVERGED, ROLLED_BACK, QUARANTINED, FAILED, SKIPPED, PAUSED = (
     "noop",
     "changes_pending",
     "converged",
@@ -30,6 +37,7 @@ NOOP, PENDING, CONVERGED, ROLLED_BACK, QUARANTINED, FAILED, SKIPPED = (
     "quarantined",
     "failed",
     "not_reached",
+    "paused",
 )
 
 
@@ -76,6 +84,8 @@ class FleetRun:
             return 1
         if results & {ROLLED_BACK, QUARANTINED} or self.stopped:
             return 3
+        if PAUSED in results:
+            return 4
         return 2 if PENDING in results else 0
 
 
@@ -153,6 +163,8 @@ def _plan(
             converge(run.desired, executor_for(run.host), options, reporter.for_host(run.host), run.outcome)
     except Quarantined as exc:
         run.failed(QUARANTINED, exc)
+    except Paused as exc:
+        run.failed(PAUSED, exc)
     except ReconcilerError as exc:
         run.failed(FAILED, exc)
         log.error("host failed", host=run.host.name, error=str(exc))
@@ -171,6 +183,8 @@ def _apply(
         run.failed(ROLLED_BACK, exc)
     except Quarantined as exc:
         run.failed(QUARANTINED, exc)
+    except Paused as exc:  # paused between observing and applying
+        run.failed(PAUSED, exc)
     except ReconcilerError as exc:
         run.failed(FAILED, exc)
         log.error("host failed", host=run.host.name, error=str(exc))

@@ -24,6 +24,7 @@ from reconciler.errors import (
     HostError,
     LockHeld,
     NotConverged,
+    Paused,
     PlanStale,
     Quarantined,
     RolledBack,
@@ -45,6 +46,7 @@ class RunOptions:
     dry_run: bool = False
     retry_quarantined: bool = False
     lock_timeout: float = 0.0
+    force: bool = False  # apply even though the host is paused (`reconcile --once --force`)
     # Test-only fault points, e.g. {"kill_after_action": 3}: honoured only by an agent on a
     # host whose root switched fault injection on (see reconciler/agent/apply.py).
     fault: dict[str, float] = field(default_factory=dict)
@@ -128,6 +130,14 @@ def plan_host(desired: DesiredState, executor: Executor, options: RunOptions, re
         error = HostError("the host needs attention first:\n  " + "\n  ".join(the_plan.blockers))
         error.outcome = outcome
         raise error
+    if observed.paused is not None and not options.dry_run and not options.force:
+        paused = Paused(
+            f"nothing was done: the host is {observed.paused.describe()}",
+            hint="`reconcile resume` lets runs converge it again; `reconcile --once --force` applies "
+            "once anyway",
+        )
+        paused.outcome = outcome
+        raise paused
     return outcome
 
 
@@ -261,6 +271,7 @@ def _apply(
             "actions": the_plan.summaries(),
         },
         "fault": options.fault or None,
+        "force": options.force or None,
     }
     t0 = time.perf_counter()
     answer = executor.request(request, payload=payload, on_event=lambda e: _on_event(reporter, the_plan, e))
@@ -307,6 +318,8 @@ def _agent_error(answer: Event, options: RunOptions) -> Exception:
         return LockHeld(holder, options.lock_timeout)
     if code == "stale":
         return PlanStale("the host changed after it was observed; nothing was applied")
+    if code == "paused":
+        return Paused(f"nothing was done: {answer.get('error')}", hint="`reconcile resume` first")
     if code == "missing":
         return TargetError(answer.get("error", "a required program is missing on the host"))
     return HostError(f"the host agent failed: {answer.get('error')}", hint=answer.get("detail") or None)

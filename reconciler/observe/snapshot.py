@@ -129,6 +129,18 @@ class QuarantineEntry:
 
 
 @dataclass(frozen=True)
+class Pause:
+    """`reconcile pause` recorded on the host: no run changes anything until `resume`."""
+
+    by: str
+    at: str
+    reason: str
+
+    def describe(self) -> str:
+        return f"paused by {self.by} since {self.at}: {self.reason or 'no reason given'}"
+
+
+@dataclass(frozen=True)
 class ReleaseState:
     version: str
     sha256: str | None = None
@@ -161,6 +173,7 @@ class Observed:
     user: int = 0  # the uid the agent ran as
     # The users asked about (backend.user); None: no such user on the host.
     users: Mapping[str, UserState | None] = field(default_factory=lambda: MappingProxyType({}))
+    paused: Pause | None = None
     fingerprint: str = ""
 
     def file(self, path: str) -> FileState | None:
@@ -283,8 +296,15 @@ def parse(raw: Mapping[str, Any]) -> Observed:
                 for name, v in (raw.get("users") or {}).items()
             }
         ),
+        paused=pause_of(state.get("paused")),
         fingerprint=str(raw.get("fingerprint", "")),
     )
+
+
+def pause_of(raw: Any) -> Pause | None:
+    if not isinstance(raw, dict) or not raw:
+        return None
+    return Pause(str(raw.get("by") or "?"), str(raw.get("at") or "?"), str(raw.get("reason") or ""))
 
 
 def _quarantine(raw: Mapping[str, Any]) -> dict[str, QuarantineEntry]:
