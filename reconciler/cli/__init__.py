@@ -95,6 +95,13 @@ def build_parser() -> argparse.ArgumentParser:
     mode.add_argument("--watch", action="store_true", help="keep converging (the default without --once)")
     p.add_argument("--dry-run", action="store_true", help="plan only: print what would change and why")
     p.add_argument(
+        "--format",
+        choices=["text", "json", "markdown"],
+        default="text",
+        help="what --once prints on stdout: text (default), json (= --json), or markdown: the plan with "
+        "the diff of every file it writes, secret values masked, for a pull request comment",
+    )
+    p.add_argument(
         "--lock-timeout",
         type=float,
         default=0.0,
@@ -135,6 +142,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="how often --follow fetches (default 60)",
     )
     w.add_argument(
+        "--metrics-listen",
+        metavar="ADDR",
+        help="serve Prometheus metrics on ADDR (HOST:PORT, e.g. 127.0.0.1:9108; off by default)",
+    )
+    w.add_argument(
         "--max-backoff",
         type=float,
         default=300.0,
@@ -151,6 +163,9 @@ def main(argv: list[str] | None = None) -> int:
     args = None if subcommand else build_parser().parse_args(args_list)
     from reconciler.cli import commands
 
+    if args is not None:
+        args.json = args.json or args.format == "json"
+        args.markdown = args.format == "markdown" and not args.json
     try:
         if subcommand:
             from reconciler.cli.hostcmds import run_subcommand

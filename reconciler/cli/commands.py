@@ -1,4 +1,5 @@
-"""The commands behind `reconcile`: once, watch, status, validate."""
+"""The commands behind `reconcile --once` and `reconcile --watch` (the subcommands that only
+read or record are in hostcmds.py)."""
 
 from __future__ import annotations
 
@@ -6,8 +7,9 @@ import argparse
 import contextlib
 import os
 import sys
+import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from reconciler import log as logmod
 from reconciler.cli.output import HumanReporter, json_result, serving_fields
@@ -21,10 +23,15 @@ from reconciler.errors import (
     ReconcilerError,
     RolledBack,
 )
+from reconciler.executors.base import Executor
 from reconciler.executors.connect import executor_for
 from reconciler.executors.ssh_options import SSHOptions
 from reconciler.spec.load import load
 from reconciler.spec.model import DesiredState
+
+if TYPE_CHECKING:
+    from reconciler.engine.notify import Notifier
+    from reconciler.engine.report import HostReport
 
 
 def setup_logging(args: argparse.Namespace, *, service: bool = False) -> None:
@@ -67,6 +74,11 @@ def fail(
                 extra=extra or None,
             )
         )
+    elif getattr(args, "markdown", False) and desired is not None:
+        from reconciler.cli.markdown import once_markdown
+
+        print(once_markdown(desired, outcome, _result_name(exc), dry_run=args.dry_run, error=str(exc)))
+        print(f"error: {exc}", file=sys.stderr)
     else:
         print(f"error: {exc}", file=sys.stderr)
     return exc.exit_code
@@ -120,14 +132,60 @@ def once(args: argparse.Namespace) -> int:
     if desired.is_fleet or args.limit:
         return fleet_once(args, desired, options)
     executor = executor_for(desired.target, ssh_options(args))
-    reporter: Reporter = SilentReporter() if args.json else HumanReporter()
+    reporter: Reporter = SilentReporter() if args.json or args.markdown else HumanReporter()
+    notifier = _notifier(desired, options)
+    t0 = time.monotonic()
     try:
-        outcome = reconcile_once(desired, executor, options, reporter)
-    except ReconcilerError as exc:
-        return fail(args, exc, desired)
+        try:
+            outcome = reconcile_once(desired, executor, options, reporter)
+        except ReconcilerError as exc:
+            _tell(notifier, desired, [_report(desired, None, exc, t0)], {desired.hosts[0].name: executor})
+            return fail(args, exc, desired)
+        _tell(notifier, desired, [_report(desired, outcome, None, t0)], {desired.hosts[0].name: executor})
+        return finish(args, desired, outcome)
     finally:
         executor.close()
-    return finish(args, desired, outcome)
+
+
+def _notifier(desired: DesiredState, options: RunOptions) -> Notifier | None:
+    if not desired.notify or options.dry_run:
+        return None
+    from reconciler.engine.notify import Notifier
+
+    return Notifier(desired.notify)
+
+
+def _report(
+    desired: DesiredState, outcome: Outcome | None, exc: ReconcilerError | None, t0: float
+) -> HostReport:
+    from reconciler.engine.report import CONVERGED, NOOP, host_report, result_of
+
+    if exc is not None:
+        return host_report(desired, desired.hosts[0].name, result_of(exc), None, exc, time.monotonic() - t0)
+    assert outcome is not None
+    result = CONVERGED if outcome.applied else NOOP
+    return host_report(desired, desired.hosts[0].name, result, outcome, None, time.monotonic() - t0)
+
+
+def _tell(
+    notifier: Notifier | None,
+    desired: DesiredState,
+    reports: list[HostReport],
+    executors: dict[str, Executor],
+) -> None:
+    """Queue the notices, give them up to one webhook timeout to go out, and note each
+    delivery in its host's history before the connections close."""
+    if notifier is None:
+        return
+    from reconciler.engine.announce import announce, note_deliveries
+
+    if not announce(notifier, reports, file=desired.file, mode="once"):
+        return
+    notifier.wait(max(h.timeout for h in desired.notify))
+    for report in reports:
+        one = desired.for_host(next(h for h in desired.hosts if h.name == report.host))
+        if report.observed:  # a host never reached would only time out again
+            note_deliveries(notifier, report.host, one, executors.get(report.host))
 
 
 def fleet_once(args: argparse.Namespace, desired: DesiredState, options: RunOptions) -> int:
@@ -135,9 +193,14 @@ def fleet_once(args: argparse.Namespace, desired: DesiredState, options: RunOpti
     from reconciler.engine import fleet as fleet_mod
 
     executors = fleet_mod.Executors(lambda d: executor_for(d.target, ssh_options(args)), desired)
-    reporter: fleet_mod.FleetReporter = fleet_mod.SilentFleetReporter() if args.json else FleetHumanReporter()
+    quiet = args.json or args.markdown
+    reporter: fleet_mod.FleetReporter = fleet_mod.SilentFleetReporter() if quiet else FleetHumanReporter()
+    notifier = _notifier(desired, options)
+    t0 = time.monotonic()
     try:
         run = fleet_mod.reconcile_fleet(desired, executors, options, reporter, args.limit)
+        seconds = time.monotonic() - t0
+        _tell(notifier, desired, [r.report(seconds) for r in run.runs], dict(executors.cache))
     except InvalidDesiredState as exc:
         return fail(args, exc, desired)
     finally:
@@ -145,14 +208,19 @@ def fleet_once(args: argparse.Namespace, desired: DesiredState, options: RunOpti
     code = run.exit_code
     if code == 2 and not args.dry_run:  # cannot happen outside a dry run; keep the contract
         code = 0
+    names = {
+        0: "converged" if any(r.result == "converged" for r in run.runs) else "noop",
+        1: "failed",
+        2: "changes_pending",
+        3: "stopped" if run.stopped else "rolled_back",
+        4: "paused",
+    }
     if args.json:
-        names = {
-            0: "converged" if any(r.result == "converged" for r in run.runs) else "noop",
-            1: "failed",
-            2: "changes_pending",
-            3: "stopped" if run.stopped else "rolled_back",
-        }
         print(fleet_json(desired, run, names[code]))
+    elif args.markdown:
+        from reconciler.cli.markdown import fleet_markdown
+
+        print(fleet_markdown(desired, run, names[code], dry_run=args.dry_run))
     else:
         print(fleet_summary(run))
     return code
@@ -181,6 +249,11 @@ def finish(args: argparse.Namespace, desired: DesiredState, outcome: Outcome) ->
                 ),
             )
         )
+        return code
+    if args.markdown:
+        from reconciler.cli.markdown import once_markdown
+
+        print(once_markdown(desired, outcome, result, dry_run=args.dry_run))
         return code
     if not plan.changed:
         print("No changes: the host matches the desired state.")

@@ -35,7 +35,7 @@ def run_subcommand(name: str, argv: list[str], add_common: Callable[[argparse.Ar
             help="wait this long for a run in progress to finish (default 120)",
         )
     args = parser.parse_args(argv)
-    args.dry_run = False
+    args.dry_run = args.markdown = False
     setup_logging(args)
     try:
         desired = load_desired(args)

@@ -15,6 +15,18 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from reconciler.engine.once import Outcome, Reporter, RunOptions, SilentReporter, converge, plan_host
+from reconciler.engine.report import (  # the per-host results, in the words --json uses
+    CONVERGED,
+    FAILED,
+    NOOP,
+    PAUSED,
+    PENDING,
+    QUARANTINED,
+    ROLLED_BACK,
+    SKIPPED,
+    HostReport,
+    host_report,
+)
 from reconciler.errors import (
     InputProblem,
     InvalidDesiredState,
@@ -27,18 +39,6 @@ from reconciler.executors.base import Executor
 from reconciler.log import log
 from reconciler.plan.planner import serving_release, serving_since
 from reconciler.spec.model import DesiredState, HostSpec
-
-# Per-host results, in the words --json and the summary use.
-NOOP, PENDING, CONVERGED, ROLLED_BACK, QUARANTINED, FAILED, SKIPPED, PAUSED = (
-    "noop",
-    "changes_pending",
-    "converged",
-    "rolled_back",
-    "quarantined",
-    "failed",
-    "not_reached",
-    "paused",
-)
 
 
 @dataclass
@@ -61,6 +61,9 @@ class HostRun:
         if self.outcome is None:
             return None
         return serving_since(self.desired, self.outcome.after or self.outcome.observed)
+
+    def report(self, seconds: float = 0.0) -> HostReport:
+        return host_report(self.desired, self.host.name, self.result, self.outcome, self.error, seconds)
 
     def failed(self, result: str, error: ReconcilerError) -> None:
         self.result, self.error = result, error
