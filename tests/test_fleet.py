@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from tests.deploying import REPO, RESET_SCRIPT, WATCHED_PATHS, serves
+from tests.scraping import free_port, scrape, value
 from tests.testhost import TestHost, boot_many
 
 pytestmark = pytest.mark.testhost
@@ -195,6 +196,7 @@ def test_watch_keeps_converging_the_fleet_around_an_unreachable_host(fleet_proje
     f = fleet_project
     ghost = "  - {target: ssh://root@127.0.0.1:1, name: ghost}\n"
     f.write("1.0.0", extra_hosts=ghost)
+    port = free_port()
     cmd = [
         sys.executable,
         "-m",
@@ -202,6 +204,8 @@ def test_watch_keeps_converging_the_fleet_around_an_unreachable_host(fleet_proje
         "--watch",
         "--interval",
         "1",
+        "--metrics-listen",
+        f"127.0.0.1:{port}",
         "-f",
         str(f.root / "desired-state.yaml"),
     ]
@@ -221,6 +225,13 @@ def test_watch_keeps_converging_the_fleet_around_an_unreachable_host(fleet_proje
             assert time.monotonic() < deadline and proc.poll() is None
             time.sleep(0.3)
         time.sleep(5)
+        # Metrics per host: each converged once, the unreachable one only failed.
+        m = scrape(port)
+        for name in NAMES:
+            assert value(m, "reconciler_passes_total", host=name, result="converged") == 1
+            assert value(m, "reconciler_serving_info", host=name, release="1.0.0") == 1
+        assert value(m, "reconciler_failures_total", host="ghost") >= 1
+        assert value(m, "reconciler_last_success_timestamp_seconds", host="ghost") == 0
     finally:
         proc.terminate()
         _, err = proc.communicate(timeout=30)
