@@ -74,10 +74,14 @@ def fail(
                 extra=extra or None,
             )
         )
-    elif getattr(args, "markdown", False) and desired is not None:
-        from reconciler.cli.markdown import once_markdown
+    elif getattr(args, "markdown", False):
+        from reconciler.cli.markdown import error_markdown, once_markdown
 
-        print(once_markdown(desired, outcome, _result_name(exc), dry_run=args.dry_run, error=str(exc)))
+        result = _result_name(exc)
+        if desired is None:
+            print(error_markdown(str(args.file), result, str(exc)))
+        else:
+            print(once_markdown(desired, outcome, result, dry_run=args.dry_run, error=str(exc)))
         print(f"error: {exc}", file=sys.stderr)
     else:
         print(f"error: {exc}", file=sys.stderr)

@@ -191,3 +191,8 @@ def once_markdown(
     desired: DesiredState, outcome: Outcome | None, result: str, *, dry_run: bool, error: str | None = None
 ) -> str:
     return _bounded(plan_markdown(desired, outcome, result, dry_run=dry_run, error=error, level="##"))
+
+
+def error_markdown(file: str, result: str, error: str) -> str:
+    """Before a desired state exists (the file is invalid): what is wrong, as reported."""
+    return _bounded(f"## {file}: {HEADLINES.get(result, result)}\n\n```\n{error.strip()}\n```\n")
