@@ -112,7 +112,8 @@ def reconcile_once(
 def plan_host(desired: DesiredState, executor: Executor, options: RunOptions, reporter: Reporter) -> Outcome:
     """Observe the host (waiting for another run's lock unless a dry run) and plan.
 
-    Raises Quarantined or HostError when the plan must not be applied."""
+    Raises HostError (the host needs attention) or Paused (someone paused it) when the plan
+    must not be applied; either carries the Outcome."""
     t0 = time.perf_counter()
     observed = observe(executor, desired)
     if observed.lock_holder is not None and not options.dry_run:
