@@ -22,10 +22,6 @@ pytestmark = pytest.mark.testhost
 FAST_FAIL = "timeout: 3\ninterval: 0.1\nstable: 0.3"
 
 
-def notify_section(*hooks: str) -> str:
-    return "\n".join(hooks)
-
-
 def hook(url: str, *extra: str) -> str:
     return "\n".join([f"- url: {url}", *(f"  {line}" for line in extra)])
 
@@ -36,7 +32,7 @@ def test_notifications_for_a_deploy_a_rollback_and_a_quarantine_with_secrets_fro
     key = x25519.Identity.generate()
     secrets = project.root / "secrets"
     secrets.mkdir()
-    token = "age-secret-" + key.to_public().__str__()[-12:]
+    token = "age-secret-" + str(key.to_public())[-12:]
     (secrets / "prod.env.age").write_bytes(pyrage.encrypt(f"API_TOKEN={token}\n".encode(), [key.to_public()]))
     env = {
         "RECONCILER_AGE_IDENTITY": str(key),
@@ -45,11 +41,13 @@ def test_notifications_for_a_deploy_a_rollback_and_a_quarantine_with_secrets_fro
     }
     with receivers("ok", "ok", "hang", "fail") as (plain, slack, hanging, failing):
         env["SLACK_URL"] = slack.url
-        notify = notify_section(
-            hook(plain.url, "header: {name: Authorization, from_env: HOOK_TOKEN}"),
-            hook("${SLACK_URL}", "format: slack", "events: [rollback, quarantine]"),
-            hook(hanging.url, "timeout: 2", "retries: 0"),
-            hook(failing.url, "timeout: 2", "retries: 1"),
+        notify = "\n".join(
+            (
+                hook(plain.url, "header: {name: Authorization, from_env: HOOK_TOKEN}"),
+                hook("${SLACK_URL}", "format: slack", "events: [rollback, quarantine]"),
+                hook(hanging.url, "timeout: 2", "retries: 0"),
+                hook(failing.url, "timeout: 2", "retries: 1"),
+            )
         )
         fields = {
             "notify": notify,
@@ -148,6 +146,15 @@ def test_watch_serves_metrics_that_move_with_each_pass_and_notifies(project: Pro
             assert w.stop() == 0
         assert plain.events() == ["deploy", "drift_corrected", "rollback", "quarantine"]
     assert serves(project.host) == "1.0.0"
+    # Each delivery was noted in the host's history (the last one as watch mode stopped).
+    history = project.host.read("/var/lib/reconciler/choiros/history.jsonl").decode()
+    notes = [json.loads(line) for line in history.splitlines() if '"notify"' in line]
+    assert sorted(n["event"] for n in notes if n["ok"]) == [
+        "deploy",
+        "drift_corrected",
+        "quarantine",
+        "rollback",
+    ]
 
 
 def test_a_pause_keeps_a_hand_fix_through_drift_ticks_until_resume(project: Project) -> None:

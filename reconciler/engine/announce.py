@@ -43,12 +43,10 @@ def note_deliveries(
 ) -> None:
     """Append the outcomes of this host's deliveries to its history; a host that cannot be
     reached keeps them in the log only (they were logged when they happened)."""
-    if notifier is None:
+    if notifier is None or executor is None:  # kept until there is a connection to write with
         return
     deliveries = notifier.take(host)
     if not deliveries:
-        return
-    if executor is None:
         return
     from reconciler.engine.hostrecords import add_notes
 

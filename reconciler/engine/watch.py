@@ -88,6 +88,7 @@ class Watcher:
         self.metrics = metrics
         self.notifier: Notifier | None = None
         self.app = "?"  # the app of the last valid desired state, for notices about an invalid one
+        self.last: DesiredState | None = None
 
     # -- triggers --------------------------------------------------------------------------
 
@@ -170,7 +171,7 @@ class Watcher:
             log.error("desired state is invalid; waiting for a fix", problems=[str(p) for p in exc.problems])
             self._notify(watch_notice("gave_up", self.app, "-", str(exc)))
             return None
-        self.app = desired.app
+        self.app, self.last = desired.app, desired
         self._use_hooks(desired.notify)
         if desired.is_fleet or self.settings.limit:
             self.fleet_pass(desired, reasons)
@@ -372,12 +373,16 @@ class Watcher:
                 break
             self.wake.wait(self.next_wait())
             self.wake.clear()
+        if self.notifier is not None:
+            # The last pass's notices get one timeout to go out, and their outcomes are
+            # written to the host's history before the connection closes.
+            self.notifier.wait(max(h.timeout for h in self.notifier.hooks))
+            if self.last is not None and not self.last.is_fleet:
+                note_deliveries(self.notifier, self.last.hosts[0].name, self.last, self.executor)
         if self.executor is not None:
             self.executor.close()
         if self.fleet_executors is not None:
             self.fleet_executors.close()
-        if self.notifier is not None:
-            self.notifier.wait(max(h.timeout for h in self.notifier.hooks))
         log.info("watch mode stopped", passes=self.passes)
         return 0
 
