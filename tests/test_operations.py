@@ -12,7 +12,7 @@ import pyrage
 import pytest
 from pyrage import x25519
 
-from tests.deploying import Project, serves
+from tests.deploying import WATCHED_PATHS, Project, serves
 from tests.receivers import receivers
 from tests.scraping import free_port, scrape, value
 from tests.test_watch import save_atomically, wait_until, watching
@@ -104,6 +104,19 @@ def test_notifications_for_a_deploy_a_rollback_and_a_quarantine_with_secrets_fro
     status = project.reconcile("status", "-n", "40", env=env)
     assert "notified    rollback to webhook 1 (127.0.0.1): delivered" in status.stdout, status.stdout
     assert "serves 1.0.0 since" in status.stdout
+
+    # A wrong key, or a tampered file: a clear error at the from_age field, host untouched.
+    before = project.host.tree_state(WATCHED_PATHS)
+    project.write("1.0.0", env=fields["env"])
+    wrong = project.once(env={"RECONCILER_AGE_IDENTITY": str(x25519.Identity.generate())})
+    assert wrong.rc == 1 and "env.API_TOKEN.from_age:" in wrong.json["error"]
+    assert "wrong key" in wrong.json["error"]
+    cipher = bytearray((secrets / "prod.env.age").read_bytes())
+    cipher[-3] ^= 0x01
+    (secrets / "prod.env.age").write_bytes(bytes(cipher))
+    tampered = project.once(env=env)
+    assert tampered.rc == 1 and "damaged or tampered with" in tampered.json["error"]
+    assert project.host.tree_state(WATCHED_PATHS) == before
 
 
 def test_watch_serves_metrics_that_move_with_each_pass_and_notifies(project: Project) -> None:
