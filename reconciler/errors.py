@@ -12,6 +12,7 @@ ReconcilerError                 exit 1 unless stated
 │   └── HealthCheckFailed       a started release did not become healthy
 ├── RolledBack                  exit 3: a release failed and the last good one serves again
 ├── Quarantined                 exit 3: the desired release failed before and is not retried
+├── Paused                      exit 4: someone paused the reconciler on the host
 └── NotConverged                apply finished but the host still differs
 """
 
@@ -24,6 +25,9 @@ class ReconcilerError(Exception):
     """Base class; `exit_code` is what the CLI exits with."""
 
     exit_code = 1
+    # The engine's Outcome when the host was observed before the error: what was planned and
+    # the host as last seen, so a report can still say what the host serves.
+    outcome: object = None
 
     def __init__(self, message: str, *, hint: str | None = None) -> None:
         super().__init__(message)
@@ -125,15 +129,21 @@ class RolledBack(ReconcilerError):
     health gate and serves again (the agent does this on the host, under the apply's lock)."""
 
     exit_code = 3
-    outcome: object = None  # the engine's Outcome: the failed plan and where it left the host
     rolled_back_to: str | None = None  # the release of the good state that serves again
     detail: str = ""
+    after: object = None  # the host as observed right after the rollback
 
 
 class Quarantined(ReconcilerError):
     """The desired release failed before and is not retried without being asked to."""
 
     exit_code = 3
+
+
+class Paused(ReconcilerError):
+    """The host is paused (`reconcile pause`): nothing was changed. `--once --force` overrides."""
+
+    exit_code = 4
 
 
 class NotConverged(ReconcilerError):

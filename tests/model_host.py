@@ -96,6 +96,9 @@ class ModelHost:
         self.releases: dict[str, ReleaseState] = dict(observed.releases)
         self.units: dict[str, UnitState] = dict(observed.units)
         self.caddy_loaded = observed.caddy_loaded_sha
+        # What Caddy serves is what it last loaded, whatever is on disk since.
+        loaded = next((f for p, f in observed.files.items() if p.startswith("/etc/caddy/apps/") and f), None)
+        self.caddy_serving = loaded.content if loaded and loaded.sha256 == self.caddy_loaded else None
         self.quarantine: dict[str, QuarantineEntry] = dict(observed.quarantine)
         self.images = set(observed.images)
         self.snapshots = set(observed.snapshots)
@@ -150,15 +153,9 @@ class ModelHost:
 
     def routed_units(self) -> list[str]:
         """The backends Caddy's loaded configuration sends traffic to."""
-        path = self.caddyfile_path()
-        f = self.files.get(path)
-        if (
-            f is None
-            or f.sha256 != self.caddy_loaded
-            or not (self.units.get(CADDY_UNIT) or UnitState("")).is_active
-        ):
+        if self.caddy_serving is None or not (self.units.get(CADDY_UNIT) or UnitState("")).is_active:
             return []
-        text = f.content or ""
+        text = self.caddy_serving
         if "# Managed by reconciler" not in text:
             return []
         colour = caddyfile.routed_colour(text)
@@ -179,6 +176,7 @@ class ModelHost:
             self.units[name] = replace(unit, active="active", sub="running", main_pid=99)
             f = self.files.get(self.caddyfile_path())
             self.caddy_loaded = f.sha256 if f else None
+            self.caddy_serving = f.content if f else None
             return
         assert text is not None, f"start of {name} without a unit file"
         assert not unit.need_daemon_reload, f"start of {name} before daemon-reload"

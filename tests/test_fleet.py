@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from tests.deploying import REPO, RESET_SCRIPT, WATCHED_PATHS, serves
+from tests.scraping import free_port, scrape, value
 from tests.testhost import TestHost, boot_many
 
 pytestmark = pytest.mark.testhost
@@ -127,6 +128,21 @@ def test_a_failing_host_stops_the_rollout_and_leaves_the_fleet_serving(fleet_pro
     assert out["stopped"] is True
     assert {n: h["serving"] for n, h in out["hosts"].items()} == {"a": "2.0.0", "b": "1.0.0", "c": "1.0.0"}
     assert f.serving() == {"a": "2.0.0", "b": "1.0.0", "c": "1.0.0"}
+    assert all(h["serving_since"] for h in out["hosts"].values()), out["hosts"]
+
+    # Next run: b's 2.0.0 is quarantined; its entry still says what it serves, and since when.
+    rc, out, _ = f.reconcile()
+    b_entry = out["hosts"]["b"]
+    assert rc == 3 and b_entry["result"] == "quarantined", out
+    assert b_entry["serving"] == "1.0.0" and b_entry["serving_since"], b_entry
+    # b's backend stopped by hand: the quarantined run brings it back to its last good state,
+    # and says so (it used to fail verifying against the quarantined configuration).
+    b.exec(["systemctl", "stop", "choiros-backend.service"])
+    rc, out, err = f.reconcile()
+    b_entry = out["hosts"]["b"]
+    assert b_entry["result"] == "quarantined" and b_entry["applied"], (b_entry, err)
+    assert b_entry["serving"] == "1.0.0" and serves(b) == "1.0.0"
+    assert "brought back to its last good state" in b_entry["error"]
 
 
 def test_failure_budget_lets_the_rollout_continue(fleet_project: Fleet) -> None:
@@ -180,6 +196,7 @@ def test_watch_keeps_converging_the_fleet_around_an_unreachable_host(fleet_proje
     f = fleet_project
     ghost = "  - {target: ssh://root@127.0.0.1:1, name: ghost}\n"
     f.write("1.0.0", extra_hosts=ghost)
+    port = free_port()
     cmd = [
         sys.executable,
         "-m",
@@ -187,6 +204,8 @@ def test_watch_keeps_converging_the_fleet_around_an_unreachable_host(fleet_proje
         "--watch",
         "--interval",
         "1",
+        "--metrics-listen",
+        f"127.0.0.1:{port}",
         "-f",
         str(f.root / "desired-state.yaml"),
     ]
@@ -206,6 +225,13 @@ def test_watch_keeps_converging_the_fleet_around_an_unreachable_host(fleet_proje
             assert time.monotonic() < deadline and proc.poll() is None
             time.sleep(0.3)
         time.sleep(5)
+        # Metrics per host: each converged once, the unreachable one only failed.
+        m = scrape(port)
+        for name in NAMES:
+            assert value(m, "reconciler_passes_total", host=name, result="converged") == 1
+            assert value(m, "reconciler_serving_info", host=name, release="1.0.0") == 1
+        assert value(m, "reconciler_failures_total", host="ghost") >= 1
+        assert value(m, "reconciler_last_success_timestamp_seconds", host="ghost") == 0
     finally:
         proc.terminate()
         _, err = proc.communicate(timeout=30)

@@ -5,8 +5,8 @@ failing releases, failing configurations, crash loops and runs killed at any ste
   Caddy load; restart and symlink-swap restart in place, so: whenever a run has ended);
 - no healthy configuration is ever quarantined;
 - once a good state was ever recorded, every run that completes (its plan done, or rolled
-  back) leaves a gated, healthy state serving, and an interrupted run (its client gone)
-  leaves one serving if there was one before;
+  back) leaves a gated, healthy state serving, and a run that failed or was interrupted (its
+  client gone) leaves one serving if there was one before;
 - blue-green never restarts the colour Caddy routes to;
 - the planner never asks the agent for something it refuses (Caddy to an ungated process,
   a good state with an ungated process).
@@ -102,7 +102,7 @@ def test_safety_under_failures_and_interruptions(
         for key, entry in host.quarantine.items():
             assert health_of.get(key) is False, f"{where}: healthy {entry.version} ({key}) was quarantined"
         ever_good = ever_good or bool(host.good)
-        if result in ("ok", "rolled_back") and ever_good or result == "cancelled" and was_safe:
+        if result in ("ok", "rolled_back") and ever_good or result in ("failed", "cancelled") and was_safe:
             serving = host.routed_units()
             assert serving, f"{where}: nothing serves"
             for unit in serving:

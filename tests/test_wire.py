@@ -179,3 +179,18 @@ def test_a_malformed_action_is_refused_with_what_is_wrong(broken: dict[str, Any]
     with pytest.raises(protocol.AgentError) as exc:
         protocol.check_action(broken)
     assert exc.value.code == "protocol"
+
+
+def test_pause_resume_and_note_requests_pass_the_agents_check() -> None:
+    from reconciler.engine import hostrecords
+
+    recorder = Recorder()
+    d = desired("1.0.0")
+    for reason in ("incident 42", "", None):
+        with pytest.raises(HostError):
+            hostrecords.set_pause(recorder, d, reason, lock_timeout=5)
+    note = {"kind": "notify", "event": "deploy", "webhook": "webhook 1 (h)", "ok": True, "attempts": 1}
+    with pytest.raises(HostError):
+        hostrecords.add_notes(recorder, d, [note])
+    assert [r["op"] for r in recorder.requests] == ["pause", "pause", "pause", "note"]
+    assert recorder.requests[2]["pause"] is None  # resume

@@ -13,7 +13,6 @@ that serves without its gate having run.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import threading
@@ -36,11 +35,13 @@ from .files import (
     do_systemctl,
     do_write_file,
 )
-from .fsops import atomic_write, now
+from .fsops import now
 from .health import do_check_health
+from .history import append_history
 from .images import do_load_image
 from .lock import HostLock, release_host_lock
 from .observe import fingerprint, observe
+from .operator import refuse_if_paused
 from .protocol import AgentError, Emit, Json, check_request
 from .releases import do_link_shared, do_prune_release, do_upload_release
 from .systemd import stop_unit
@@ -70,22 +71,6 @@ HANDLERS: dict[str, Callable[[Context, Json], Json]] = {
 # Only a host whose root made this file honours the fault points the tests use: a request
 # alone (or an environment variable on the controller) cannot kill an agent on a real host.
 FAULT_SWITCH = "/run/reconciler/fault-injection"
-
-
-def append_history(state_dir: str, record: Json, keep: int = 1000) -> None:
-    path = os.path.join(state_dir, "history.jsonl")
-    line = (json.dumps(record, sort_keys=True) + "\n").encode()
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
-    try:
-        os.write(fd, line)
-        os.fsync(fd)
-        size = os.fstat(fd).st_size
-    finally:
-        os.close(fd)
-    if size > keep * 4096:  # trim rarely, keeping the newest records
-        with open(path, "rb") as fh:
-            lines = fh.readlines()[-keep:]
-        atomic_write(path, b"".join(lines), 0o640)
 
 
 def failure_of(index: int, exc: BaseException) -> Json:
@@ -211,6 +196,7 @@ def apply(request: Json, payload: IO[bytes] | None, emit: Emit, cancelled: Calla
     with HostLock(ctx.state_dir, request.get("holder", {}), float(request.get("lock_timeout", 0)), emit):
         locked_at = time.time()
         emit({"event": "locked"})
+        refuse_if_paused(ctx.state_dir, request)
         before = observe(spec)
         if request.get("expect") and fingerprint(before) != request["expect"]:
             raise AgentError("the host changed since it was observed for this plan", code="stale")
@@ -251,40 +237,4 @@ def apply(request: Json, payload: IO[bytes] | None, emit: Emit, cancelled: Calla
         "notes": run.notes,
         "done": run.done,
         "after": after,
-    }
-
-
-def history(request: Json) -> Json:
-    check_request(request)
-    path = os.path.join(request["state"], "history.jsonl")
-    limit = int(request.get("limit") or 20)
-    try:
-        with open(path, "rb") as fh:
-            lines = fh.readlines()[-limit:]
-    except FileNotFoundError:
-        lines = []
-    entries = []
-    unreadable = 0
-    for line in lines:
-        try:
-            entries.append(json.loads(line))
-        except ValueError:
-            unreadable += 1
-    quarantine: Json = {}
-    maintenance: Json = {}
-    errors = []
-    try:
-        quarantine = records.load(request["state"], records.QUARANTINE, {})
-        maintenance = records.load(request["state"], records.MAINTENANCE, {})
-    except records.StateFileError as exc:
-        errors.append(str(exc))
-    if unreadable:
-        errors.append(f"{path}: {unreadable} unreadable line(s) skipped")
-    return {
-        "event": "result",
-        "ok": True,
-        "records": entries,
-        "quarantine": quarantine,
-        "maintenance": maintenance,
-        "errors": errors,
     }

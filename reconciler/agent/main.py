@@ -13,8 +13,10 @@ import threading
 from collections.abc import Callable
 from typing import IO, Any
 
-from .apply import apply, failure_of, history
+from .apply import apply, failure_of
+from .history import history
 from .observe import observe
+from .operator import note, pause
 from .protocol import CHUNK, AgentError, Emit, Json, check_request
 
 
@@ -29,6 +31,10 @@ def handle(
             return {"event": "result", "ok": True, "snapshot": observe(request["observe"])}
         if op == "apply":
             return apply(request, payload, emit, cancelled)
+        if op == "pause":
+            return pause(request, emit)
+        if op == "note":
+            return note(request, emit)
         return history(request)
     except AgentError as exc:
         return {"event": "error", "error": exc.message, "detail": exc.detail, "code": exc.code}

@@ -13,7 +13,7 @@ from typing import Any
 from .fsops import account, decode, read_file, read_json, read_link, run
 from .lock import lock_state
 from .protocol import PROTOCOL, Json
-from .records import GATES, GOOD, MAINTENANCE, QUARANTINE, TASKS, StateFileError, load
+from .records import GATES, GOOD, MAINTENANCE, PAUSE, QUARANTINE, TASKS, StateFileError, load
 from .systemd import systemctl_show
 
 
@@ -112,6 +112,7 @@ def records(state_dir: str) -> Json:
         ("quarantine", QUARANTINE, {}),
         ("tasks", TASKS, {}),
         ("maintenance", MAINTENANCE, {}),
+        ("paused", PAUSE, {}),
     ]
     for key, name, empty in named:
         try:

@@ -129,7 +129,12 @@ REQUESTS: dict[str, dict[str, str]] = {
         "journal": "dict?",
         "record": "bool?",
         "fault": "dict?",
+        "force": "bool?",
     },
+    # pause: {by, reason} pauses, null resumes; under the host lock.
+    "pause": {"state": "str", "pause": "dict?", "holder": "dict", "lock_timeout": "num"},
+    # Records appended to the host's history (notification outcomes), under the host lock.
+    "note": {"state": "str", "records": "list", "lock_timeout": "num"},
 }
 
 _TYPES: dict[str, tuple[type, ...]] = {

@@ -7,6 +7,8 @@ good.json        the last few complete states that passed (newest first): every 
                  link they consist of, the units and their gates. Rollback restores one.
 quarantine.json  configuration fingerprint -> what failed and why. A healthy configuration
                  is never keyed here, so restoring it needs no flag.
+paused.json      who paused the reconciler on this host, when and why (`reconcile pause`):
+                 while it exists no run changes anything unless forced.
 
 A state file that cannot be read is reported by name with what to do, never guessed at: the
 planner refuses to act on a host whose safety records it cannot trust.
@@ -26,6 +28,7 @@ GOOD = "good.json"
 QUARANTINE = "quarantine.json"
 TASKS = "tasks.json"
 MAINTENANCE = "maintenance.json"
+PAUSE = "paused.json"
 GOOD_KEPT = 5
 
 _WHAT = {
@@ -36,6 +39,7 @@ _WHAT = {
     QUARANTINE: "which configurations failed; removing it lets them be tried again",
     TASKS: "which release tasks succeeded; removing it runs them again on the next deploy",
     MAINTENANCE: "that maintenance mode was switched on by hand; removing it switches it off",
+    PAUSE: "that someone paused the reconciler here (`reconcile resume` removes it)",
 }
 
 
@@ -70,20 +74,30 @@ def load(state_dir: str, name: str, empty: Any) -> Any:
     return data
 
 
-def _save(state_dir: str, name: str, data: Any) -> None:
+def save(state_dir: str, name: str, data: Any) -> None:
     atomic_write(os.path.join(state_dir, name), json.dumps(data, sort_keys=True).encode(), 0o600)
 
 
 def record_gate(state_dir: str, unit: str, record: Json) -> None:
     gates = load(state_dir, GATES, {})
     gates[unit] = dict(record, at=now())
-    _save(state_dir, GATES, gates)
+    save(state_dir, GATES, gates)
 
 
 def record_good(state_dir: str, record: Json) -> None:
-    """Newest first; a configuration appears once (its newest record), at most GOOD_KEPT."""
-    good = [g for g in load(state_dir, GOOD, []) if g.get("config") != record["config"]]
-    _save(state_dir, GOOD, [dict(record, at=now()), *good][:GOOD_KEPT])
+    """Newest first; a configuration appears once (its newest record), at most GOOD_KEPT.
+
+    `since` is when this release started serving: carried over from the newest record when
+    that one ran the same release (a configuration change is not a new release), so status
+    can say "serves 1.4.2 since ..." however many env changes came after."""
+    recorded = load(state_dir, GOOD, [])
+    at = now()
+    latest = recorded[0] if recorded and isinstance(recorded[0], dict) else {}
+    since = at
+    if latest.get("version") == record["version"]:
+        since = latest.get("since") or latest.get("at") or at
+    good = [g for g in recorded if g.get("config") != record["config"]]
+    save(state_dir, GOOD, [dict(record, at=at, since=since), *good][:GOOD_KEPT])
 
 
 def task_done(state_dir: str, config: str, when: str, count: int) -> None:
@@ -92,13 +106,13 @@ def task_done(state_dir: str, config: str, when: str, count: int) -> None:
     entry = done.pop(config, {})
     entry[when] = max(count, entry.get(when, 0))
     done[config] = entry
-    _save(state_dir, TASKS, dict(list(done.items())[-20:]))
+    save(state_dir, TASKS, dict(list(done.items())[-20:]))
 
 
 def quarantine(state_dir: str, key: str, version: str, reason: str) -> None:
     entries = load(state_dir, QUARANTINE, {})
     entries[key] = {"version": version, "reason": reason, "at": now()}
-    _save(state_dir, QUARANTINE, entries)
+    save(state_dir, QUARANTINE, entries)
 
 
 def unquarantine(state_dir: str, key: str, version: str) -> None:
@@ -107,7 +121,7 @@ def unquarantine(state_dir: str, key: str, version: str) -> None:
     entries.pop(key, None)
     if version in entries and "version" not in entries[version]:
         del entries[version]
-    _save(state_dir, QUARANTINE, entries)
+    save(state_dir, QUARANTINE, entries)
 
 
 def gate_of(state_dir: str, unit: str) -> tuple[Json | None, Json]:
@@ -126,6 +140,6 @@ def gate_of(state_dir: str, unit: str) -> tuple[Json | None, Json]:
 def maintenance(state_dir: str, on: bool, why: str, by: str) -> None:
     path = os.path.join(state_dir, MAINTENANCE)
     if on:
-        _save(state_dir, MAINTENANCE, {"on": True, "reason": why, "by": by, "at": now()})
+        save(state_dir, MAINTENANCE, {"on": True, "reason": why, "by": by, "at": now()})
     elif os.path.exists(path):
         os.unlink(path)

@@ -14,18 +14,24 @@ import sys
 from reconciler import __version__
 from reconciler.errors import ReconcilerError
 
+# Kept here, not imported from hostcmds: deciding which parser to use must stay cheap.
+SUBCOMMANDS = ("status", "validate", "pause", "resume", "maintenance")
+
 EPILOG = """\
 examples:
   reconcile --once --dry-run          show what would change and why (exit 2 if anything)
   reconcile --once                    converge the host once, then exit
   reconcile --once --json             the same, printing one JSON object
   reconcile                           keep converging: on file changes and on drift
-  reconcile status                    the host's recent runs and quarantined releases
+  reconcile status                    what the host serves, its recent runs, pause, quarantine
   reconcile validate                  check desired-state.yaml without touching any host
   reconcile maintenance on --reason "db repair"   answer 503 with a maintenance page; `off` ends it
+  reconcile pause --reason TEXT       stop every run from changing the host (an incident)
+  reconcile resume                    let runs converge it again
 
 exit codes: 0 converged / nothing to do, 1 error, 2 changes pending (--dry-run),
-            3 release failed and was rolled back, or is quarantined
+            3 release failed and was rolled back, or is quarantined,
+            4 the host is paused: nothing was done
 docs: the README and schemas/desired-state.schema.json describe every field.
 """
 
@@ -90,6 +96,13 @@ def build_parser() -> argparse.ArgumentParser:
     mode.add_argument("--watch", action="store_true", help="keep converging (the default without --once)")
     p.add_argument("--dry-run", action="store_true", help="plan only: print what would change and why")
     p.add_argument(
+        "--format",
+        choices=["text", "json", "markdown"],
+        default="text",
+        help="what --once prints on stdout: text (default), json (= --json), or markdown: the plan with "
+        "the diff of every file it writes, secret values masked, for a pull request comment",
+    )
+    p.add_argument(
         "--lock-timeout",
         type=float,
         default=0.0,
@@ -104,6 +117,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="replace files at this app's places that the reconciler did not write (units, env "
         "file, the main Caddyfile's own site for proxy.site), keeping a dated backup on the host",
+    )
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="with --once: apply even though the host is paused (`reconcile pause`)",
     )
     p.add_argument(
         "--require-committed",
@@ -131,6 +149,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="how often --follow fetches (default 60)",
     )
     w.add_argument(
+        "--metrics-listen",
+        metavar="ADDR",
+        help="serve Prometheus metrics on ADDR (HOST:PORT, e.g. 127.0.0.1:9108; off by default)",
+    )
+    w.add_argument(
         "--max-backoff",
         type=float,
         default=300.0,
@@ -143,13 +166,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
-    subcommand = args_list[0] if args_list and args_list[0] in ("status", "validate", "maintenance") else None
+    subcommand = args_list[0] if args_list and args_list[0] in SUBCOMMANDS else None
     args = None if subcommand else build_parser().parse_args(args_list)
     from reconciler.cli import commands
 
+    if args is not None:
+        args.json = args.json or args.format == "json"
+        args.markdown = args.format == "markdown" and not args.json
     try:
         if subcommand:
-            return commands.run_subcommand(subcommand, args_list[1:], _common)
+            from reconciler.cli.hostcmds import run_subcommand
+
+            return run_subcommand(subcommand, args_list[1:], _common)
         assert args is not None
         return commands.once(args) if args.once else commands.watch(args)
     except KeyboardInterrupt:

@@ -1,4 +1,5 @@
-"""The commands behind `reconcile`: once, watch, status, validate."""
+"""The commands behind `reconcile --once` and `reconcile --watch` (the subcommands that only
+read or record are in hostcmds.py)."""
 
 from __future__ import annotations
 
@@ -6,19 +7,18 @@ import argparse
 import contextlib
 import os
 import sys
-from collections.abc import Callable
+import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from reconciler import log as logmod
-from reconciler.agent.protocol import PROTOCOL
-from reconciler.cli.output import HumanReporter, json_result
+from reconciler.cli.output import HumanReporter, json_result, serving_fields
 from reconciler.engine import gitinfo
 from reconciler.engine.once import Outcome, Reporter, RunOptions, SilentReporter, reconcile_once
 from reconciler.errors import (
-    HostError,
     InputProblem,
     InvalidDesiredState,
+    Paused,
     Quarantined,
     ReconcilerError,
     RolledBack,
@@ -28,6 +28,10 @@ from reconciler.executors.connect import executor_for
 from reconciler.executors.ssh_options import SSHOptions
 from reconciler.spec.load import load
 from reconciler.spec.model import DesiredState
+
+if TYPE_CHECKING:
+    from reconciler.engine.notify import Notifier
+    from reconciler.engine.report import HostReport
 
 
 def setup_logging(args: argparse.Namespace, *, service: bool = False) -> None:
@@ -54,9 +58,12 @@ def fail(
     desired: DesiredState | None = None,
     outcome: Outcome | None = None,
 ) -> int:
-    if outcome is None and isinstance(exc, RolledBack) and isinstance(exc.outcome, Outcome):
+    if outcome is None and isinstance(exc.outcome, Outcome):
         outcome = exc.outcome
     if args.json:
+        extra: dict[str, Any] = serving_fields(desired, outcome) if desired and outcome else {}
+        if outcome and outcome.rolled_back_to:
+            extra["rolled_back_to"] = outcome.rolled_back_to
         print(
             json_result(
                 desired=desired,
@@ -64,11 +71,18 @@ def fail(
                 result=_result_name(exc),
                 error=str(exc),
                 applied=bool(outcome and outcome.applied),
-                extra={"rolled_back_to": outcome.rolled_back_to}
-                if outcome and outcome.rolled_back_to
-                else None,
+                extra=extra or None,
             )
         )
+    elif getattr(args, "markdown", False):
+        from reconciler.cli.markdown import error_markdown, once_markdown
+
+        result = _result_name(exc)
+        if desired is None:
+            print(error_markdown(str(args.file), result, str(exc)))
+        else:
+            print(once_markdown(desired, outcome, result, dry_run=args.dry_run, error=str(exc)))
+        print(f"error: {exc}", file=sys.stderr)
     else:
         print(f"error: {exc}", file=sys.stderr)
     return exc.exit_code
@@ -81,6 +95,8 @@ def _result_name(exc: ReconcilerError) -> str:
         return "quarantined"
     if isinstance(exc, InvalidDesiredState):
         return "invalid"
+    if isinstance(exc, Paused):
+        return "paused"
     return "failed"
 
 
@@ -115,19 +131,66 @@ def once(args: argparse.Namespace) -> int:
         retry_quarantined=args.retry_quarantined,
         adopt=getattr(args, "adopt", False),
         lock_timeout=args.lock_timeout,
+        force=args.force,
         fault=fault_points(),
     )
     if desired.is_fleet or args.limit:
         return fleet_once(args, desired, options)
     executor = executor_for(desired.target, ssh_options(args))
-    reporter: Reporter = SilentReporter() if args.json else HumanReporter()
+    reporter: Reporter = SilentReporter() if args.json or args.markdown else HumanReporter()
+    notifier = _notifier(desired, options)
+    t0 = time.monotonic()
     try:
-        outcome = reconcile_once(desired, executor, options, reporter)
-    except ReconcilerError as exc:
-        return fail(args, exc, desired)
+        try:
+            outcome = reconcile_once(desired, executor, options, reporter)
+        except ReconcilerError as exc:
+            _tell(notifier, desired, [_report(desired, None, exc, t0)], {desired.hosts[0].name: executor})
+            return fail(args, exc, desired)
+        _tell(notifier, desired, [_report(desired, outcome, None, t0)], {desired.hosts[0].name: executor})
+        return finish(args, desired, outcome)
     finally:
         executor.close()
-    return finish(args, desired, outcome)
+
+
+def _notifier(desired: DesiredState, options: RunOptions) -> Notifier | None:
+    if not desired.notify or options.dry_run:
+        return None
+    from reconciler.engine.notify import Notifier
+
+    return Notifier(desired.notify)
+
+
+def _report(
+    desired: DesiredState, outcome: Outcome | None, exc: ReconcilerError | None, t0: float
+) -> HostReport:
+    from reconciler.engine.report import CONVERGED, NOOP, host_report, result_of
+
+    if exc is not None:
+        return host_report(desired, desired.hosts[0].name, result_of(exc), None, exc, time.monotonic() - t0)
+    assert outcome is not None
+    result = CONVERGED if outcome.applied else NOOP
+    return host_report(desired, desired.hosts[0].name, result, outcome, None, time.monotonic() - t0)
+
+
+def _tell(
+    notifier: Notifier | None,
+    desired: DesiredState,
+    reports: list[HostReport],
+    executors: dict[str, Executor],
+) -> None:
+    """Queue the notices, give them up to one webhook timeout to go out, and note each
+    delivery in its host's history before the connections close."""
+    if notifier is None:
+        return
+    from reconciler.engine.announce import announce, note_deliveries
+
+    if not announce(notifier, reports, file=desired.file, mode="once"):
+        return
+    notifier.wait(max(h.timeout for h in desired.notify))
+    for report in reports:
+        one = desired.for_host(next(h for h in desired.hosts if h.name == report.host))
+        if report.observed:  # a host never reached would only time out again
+            note_deliveries(notifier, report.host, one, executors.get(report.host))
 
 
 def fleet_once(args: argparse.Namespace, desired: DesiredState, options: RunOptions) -> int:
@@ -135,9 +198,14 @@ def fleet_once(args: argparse.Namespace, desired: DesiredState, options: RunOpti
     from reconciler.engine import fleet as fleet_mod
 
     executors = fleet_mod.Executors(lambda d: executor_for(d.target, ssh_options(args)), desired)
-    reporter: fleet_mod.FleetReporter = fleet_mod.SilentFleetReporter() if args.json else FleetHumanReporter()
+    quiet = args.json or args.markdown
+    reporter: fleet_mod.FleetReporter = fleet_mod.SilentFleetReporter() if quiet else FleetHumanReporter()
+    notifier = _notifier(desired, options)
+    t0 = time.monotonic()
     try:
         run = fleet_mod.reconcile_fleet(desired, executors, options, reporter, args.limit)
+        seconds = time.monotonic() - t0
+        _tell(notifier, desired, [r.report(seconds) for r in run.runs], dict(executors.cache))
     except InvalidDesiredState as exc:
         return fail(args, exc, desired)
     finally:
@@ -145,14 +213,19 @@ def fleet_once(args: argparse.Namespace, desired: DesiredState, options: RunOpti
     code = run.exit_code
     if code == 2 and not args.dry_run:  # cannot happen outside a dry run; keep the contract
         code = 0
+    names = {
+        0: "converged" if any(r.result == "converged" for r in run.runs) else "noop",
+        1: "failed",
+        2: "changes_pending",
+        3: "stopped" if run.stopped else "rolled_back",
+        4: "paused",
+    }
     if args.json:
-        names = {
-            0: "converged" if any(r.result == "converged" for r in run.runs) else "noop",
-            1: "failed",
-            2: "changes_pending",
-            3: "stopped" if run.stopped else "rolled_back",
-        }
         print(fleet_json(desired, run, names[code]))
+    elif args.markdown:
+        from reconciler.cli.markdown import fleet_markdown
+
+        print(fleet_markdown(desired, run, names[code], dry_run=args.dry_run))
     else:
         print(fleet_summary(run))
     return code
@@ -173,11 +246,19 @@ def finish(args: argparse.Namespace, desired: DesiredState, outcome: Outcome) ->
                 host=outcome.observed.hostname,
                 applied=outcome.applied,
                 timings=outcome.timings,
-                extra={"lock_holder": dict(outcome.observed.lock_holder)}
-                if outcome.observed.lock_holder
-                else None,
+                extra=serving_fields(desired, outcome)
+                | (
+                    {"lock_holder": dict(outcome.observed.lock_holder)}
+                    if outcome.observed.lock_holder
+                    else {}
+                ),
             )
         )
+        return code
+    if args.markdown:
+        from reconciler.cli.markdown import once_markdown
+
+        print(once_markdown(desired, outcome, result, dry_run=args.dry_run))
         return code
     if not plan.changed:
         print("No changes: the host matches the desired state.")
@@ -211,119 +292,12 @@ def watch(args: argparse.Namespace) -> int:
     from reconciler.engine.watch import run as run_watch
 
     setup_logging(args, service=True)
+    if args.force:
+        # Watch mode respects a pause for as long as it lasts; overriding one is a single act.
+        print("error: --force only goes with --once (watch mode never overrides a pause)", file=sys.stderr)
+        return 1
     if not Path(args.file).exists():
         # Later a broken or vanished file is waited out; at start it is a mistake to report.
         print(f"error: {args.file}: no such file; pass the desired state with -f FILE", file=sys.stderr)
         return 1
     return run_watch(args, load_desired, lambda d: executor_for(d.target, ssh_options(args)))
-
-
-def run_subcommand(name: str, argv: list[str], add_common: Callable[[argparse.ArgumentParser], None]) -> int:
-    parser = argparse.ArgumentParser(prog=f"reconcile {name}")
-    add_common(parser)
-    if name == "status":
-        parser.add_argument("-n", "--runs", type=int, default=10, help="how many recent runs to show")
-    if name == "maintenance":
-        parser.add_argument("state", choices=["on", "off"], help="on: answer 503 (the health path excepted)")
-        parser.add_argument("--reason", default="", help="why, recorded on the host and shown by status")
-        parser.add_argument("--lock-timeout", type=float, default=30.0, metavar="SECONDS")
-    args = parser.parse_args(argv)
-    args.dry_run = False
-    setup_logging(args)
-    try:
-        desired = load_desired(args)
-    except InvalidDesiredState as exc:
-        return fail(args, exc)
-    if name == "validate":
-        if args.json:
-            print(json_result(desired=desired, plan=None, result="valid"))
-        else:
-            print(
-                f"{args.file}: valid ({desired.app} {desired.release.version}, "
-                f"{desired.strategy}, target {desired.target})"
-            )
-        return 0
-    from reconciler.engine.fleet import select
-
-    try:
-        hosts = select(desired, args.limit)
-    except InvalidDesiredState as exc:
-        return fail(args, exc, desired)
-    code = 0
-    for host in hosts:
-        one = desired.for_host(host)
-        if len(hosts) > 1 and not args.json:
-            print(f"== {host.name} ({host.target})")
-        executor = executor_for(one.target, ssh_options(args))
-        try:
-            if name == "maintenance":
-                maintenance(args, one, executor)
-            else:
-                status(args, one, executor)
-        except ReconcilerError as exc:
-            code = fail(args, exc, one)
-        finally:
-            executor.close()
-    return code
-
-
-def maintenance(args: argparse.Namespace, desired: DesiredState, executor: Executor) -> None:
-    from reconciler.engine.once import set_maintenance
-
-    reporter: Reporter = SilentReporter() if args.json else HumanReporter()
-    options = RunOptions(lock_timeout=args.lock_timeout)
-    outcome = set_maintenance(desired, executor, options, reporter, args.state == "on", args.reason)
-    if args.json:
-        print(json_result(desired=desired, plan=outcome.plan, result="converged", applied=outcome.applied))
-    else:
-        print(f"maintenance {args.state} on {executor.description}")
-
-
-def status(args: argparse.Namespace, desired: DesiredState, executor: Executor) -> int:
-    import json
-
-    answer = executor.request(
-        {"op": "history", "protocol": PROTOCOL, "state": desired.layout.state, "limit": args.runs}
-    )
-    if answer.get("event") == "error":
-        raise HostError(
-            f"reading the host's history failed: {answer.get('error')}", hint=answer.get("detail")
-        )
-    records: list[dict[str, Any]] = answer.get("records", [])
-    quarantine: dict[str, Any] = answer.get("quarantine", {})
-    problems: list[str] = answer.get("errors", [])
-    maintenance: dict[str, Any] = answer.get("maintenance") or {}
-    if args.json:
-        out = {"runs": records, "quarantined": quarantine, "maintenance": maintenance, "problems": problems}
-        print(json.dumps(out, indent=2))
-        return 0
-    if maintenance.get("on"):
-        print(
-            f"maintenance: on since {maintenance.get('at', '?')} by {maintenance.get('by', '?')}: "
-            f"{maintenance.get('reason') or 'no reason given'} (`reconcile maintenance off` ends it)"
-        )
-    if not records:
-        print(f"No runs recorded on {executor.description} for {desired.app} yet.")
-    for r in records:
-        commit = (r.get("commit") or "-")[:12] + ("+dirty" if r.get("dirty") else "")
-        n = len(r.get("actions", []))
-        line = (
-            f"{r.get('finished', '?')}  {r.get('result', '?'):<11} {r.get('version', '?'):<12} "
-            f"{commit:<18} {n} actions  by {r.get('user', '?')}"
-        )
-        if r.get("kind"):
-            line += f"  [{r['kind']}]"
-        print(line)
-        if r.get("error"):
-            print(f"    error: {r['error']}")
-        back = r.get("rolled_back") or {}
-        if back.get("to"):
-            print(f"    rolled back to {back['to']}" + ("" if back.get("ok") else " - that failed too"))
-    for key, info in sorted(quarantine.items()):
-        # Entries are keyed by configuration; older hosts keyed them by version alone.
-        version = info.get("version") or key
-        config = f" (configuration {key})" if "version" in info else ""
-        print(f"quarantined: {version}{config} since {info.get('at', '?')}: {info.get('reason', '')}")
-    for problem in problems:
-        print(f"problem: {problem}")
-    return 0

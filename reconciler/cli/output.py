@@ -14,6 +14,7 @@ from reconciler.spec.model import DesiredState, HostSpec
 
 if TYPE_CHECKING:
     from reconciler.engine.fleet import FleetRun
+    from reconciler.engine.once import Outcome
 
 SYMBOLS = {
     "upload": "+",
@@ -72,6 +73,11 @@ class HumanReporter:
             self.print(
                 f"  note: another run holds the lock ({_holder(dict(observed.lock_holder))}); "
                 "this plan may change when it finishes"
+            )
+        if observed.paused is not None:
+            self.print(
+                f"  note: the host is {observed.paused.describe()}; runs apply nothing until "
+                "`reconcile resume` (or `reconcile --once --force`)"
             )
         if plan.quarantined is not None:
             self.print(
@@ -132,6 +138,14 @@ def _holder(holder: dict[str, Any]) -> str:
     return ", ".join(f"{k}={v}" for k, v in holder.items()) or "another run"
 
 
+def serving_fields(desired: DesiredState, outcome: Outcome) -> dict[str, Any]:
+    """What the host serves as last observed, and since when: in every --json result."""
+    from reconciler.plan.planner import serving_release, serving_since
+
+    observed = outcome.after or outcome.observed
+    return {"serving": serving_release(desired, observed), "serving_since": serving_since(desired, observed)}
+
+
 def json_result(
     *,
     desired: DesiredState | None,
@@ -187,6 +201,10 @@ def fleet_summary(fleet: FleetRun) -> str:
     lines = ["Summary:"]
     for r in fleet.runs:
         serving = f"serves {r.serving}" if r.serving else "serves nothing we manage"
+        if r.serving and r.serving_since:
+            serving += f" since {r.serving_since}"
+        elif r.outcome is None:
+            serving = "not observed"
         line = f"  {r.host.name:<{width}}  {r.result:<15} {serving}"
         if r.error is not None:
             line += f"\n  {'':<{width}}  {str(r.error).splitlines()[0]}"
@@ -206,6 +224,7 @@ def fleet_json(desired: DesiredState, fleet: FleetRun, result: str) -> str:
             "actions": r.outcome.plan.summaries() if r.outcome else [],
             "applied": bool(r.outcome and r.outcome.applied),
             "serving": r.serving,
+            "serving_since": r.serving_since,
         }
         if r.error is not None:
             entry["error"] = str(r.error)

@@ -15,22 +15,30 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from reconciler.engine.once import Outcome, Reporter, RunOptions, SilentReporter, converge, plan_host
-from reconciler.errors import InputProblem, InvalidDesiredState, Quarantined, ReconcilerError, RolledBack
+from reconciler.engine.report import (  # the per-host results, in the words --json uses
+    CONVERGED,
+    FAILED,
+    NOOP,
+    PAUSED,
+    PENDING,
+    QUARANTINED,
+    ROLLED_BACK,
+    SKIPPED,
+    HostReport,
+    host_report,
+)
+from reconciler.errors import (
+    InputProblem,
+    InvalidDesiredState,
+    Paused,
+    Quarantined,
+    ReconcilerError,
+    RolledBack,
+)
 from reconciler.executors.base import Executor
 from reconciler.log import log
-from reconciler.plan.planner import serving_release
+from reconciler.plan.planner import serving_release, serving_since
 from reconciler.spec.model import DesiredState, HostSpec
-
-# Per-host results, in the words --json and the summary use.
-NOOP, PENDING, CONVERGED, ROLLED_BACK, QUARANTINED, FAILED, SKIPPED = (
-    "noop",
-    "changes_pending",
-    "converged",
-    "rolled_back",
-    "quarantined",
-    "failed",
-    "not_reached",
-)
 
 
 @dataclass
@@ -43,10 +51,24 @@ class HostRun:
 
     @property
     def serving(self) -> str | None:
+        """What the host serves as last observed, whatever the result (None: not observed)."""
         if self.outcome is None:
             return None
-        observed = self.outcome.after or self.outcome.observed
-        return serving_release(self.desired, observed)
+        return serving_release(self.desired, self.outcome.after or self.outcome.observed)
+
+    @property
+    def serving_since(self) -> str | None:
+        if self.outcome is None:
+            return None
+        return serving_since(self.desired, self.outcome.after or self.outcome.observed)
+
+    def report(self, seconds: float = 0.0) -> HostReport:
+        return host_report(self.desired, self.host.name, self.result, self.outcome, self.error, seconds)
+
+    def failed(self, result: str, error: ReconcilerError) -> None:
+        self.result, self.error = result, error
+        if isinstance(error.outcome, Outcome):  # the latest the engine saw of this host
+            self.outcome = error.outcome
 
 
 @dataclass
@@ -65,6 +87,8 @@ class FleetRun:
             return 1
         if results & {ROLLED_BACK, QUARANTINED} or self.stopped:
             return 3
+        if PAUSED in results:
+            return 4
         return 2 if PENDING in results else 0
 
 
@@ -141,9 +165,11 @@ def _plan(
         if run.result == NOOP:
             converge(run.desired, executor_for(run.host), options, reporter.for_host(run.host), run.outcome)
     except Quarantined as exc:
-        run.result, run.error = QUARANTINED, exc
+        run.failed(QUARANTINED, exc)
+    except Paused as exc:
+        run.failed(PAUSED, exc)
     except ReconcilerError as exc:
-        run.result, run.error = FAILED, exc
+        run.failed(FAILED, exc)
         log.error("host failed", host=run.host.name, error=str(exc))
 
 
@@ -157,13 +183,13 @@ def _apply(
         )
         run.result = CONVERGED
     except RolledBack as exc:
-        run.result, run.error = ROLLED_BACK, exc
-        if isinstance(exc.outcome, Outcome):
-            run.outcome = exc.outcome
+        run.failed(ROLLED_BACK, exc)
     except Quarantined as exc:
-        run.result, run.error = QUARANTINED, exc
+        run.failed(QUARANTINED, exc)
+    except Paused as exc:  # paused between observing and applying
+        run.failed(PAUSED, exc)
     except ReconcilerError as exc:
-        run.result, run.error = FAILED, exc
+        run.failed(FAILED, exc)
         log.error("host failed", host=run.host.name, error=str(exc))
 
 

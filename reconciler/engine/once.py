@@ -24,6 +24,7 @@ from reconciler.errors import (
     HostError,
     LockHeld,
     NotConverged,
+    Paused,
     PlanStale,
     Quarantined,
     RolledBack,
@@ -46,6 +47,7 @@ class RunOptions:
     retry_quarantined: bool = False
     adopt: bool = False  # replace files someone else wrote at this app's places (backups kept)
     lock_timeout: float = 0.0
+    force: bool = False  # apply even though the host is paused (`reconcile --once --force`)
     # Test-only fault points, e.g. {"kill_after_action": 3}: honoured only by an agent on a
     # host whose root switched fault injection on (see reconciler/agent/apply.py).
     fault: dict[str, float] = field(default_factory=dict)
@@ -111,7 +113,8 @@ def reconcile_once(
 def plan_host(desired: DesiredState, executor: Executor, options: RunOptions, reporter: Reporter) -> Outcome:
     """Observe the host (waiting for another run's lock unless a dry run) and plan.
 
-    Raises Quarantined or HostError when the plan must not be applied."""
+    Raises HostError (the host needs attention) or Paused (someone paused it) when the plan
+    must not be applied; either carries the Outcome."""
     t0 = time.perf_counter()
     observed = observe(executor, desired)
     if observed.lock_holder is not None and not options.dry_run:
@@ -124,9 +127,20 @@ def plan_host(desired: DesiredState, executor: Executor, options: RunOptions, re
     log.info(
         "planned", host=executor.description, actions=len(the_plan.actions), observe_ms=round(observe_ms, 1)
     )
+    outcome = Outcome(the_plan, observed, timings={"observe_ms": observe_ms})
     if the_plan.blockers:
-        raise HostError("the host needs attention first:\n  " + "\n  ".join(the_plan.blockers))
-    return Outcome(the_plan, observed, timings={"observe_ms": observe_ms})
+        error = HostError("the host needs attention first:\n  " + "\n  ".join(the_plan.blockers))
+        error.outcome = outcome
+        raise error
+    if observed.paused is not None and not options.dry_run and not options.force:
+        paused = Paused(
+            f"nothing was done: the host is {observed.paused.describe()}",
+            hint="`reconcile resume` lets runs converge it again; `reconcile --once --force` applies "
+            "once anyway",
+        )
+        paused.outcome = outcome
+        raise paused
+    return outcome
 
 
 def converge(
@@ -136,7 +150,11 @@ def converge(
     agent itself, with the rollback the plan carries; this only reports what happened."""
     for attempt in range(STALE_RETRIES + 1):
         if options.dry_run or not outcome.plan.changed:
-            _refuse_if_quarantined(desired, outcome)
+            try:
+                _refuse_if_quarantined(desired, outcome)
+            except Quarantined as exc:
+                exc.outcome = outcome
+                raise
             return outcome
         try:
             outcome.after = _apply(desired, executor, options, reporter, outcome.plan, outcome.timings)
@@ -150,9 +168,14 @@ def converge(
             outcome = plan_host(desired, executor, options, reporter)
         except (RolledBack, ApplyError) as exc:
             outcome.applied = True
+            if isinstance(exc.after, Observed):
+                outcome.after = exc.after
             if isinstance(exc, RolledBack):
-                exc.outcome = outcome
                 outcome.rolled_back_to = exc.rolled_back_to
+            exc.outcome = outcome
+            raise
+        except Quarantined as exc:
+            exc.outcome = outcome
             raise
     raise AssertionError("unreachable")  # pragma: no cover
 
@@ -251,6 +274,7 @@ def _apply(
             "adopted": list(the_plan.adopting),
         },
         "fault": options.fault or None,
+        "force": options.force or None,
     }
     t0 = time.perf_counter()
     answer = executor.request(request, payload=payload, on_event=lambda e: _on_event(reporter, the_plan, e))
@@ -262,7 +286,10 @@ def _apply(
     failure = answer.get("failure")
     if failure:
         raise _failure_error(desired, the_plan, failure, answer.get("rolled_back"), after)
-    check = make_plan(desired, after, retry_quarantined=True, adopt=options.adopt)
+    # A plan that only brings the host back to its last good state (the desired configuration
+    # is quarantined) is verified as such; any other plan against the configuration it applied
+    # (an idle colour stopped on the way may have quarantined something meanwhile).
+    check = make_plan(desired, after, retry_quarantined=the_plan.quarantined is None, adopt=options.adopt)
     if verify and check.changed:
         raise NotConverged(
             "the host still differs after applying:\n  "
@@ -294,6 +321,8 @@ def _agent_error(answer: Event, options: RunOptions) -> Exception:
         return LockHeld(holder, options.lock_timeout)
     if code == "stale":
         return PlanStale("the host changed after it was observed; nothing was applied")
+    if code == "paused":
+        return Paused(f"nothing was done: {answer.get('error')}", hint="`reconcile resume` first")
     if code == "missing":
         return TargetError(answer.get("error", "a required program is missing on the host"))
     return HostError(f"the host agent failed: {answer.get('error')}", hint=answer.get("detail") or None)
@@ -339,6 +368,7 @@ def _failure_error(
         )
         error.rolled_back_to = good
         error.detail = detail
+        error.after = after
         return error
     if rolled_back and not rolled_back.get("ok"):
         broken = rolled_back.get("failure") or {}

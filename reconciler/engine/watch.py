@@ -23,48 +23,29 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from reconciler.engine import gitinfo
+from reconciler.engine.announce import announce, note_deliveries
+from reconciler.engine.backoff import BACKOFF_NOTICE_AFTER, Backoff
+from reconciler.engine.notify import Notice, Notifier, watch_notice
 from reconciler.engine.once import Outcome, RunOptions, reconcile_once
-from reconciler.errors import (
-    InvalidDesiredState,
-    Quarantined,
-    ReconcilerError,
-    RolledBack,
+from reconciler.engine.report import (
+    CONVERGED,
+    NOOP,
+    PAUSED,
+    QUARANTINED,
+    ROLLED_BACK,
+    HostReport,
+    host_report,
+    result_of,
 )
-from reconciler.executors.base import Event, Executor
+from reconciler.engine.watchlog import FleetLogReporter, LogReporter
+from reconciler.errors import InvalidDesiredState, Paused, Quarantined, ReconcilerError, RolledBack
+from reconciler.executors.base import Executor
 from reconciler.log import log
-from reconciler.observe.snapshot import Observed
-from reconciler.plan.actions import Plan
-from reconciler.spec.model import DesiredState, HostSpec
+from reconciler.spec.model import DesiredState, Webhook
 
 if TYPE_CHECKING:
     from reconciler.engine.fleet import Executors
-
-
-@dataclass
-class Backoff:
-    """Exponential backoff with full jitter, reset when the desired-state revision changes."""
-
-    base: float = 2.0
-    cap: float = 300.0
-    revision: str = ""
-    failures: int = 0
-    until: float = 0.0  # monotonic time before which this revision is not retried
-    parked: bool = False  # the file is invalid: wait for a new revision
-    quarantine_reported: str = ""  # the revision whose quarantine was last logged
-
-    def reset_if_changed(self, revision: str) -> None:
-        if revision != self.revision:
-            self.revision, self.failures, self.until, self.parked = revision, 0, 0.0, False
-
-    def failed(self, now: float) -> float:
-        self.failures += 1
-        delay = min(self.cap, self.base * 2 ** (self.failures - 1))
-        delay = random.uniform(delay / 2, delay)  # noqa: S311 - jitter, not security
-        self.until = now + delay
-        return delay
-
-    def succeeded(self) -> None:
-        self.failures, self.until = 0, 0.0
+    from reconciler.engine.metrics import Metrics
 
 
 @dataclass
@@ -76,51 +57,7 @@ class WatchSettings:
     max_backoff: float = 300.0
     lock_timeout: float = 30.0
     limit: tuple[str, ...] = ()
-
-
-class _LogReporter:
-    """Watch mode talks through structured logs: plans that change something, and progress."""
-
-    def __init__(self, host: str | None = None) -> None:
-        self.host = host
-
-    def planned(self, desired: DesiredState, plan: Plan, observed: Observed, ms: float) -> None:
-        if plan.changed:
-            log.info(
-                "plan",
-                host=self.host or observed.hostname,
-                version=desired.release.version,
-                actions=plan.summaries(),
-                observe_ms=round(ms, 1),
-            )
-
-    def event(self, plan: Plan, event: Event) -> None:
-        kind = event.get("event")
-        if kind == "action_start":
-            steps = plan.steps(event.get("phase"))
-            if not 0 <= event["index"] < len(steps):
-                return
-            action = steps[event["index"]]
-            if action.summary()["action"] in ("upload", "health-check"):
-                log.info("working", step=action.summary()["action"], target=action.target)
-        elif kind == "rollback_start":
-            log.warning("rolling back on the host", to=event.get("to"))
-        elif kind == "idle_stopped":
-            log.warning("idle colour stopped", unit=event.get("unit"), why=event.get("why"))
-        elif kind == "progress" and event.get("total"):
-            done, total = event["done"], event["total"]
-            if done == total or int(4 * done / total) != int(4 * (done - 65536) / total):
-                log.info("upload", done_bytes=done, total_bytes=total)
-        elif kind == "lock_wait":
-            log.info("waiting for host lock", holder=event.get("holder"))
-
-
-class _FleetLogReporter:
-    def for_host(self, host: HostSpec) -> _LogReporter:
-        return _LogReporter(host.name)
-
-    def batch(self, number: int, total: int, names: list[str]) -> None:
-        log.info("batch", number=number, of=total, hosts=names)
+    metrics_listen: str | None = None  # serve Prometheus metrics here
 
 
 class Watcher:
@@ -130,6 +67,7 @@ class Watcher:
         load: Callable[[], DesiredState],
         make_executor: Callable[[DesiredState], Executor],
         settings: WatchSettings,
+        metrics: Metrics | None = None,
     ) -> None:
         self.file = file
         self.load = load
@@ -147,6 +85,10 @@ class Watcher:
         self.last_fetch = 0.0
         self.reasons: list[str] = ["start"]
         self._lock = threading.Lock()
+        self.metrics = metrics
+        self.notifier: Notifier | None = None
+        self.app = "?"  # the app of the last valid desired state, for notices about an invalid one
+        self.last: DesiredState | None = None
 
     # -- triggers --------------------------------------------------------------------------
 
@@ -227,62 +169,124 @@ class Watcher:
             # Nothing is touched; wait for the file to change rather than retrying it.
             self.backoff.parked = True
             log.error("desired state is invalid; waiting for a fix", problems=[str(p) for p in exc.problems])
+            self._notify(watch_notice("gave_up", self.app, "-", str(exc)))
             return None
+        self.app, self.last = desired.app, desired
+        self._use_hooks(desired.notify)
+        if desired.is_fleet or self.settings.limit:
+            self.fleet_pass(desired, reasons)
+            return None
+        name = desired.hosts[0].name
+        note_deliveries(self.notifier, name, desired, self.executor)  # what earlier passes sent
+        t0 = time.perf_counter()
+        outcome = None
+        try:
+            executor = self._executor_for(desired)
+            options = RunOptions(lock_timeout=self.settings.lock_timeout)
+            outcome = reconcile_once(desired, executor, options, LogReporter())
+            report = host_report(
+                desired, name, CONVERGED if outcome.applied else NOOP, outcome, None, time.perf_counter() - t0
+            )
+        except ReconcilerError as exc:
+            if self.stop.is_set() and not isinstance(exc, Quarantined | RolledBack | Paused):
+                log.info("stopped during apply; the next run converges from here", error=str(exc))
+                return None
+            report = host_report(desired, name, result_of(exc), None, exc, time.perf_counter() - t0)
+        if self.settle(self.backoff, desired, report, reasons, single=True) and self.executor is not None:
+            self.executor.close()  # a broken connection is rebuilt on the next pass
+            self.executor = None
+        return outcome
+
+    def settle(
+        self, backoff: Backoff, desired: DesiredState, report: HostReport, reasons: list[str], *, single: bool
+    ) -> bool:
+        """Log, count and notify one host's pass once; True when its connection should go."""
+        host = {} if single else {"host": report.host}
+        if self.metrics is not None:
+            self.metrics.record(report)
 
         def commit() -> str:
             # Two git subprocesses: only for passes that log a change or a failure.
             return gitinfo.revision_of(desired.file).describe()
 
-        if desired.is_fleet or self.settings.limit:
-            self.fleet_pass(desired, reasons, commit)
-            return None
-        try:
-            executor = self._executor_for(desired)
-            outcome = reconcile_once(
-                desired,
-                executor,
-                RunOptions(lock_timeout=self.settings.lock_timeout),
-                _LogReporter(),
-            )
-        except Quarantined as exc:
+        if report.result in (NOOP, CONVERGED):
+            backoff.succeeded()
+            if report.applied:
+                log.info(
+                    "converged",
+                    **host,
+                    trigger=", ".join(reasons),
+                    actions=len(report.actions),
+                    drift=report.drift,
+                    commit=commit(),
+                    seconds=round(report.seconds, 2),
+                )
+                self._announce(desired, report)
+            else:
+                log.debug("no changes", **host, trigger=", ".join(reasons), seconds=round(report.seconds, 3))
+            return False
+        if report.result == QUARANTINED:
             # Cheap to repeat, and each pass still keeps the host on its last good state:
             # no backoff, but said once per revision of the file.
-            if self.backoff.quarantine_reported != self.backoff.revision:
-                self.backoff.quarantine_reported = self.backoff.revision
-                log.error("release quarantined", error=str(exc), commit=commit())
-            return None
-        except RolledBack as exc:
-            delay = self.backoff.failed(time.monotonic())
-            log.error("release not deployed", error=str(exc), commit=commit(), retry_in_s=round(delay, 1))
-            return None
-        except ReconcilerError as exc:
-            if self.stop.is_set():
-                log.info("stopped during apply; the next run converges from here", error=str(exc))
-                return None
-            delay = self.backoff.failed(time.monotonic())
+            if backoff.quarantine_reported != backoff.revision:
+                backoff.quarantine_reported = backoff.revision
+                log.error("release quarantined", **host, error=report.error, commit=commit())
+                self._announce(desired, report)
+            return False
+        if report.result == PAUSED:
+            pause = report.paused
+            key = pause.at if pause else "?"
+            if backoff.pause_reported != key:
+                backoff.pause_reported = key
+                log.warning("host paused; not converging", host=report.host, error=report.error)
+            return False
+        delay = backoff.failed(time.monotonic())
+        if report.result == ROLLED_BACK:
             log.error(
-                "pass failed", error=str(exc), retry_in_s=round(delay, 1), failures=self.backoff.failures
-            )
-            if self.executor is not None:  # a broken connection is rebuilt on the next pass
-                self.executor.close()
-                self.executor = None
-            return None
-        self.backoff.succeeded()
-        if outcome.plan.changed:
-            log.info(
-                "converged",
-                trigger=", ".join(reasons),
-                actions=len(outcome.plan.actions),
+                "release not deployed",
+                **host,
+                error=report.error,
                 commit=commit(),
-                apply_ms=round(outcome.timings.get("apply_ms", 0), 1),
+                retry_in_s=round(delay, 1),
             )
-        else:
-            log.debug(
-                "no changes", trigger=", ".join(reasons), observe_ms=round(outcome.timings["observe_ms"], 1)
+            self._announce(desired, report)
+            return not single
+        log.error(
+            "pass failed", **host, error=report.error, retry_in_s=round(delay, 1), failures=backoff.failures
+        )
+        if backoff.failures == 1:
+            self._announce(desired, report)
+        elif backoff.failures == BACKOFF_NOTICE_AFTER:
+            item = watch_notice(
+                "backoff",
+                desired.app,
+                report.host,
+                report.error or "",
+                failures=backoff.failures,
+                retry_in_s=round(delay, 1),
+                version=desired.release.version,
             )
-        return outcome
+            self._notify(item)
+        return True
 
-    def fleet_pass(self, desired: DesiredState, reasons: list[str], commit: Callable[[], str]) -> None:
+    # -- notifications ---------------------------------------------------------------------
+
+    def _use_hooks(self, hooks: tuple[Webhook, ...]) -> None:
+        """The webhooks of the desired state as last loaded (an edit to notify: applies at once)."""
+        if self.notifier is not None and self.notifier.hooks == hooks:
+            return
+        if self.notifier is not None:
+            self.notifier.close()
+        self.notifier = Notifier(hooks) if hooks else None
+
+    def _announce(self, desired: DesiredState, report: HostReport) -> None:
+        announce(self.notifier, [report], file=desired.file, mode="watch")
+
+    def _notify(self, item: Notice) -> None:
+        if self.notifier is not None:
+            self.notifier.send(item)
+
+    def fleet_pass(self, desired: DesiredState, reasons: list[str]) -> None:
         """Each host backs off on its own: an unreachable host never holds the others back."""
         from reconciler.engine import fleet
 
@@ -300,30 +304,25 @@ class Watcher:
             backoff.reset_if_changed(self.backoff.revision)
             if not backoff.parked and now >= backoff.until:
                 ready.append(host.name)
+                note_deliveries(
+                    self.notifier, host.name, desired.for_host(host), executors.cache.get(host.name)
+                )
         if not ready:
             return
+        t0 = time.perf_counter()
         run = fleet.reconcile_fleet(
             desired,
             executors,
             RunOptions(lock_timeout=self.settings.lock_timeout),
-            _FleetLogReporter(),
+            FleetLogReporter(),
             ready,
         )
+        seconds = time.perf_counter() - t0
         for r in run.runs:
-            backoff = self.host_backoff[r.host.name]
-            if r.result == fleet.QUARANTINED:
-                if backoff.quarantine_reported != backoff.revision:
-                    backoff.quarantine_reported = backoff.revision
-                    log.error("release quarantined", host=r.host.name, error=str(r.error), commit=commit())
-            elif r.result in (fleet.FAILED, fleet.ROLLED_BACK):
-                delay = backoff.failed(time.monotonic())
+            if self.settle(
+                self.host_backoff[r.host.name], r.desired, r.report(seconds), reasons, single=False
+            ):
                 executors.drop(r.host.name)  # a broken connection is rebuilt next time
-                log.error("pass failed", host=r.host.name, error=str(r.error), retry_in_s=round(delay, 1))
-            else:
-                backoff.succeeded()
-        changed = run.by_result(fleet.CONVERGED)
-        if changed:
-            log.info("converged", trigger=", ".join(reasons), hosts=changed, commit=commit())
 
     # -- git -------------------------------------------------------------------------------
 
@@ -374,6 +373,12 @@ class Watcher:
                 break
             self.wake.wait(self.next_wait())
             self.wake.clear()
+        if self.notifier is not None:
+            # The last pass's notices get one timeout to go out, and their outcomes are
+            # written to the host's history before the connection closes.
+            self.notifier.wait(max(h.timeout for h in self.notifier.hooks))
+            if self.last is not None and not self.last.is_fleet:
+                note_deliveries(self.notifier, self.last.hosts[0].name, self.last, self.executor)
         if self.executor is not None:
             self.executor.close()
         if self.fleet_executors is not None:
@@ -394,8 +399,20 @@ def run(
         max_backoff=args.max_backoff,
         limit=tuple(args.limit),
         lock_timeout=args.lock_timeout or 30.0,
+        metrics_listen=args.metrics_listen,
     )
-    watcher = Watcher(Path(args.file), lambda: load_desired(args), make_executor, settings)
+    metrics = None
+    if settings.metrics_listen:
+        from reconciler.engine.metrics import Metrics
+
+        metrics = Metrics()
+        try:
+            metrics.serve(settings.metrics_listen)
+        except ReconcilerError as exc:
+            log.error("cannot serve metrics", error=str(exc))
+            return 1
+        log.info("serving metrics", listen=settings.metrics_listen)
+    watcher = Watcher(Path(args.file), lambda: load_desired(args), make_executor, settings, metrics)
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, watcher.on_signal)
     threading.Thread(target=watcher.watch_file, name="watch-file", daemon=True).start()

@@ -83,6 +83,7 @@ class GateRecord:
     release: str | None = None
     config: str | None = None
     unit_hash: str | None = None
+    at: str = ""  # when it passed (ISO time, UTC)
 
 
 @dataclass(frozen=True)
@@ -116,6 +117,8 @@ class GoodState:
     links: Mapping[str, str]  # path -> target as written
     gates: Mapping[str, GateParams]  # the units that run in it, and their gates
     caddyfile: str
+    at: str = ""  # when it was recorded (ISO time, UTC)
+    since: str = ""  # when its release started serving (older records: "")
 
 
 @dataclass(frozen=True)
@@ -123,6 +126,18 @@ class QuarantineEntry:
     version: str
     reason: str
     config: str | None  # None: an entry of an older reconciler, for the whole version
+
+
+@dataclass(frozen=True)
+class Pause:
+    """`reconcile pause` recorded on the host: no run changes anything until `resume`."""
+
+    by: str
+    at: str
+    reason: str
+
+    def describe(self) -> str:
+        return f"paused by {self.by} since {self.at}: {self.reason or 'no reason given'}"
 
 
 @dataclass(frozen=True)
@@ -161,6 +176,7 @@ class Observed:
     user: int = 0  # the uid the agent ran as
     # The users asked about (backend.user); None: no such user on the host.
     users: Mapping[str, UserState | None] = field(default_factory=lambda: MappingProxyType({}))
+    paused: Pause | None = None
     fingerprint: str = ""
 
     def file(self, path: str) -> FileState | None:
@@ -299,6 +315,7 @@ def parse(raw: Mapping[str, Any]) -> Observed:
                 for name, v in (raw.get("users") or {}).items()
             }
         ),
+        paused=pause_of(state.get("paused")),
         fingerprint=str(raw.get("fingerprint", "")),
     )
 
@@ -307,6 +324,12 @@ def _maintenance(raw: Any) -> Mapping[str, str] | None:
     if not isinstance(raw, dict) or not raw.get("on"):
         return None
     return _freeze({k: str(raw.get(k, "")) for k in ("by", "at", "reason")})
+
+
+def pause_of(raw: Any) -> Pause | None:
+    if not isinstance(raw, dict) or not raw:
+        return None
+    return Pause(str(raw.get("by") or "?"), str(raw.get("at") or "?"), str(raw.get("reason") or ""))
 
 
 def _quarantine(raw: Mapping[str, Any]) -> dict[str, QuarantineEntry]:
@@ -322,7 +345,13 @@ def _quarantine(raw: Mapping[str, Any]) -> dict[str, QuarantineEntry]:
 
 def _gates(raw: Mapping[str, Any]) -> dict[str, GateRecord]:
     return {
-        unit: GateRecord(str(r["invocation"]), r.get("release"), r.get("config"), r.get("unit_hash"))
+        unit: GateRecord(
+            str(r["invocation"]),
+            r.get("release"),
+            r.get("config"),
+            r.get("unit_hash"),
+            str(r.get("at") or ""),
+        )
         for unit, r in raw.items()
         if isinstance(r, dict) and r.get("invocation")
     }
@@ -353,4 +382,6 @@ def _good(raw: Mapping[str, Any]) -> GoodState:
         links=_freeze({p: str(t) for p, t in (raw.get("links") or {}).items()}),
         gates=_freeze({u: GateParams(**g) for u, g in (raw.get("gates") or {}).items()}),
         caddyfile=str(raw.get("caddyfile", "")),
+        at=str(raw.get("at") or ""),
+        since=str(raw.get("since") or raw.get("at") or ""),
     )

@@ -37,6 +37,7 @@ class Phase(IntEnum):
     """Apply order. New things start before the proxy points at them (make-before-break);
     old things stop only after the proxy has stopped pointing at them."""
 
+    CHECKPOINT = 5  # what serves now recorded as good, if it is not yet: a rollback target
     STAGE = 10  # upload releases: invisible until switched to
     WRITE = 20  # unit files, env file
     DAEMON_RELOAD = 30

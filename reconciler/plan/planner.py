@@ -41,6 +41,8 @@ def plan(
     if entry is not None and not retry_quarantined:
         return _keep_last_good(desired, observed, strategy, entry.reason or "it failed before")
     actions = strategy.actions(observed)
+    if actions:
+        actions += rollback.checkpoint(desired, observed, strategy)
     if entry is not None:
         actions.append(
             RecordQuarantine(f"retrying {version} on purpose", key=fp, version=version, clear=True)
@@ -142,3 +144,18 @@ def _on_failure(actions: list[Action]) -> Iterable[Action]:
 def serving_release(desired: DesiredState, observed: Observed) -> str | None:
     """The release that serves traffic on this host, judged from the running processes."""
     return for_desired(desired).serving(observed)
+
+
+def serving_since(desired: DesiredState, observed: Observed) -> str | None:
+    """Since when the serving release serves (ISO time, UTC), from the host's records: the
+    newest good state's `since` when it is that release, else (after a rollback, or on a host
+    set up by hand) when the process serving it passed its gate. None when nothing says."""
+    version = serving_release(desired, observed)
+    if version is None:
+        return None
+    if observed.good and observed.good[0].version == version and observed.good[0].since:
+        return observed.good[0].since
+    passed = [
+        r.at for unit, r in observed.gates.items() if r.release == version and r.at and observed.gated(unit)
+    ]
+    return min(passed) if passed else None

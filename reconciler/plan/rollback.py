@@ -24,6 +24,7 @@ from reconciler.plan.actions import (
     DaemonReload,
     LoadCaddy,
     Phase,
+    RecordGood,
     RemoveFile,
     RestoreDatabase,
     Rollback,
@@ -41,28 +42,86 @@ from reconciler.spec.model import DesiredState
 COLOURS = ("blue", "green")
 
 
+def serving_state(desired: DesiredState, observed: Observed, strategy: Strategy) -> GoodState | None:
+    """What serves now, as a state that could be restored: its processes run exactly the files
+    on disk (an interrupted run may have left others), and if this reconciler started them
+    (they carry a configuration) each passed its gate. A process someone else started (a host
+    set up by hand, or by an older reconciler) carries none and was never gated."""
+    base = strategy.baseline(observed)
+    if base is None or not _files_run(desired, observed, base):
+        return None
+    if base.config and not all(observed.gated(u) for u in base.gates):
+        return None
+    if base.config and observed.quarantined(base.config, base.version):
+        return None
+    fragment = base.files.get(base.caddyfile)
+    loaded = fragment is not None and observed.caddy_loaded_sha == _sha(fragment.content)
+    if base.config and not loaded:
+        return None  # gated, but Caddy does not route to it: it does not serve
+    return base
+
+
+def _sha(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 def target(desired: DesiredState, observed: Observed, strategy: Strategy, failing: str) -> GoodState | None:
-    """The newest recorded good state that is not the failing configuration and can still be
-    restored (its release, and its image, are on the host). A host with no record at all
-    goes back to what serves now."""
+    """What a failure goes back to: what serves now, when it is a gated state of ours (it is
+    recorded as good first, see `checkpoint`); else the newest recorded good state that is not
+    the failing configuration and can still be restored (its release, and its image, are on
+    the host); else, on a host with no record at all, what serves now, whoever started it."""
+    now = serving_state(desired, observed, strategy)
+    if now is not None and now.config and now.config != failing:
+        return now
     for state in observed.good:
         if state.config == failing or state.version not in observed.releases:
             continue
         if state.image and desired.release.image and state.image not in observed.images:
             continue
         return state
-    if observed.good:
+    if observed.good or now is None or now.config:
         return None
-    # A baseline is a process this reconciler did not start (an older one did, or a person):
-    # one it started carries a configuration, and without a gate record it never passed.
-    base = strategy.baseline(observed)
-    if base is not None and base.config and not all(observed.gated(u) for u in base.gates):
-        return None
-    if base is None or (
-        base.config and (base.config == failing or observed.quarantined(base.config, base.version))
-    ):
-        return None  # what serves now is what fails, or failed before
-    return base
+    return now
+
+
+def checkpoint(desired: DesiredState, observed: Observed, strategy: Strategy) -> list[Action]:
+    """Record what serves now as good before a plan changes it, when it is a gated state of
+    ours that is not recorded yet (a run that gated it was interrupted before recording): so a
+    run that dies half-way still leaves the next one something to go back to."""
+    now = serving_state(desired, observed, strategy)
+    if now is None or not now.config or now.config == strategy.config:
+        return []
+    if observed.good and observed.good[0].config == now.config:
+        return []
+    caddy = (desired.proxy.caddyfile, now.caddyfile)
+    image = observed.releases[now.version].image if now.version in observed.releases else None
+    return [
+        RecordGood(
+            f"{now.version} serves with every process gated, but is not recorded as good",
+            config=now.config,
+            version=now.version,
+            image=image,
+            strategy=now.strategy,
+            files=tuple(p for p, f in now.files.items() if f is not None and p not in caddy),
+            links=tuple(now.links),
+            gates=now.gates,
+            caddyfile=now.caddyfile,
+            phase=Phase.CHECKPOINT,
+        )
+    ]
+
+
+def _files_run(desired: DesiredState, observed: Observed, base: GoodState) -> bool:
+    """The files a baseline would restore are the ones its processes were started from."""
+    configs = {envfile.config_of(f.content) for f in base.files.values() if f} - {None}
+    for unit in base.gates:
+        recorded = base.files.get(unit_path(desired, unit))
+        process = observed.unit(unit)
+        if units.marker_of(recorded.content if recorded else None) != process.environ.get(units.HASH_VAR):
+            return False
+        if process.config and (base.config != process.config or configs - {process.config}):
+            return False
+    return True
 
 
 def managed_units(desired: DesiredState) -> tuple[str, ...]:

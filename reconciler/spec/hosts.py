@@ -8,6 +8,7 @@ from typing import Any
 
 from reconciler.errors import InputProblem
 from reconciler.spec import secrets
+from reconciler.spec.age import AgeFiles
 from reconciler.spec.model import EnvVar, HostSpec, Target
 from reconciler.spec.yaml_source import SourceDoc
 
@@ -46,7 +47,11 @@ def _entries(data: Any) -> Iterator[tuple[tuple[str | int, ...], str | None, Any
 
 
 def resolve_hosts(
-    doc: SourceDoc, base_env: tuple[EnvVar, ...], base_dir: Path, environ: Mapping[str, str]
+    doc: SourceDoc,
+    base_env: tuple[EnvVar, ...],
+    base_dir: Path,
+    environ: Mapping[str, str],
+    age: AgeFiles | None = None,
 ) -> tuple[tuple[HostSpec, ...], list[InputProblem]]:
     hosts: list[HostSpec] = []
     problems: list[InputProblem] = []
@@ -64,7 +69,7 @@ def resolve_hosts(
         seen[name] = path
         env = base_env
         if isinstance(entry, dict) and entry.get("env"):
-            overrides, env_problems = secrets.resolve_env(doc, base_dir, environ, at=(*path, "env"))
+            overrides, env_problems = secrets.resolve_env(doc, base_dir, environ, at=(*path, "env"), age=age)
             problems += env_problems
             names = {v.name for v in overrides}
             env = (*(v for v in base_env if v.name not in names), *overrides)

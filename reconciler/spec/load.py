@@ -16,12 +16,14 @@ import json
 import os
 import shlex
 from collections.abc import Mapping
+from dataclasses import replace
 from functools import cache
 from pathlib import Path
 from typing import Any, cast
 
 from reconciler.errors import InputProblem, InvalidDesiredState
-from reconciler.spec import secrets, yaml_source
+from reconciler.spec import notify, secrets, yaml_source
+from reconciler.spec.age import AgeFiles
 from reconciler.spec.hosts import resolve_hosts
 from reconciler.spec.model import (
     Backend,
@@ -38,6 +40,7 @@ from reconciler.spec.model import (
     Rollout,
     Strategy,
     Tasks,
+    Webhook,
 )
 from reconciler.spec.yaml_source import Path_, SourceDoc, dotted
 
@@ -109,15 +112,18 @@ def load_bytes(
         problems += semantic_problems(doc)
     env: tuple[EnvVar, ...] = ()
     host_specs: tuple[HostSpec, ...] = ()
+    hooks: tuple[Webhook, ...] = ()
     if not problems:
         env_source = os.environ if environ is None else environ
-        env, env_problems = secrets.resolve_env(doc, base_dir, env_source)
-        host_specs, host_problems = resolve_hosts(doc, env, base_dir, env_source)
-        problems += env_problems + host_problems
+        age = AgeFiles(env_source)
+        env, env_problems = secrets.resolve_env(doc, base_dir, env_source, age=age)
+        host_specs, host_problems = resolve_hosts(doc, env, base_dir, env_source, age)
+        hooks, notify_problems = notify.resolve(doc, env_source)
+        problems += env_problems + host_problems + notify_problems
     if problems:
         problems.sort(key=lambda p: (p.line or 0, p.column or 0, p.field))
         raise InvalidDesiredState(problems)
-    return build(doc.data, Path(shown), base_dir, env, host_specs)
+    return replace(build(doc.data, Path(shown), base_dir, env, host_specs), notify=hooks)
 
 
 # --- pass 2: the schema ----------------------------------------------------------------

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -132,6 +132,24 @@ class Proxy:
         return f"{self.apps_dir}/{app}.caddy"
 
 
+EVENTS = ("deploy", "rollback", "failure", "quarantine", "drift_corrected", "backoff", "gave_up")
+
+
+@dataclass(frozen=True)
+class Webhook:
+    """Where `notify:` posts events. The URL (it may carry a token, as Slack's do) and the
+    header's value are never printed: logs and the host's history name the webhook by
+    `label` only."""
+
+    url: str = field(repr=False)
+    label: str  # "webhook 1 (hooks.example.com)"
+    header: tuple[str, str] | None = field(default=None, repr=False)  # (name, secret value)
+    format: Literal["json", "slack"] = "json"
+    events: frozenset[str] = frozenset(EVENTS)
+    timeout: float = 5.0  # seconds per attempt
+    retries: int = 3  # attempts after the first, with backoff
+
+
 @dataclass(frozen=True)
 class EnvVar:
     name: str
@@ -186,6 +204,7 @@ class DesiredState:
     rollout: Rollout = Rollout()
     data: Data = Data()
     shared: tuple[str, ...] = ()  # folders kept once under <root>/shared, linked into releases
+    notify: tuple[Webhook, ...] = ()
 
     @property
     def is_fleet(self) -> bool:

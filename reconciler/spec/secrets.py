@@ -1,8 +1,9 @@
-"""Env values: verbatim text, ${NAME} from the reconciler's environment, or from a file.
+"""Env values: verbatim text, ${NAME} from the reconciler's environment, from a file, or
+from an age-encrypted file committed beside the desired state (see spec/age.py).
 
 Values that come from the environment or a file are secret unless said otherwise, so secrets
-can stay out of git. A secret's value only ever reaches the host's EnvironmentFile; every
-output names it and says whether it changed, nothing more.
+can stay out of git (or in it, encrypted). A secret's value only ever reaches the host's
+EnvironmentFile; every output names it and says whether it changed, nothing more.
 """
 
 from __future__ import annotations
@@ -13,11 +14,13 @@ from pathlib import Path
 from typing import Any
 
 from reconciler.errors import InputProblem
+from reconciler.spec.age import AgeFiles
 from reconciler.spec.model import EnvVar
 from reconciler.spec.yaml_source import SourceDoc
 
 _REF = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 MAX_VALUE = 65536
+SOURCES = ("value", "from_env", "from_file", "from_age")
 
 
 def _bad_text(value: str) -> str | None:
@@ -52,8 +55,11 @@ def resolve_env(
     base_dir: Path,
     environ: Mapping[str, str],
     at: tuple[str | int, ...] = ("env",),
+    age: AgeFiles | None = None,
 ) -> tuple[tuple[EnvVar, ...], list[InputProblem]]:
-    """Resolve the env mapping found at path `at` of the document."""
+    """Resolve the env mapping found at path `at` of the document. `age` decrypts encrypted
+    files (one shared per load, so a file used by several values is decrypted once)."""
+    age = age or AgeFiles(environ)
     raw: Any = doc.data
     for key in at:
         raw = raw.get(key) if isinstance(raw, dict) else raw[key] if isinstance(key, int) else None
@@ -62,29 +68,41 @@ def resolve_env(
     problems: list[InputProblem] = []
     for name, spec in raw.items():
         path = (*at, name)
-        value, secret, why = _one(spec, base_dir, environ)
+        value, secret, why = _one(spec, base_dir, environ, age)
         if why is None and value is not None:
             why = _bad_text(value)
         if why is not None or value is None:
-            problems.append(doc.problem(path, why or "has no value"))
+            # An encrypted file's problem is located at the from_age field that names it.
+            at_age = isinstance(spec, dict) and [k for k in SOURCES if k in spec] == ["from_age"]
+            problems.append(doc.problem((*path, "from_age") if at_age else path, why or "has no value"))
             continue
         out.append(EnvVar(name, value, secret))
     return tuple(out), problems
 
 
-def _one(spec: Any, base_dir: Path, environ: Mapping[str, str]) -> tuple[str | None, bool, str | None]:
+def _one(
+    spec: Any, base_dir: Path, environ: Mapping[str, str], age: AgeFiles
+) -> tuple[str | None, bool, str | None]:
     if isinstance(spec, str):
         value, used, missing = interpolate(spec, environ)
         if missing:
             names = ", ".join(missing)
             return None, True, f"the environment variable {names} is not set where reconcile runs"
         return value, used, None
-    sources = [k for k in ("value", "from_env", "from_file") if k in spec]
+    sources = [k for k in SOURCES if k in spec]
     if len(sources) != 1:
-        return None, False, "give exactly one of value, from_env, from_file"
+        return None, False, "give exactly one of value, from_env, from_file, from_age"
     kind = sources[0]
+    if "key" in spec and kind != "from_age":
+        return None, False, "`key` picks a variable out of an age-encrypted file: use it with from_age"
     if kind == "value":
         return spec["value"], bool(spec.get("secret", False)), None
+    if kind == "from_age":
+        if spec.get("secret", True) is not True:
+            return None, True, "a value from an encrypted file is always secret: remove `secret: false`"
+        source = Path(spec["from_age"])
+        decrypted, why = age.value(source if source.is_absolute() else base_dir / source, spec.get("key"))
+        return decrypted, True, why
     secret = bool(spec.get("secret", True))
     if kind == "from_env":
         var = spec["from_env"]

@@ -1,0 +1,133 @@
+"""Secrets committed to git, encrypted with age: `{from_age: secrets/prod.env.age}` in `env`.
+
+The file is decrypted in memory on the machine running reconcile, with the identity (an
+`age-keygen` secret key) from $RECONCILER_AGE_IDENTITY (the key itself) or
+$RECONCILER_AGE_IDENTITY_FILE (a file holding it). Nothing decrypted is ever written to disk
+here: the values travel like `from_file` values, secret, to the host's EnvironmentFile only.
+`key: NAME` picks one variable out of a decrypted dotenv file (NAME=value lines); without it
+the whole decrypted text is the value.
+
+The age library (pyrage: Python bindings to rage, a Rust implementation of age) is imported
+only when a desired state names an encrypted file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+IDENTITY_VAR = "RECONCILER_AGE_IDENTITY"
+IDENTITY_FILE_VAR = "RECONCILER_AGE_IDENTITY_FILE"
+MAX_FILE = 1 << 20  # an encrypted env file, not a data set
+
+
+class AgeFiles:
+    """Decrypts each file once per load; every failure is a sentence for an InputProblem."""
+
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        self.environ = environ
+        self.plaintexts: dict[Path, tuple[str | None, str | None]] = {}
+        self.identities: tuple[list[object], str] | None = None  # (identities, where they came from)
+
+    def value(self, path: Path, key: str | None) -> tuple[str | None, str | None]:
+        """(value, None) or (None, why)."""
+        text, why = self.decrypt(path)
+        if text is None:
+            return None, why
+        if key is None:
+            return text.removesuffix("\n"), None
+        values = parse_dotenv(text)
+        if key not in values:
+            names = ", ".join(sorted(values)) or "none"
+            return None, f"{path} has no variable {key} once decrypted (it has: {names})"
+        return values[key], None
+
+    def decrypt(self, path: Path) -> tuple[str | None, str | None]:
+        if path not in self.plaintexts:
+            self.plaintexts[path] = self._decrypt(path)
+        return self.plaintexts[path]
+
+    def _decrypt(self, path: Path) -> tuple[str | None, str | None]:
+        try:
+            data = path.read_bytes()[: MAX_FILE + 1]
+        except OSError as exc:
+            return None, f"cannot read {path}: {exc.strerror}"
+        if len(data) > MAX_FILE:
+            return None, f"{path} is larger than {MAX_FILE} bytes; an encrypted env file is expected"
+        if not data.startswith((b"age-encryption.org/v1\n", b"-----BEGIN AGE ENCRYPTED FILE-----")):
+            return None, f"{path} is not an age-encrypted file (encrypt it with `age -r RECIPIENT`)"
+        identities, where = self._identities()
+        if not identities:
+            return None, f"{path} is age-encrypted, but {where}"
+        import pyrage
+
+        try:
+            plain = pyrage.decrypt(data, identities)
+        except pyrage.DecryptError as exc:
+            if "no matching keys" in str(exc).lower():
+                return None, (
+                    f"{path} was not encrypted for the identity in {where}: wrong key "
+                    "(encrypt it again to that key's recipient, `age-keygen -y` prints it)"
+                )
+            return (
+                None,
+                f"{path} cannot be decrypted with the identity in {where}: damaged or tampered with ({exc})",
+            )
+        try:
+            return plain.decode("utf-8"), None
+        except UnicodeDecodeError:
+            return None, f"{path} decrypts to something that is not UTF-8 text"
+
+    def _identities(self) -> tuple[list[object], str]:
+        if self.identities is None:
+            self.identities = self._load_identities()
+        return self.identities
+
+    def _load_identities(self) -> tuple[list[object], str]:
+        if self.environ.get(IDENTITY_VAR):
+            text, where = self.environ[IDENTITY_VAR], f"${IDENTITY_VAR}"
+        elif self.environ.get(IDENTITY_FILE_VAR):
+            name = self.environ[IDENTITY_FILE_VAR]
+            where = f"${IDENTITY_FILE_VAR} ({name})"
+            try:
+                text = Path(name).expanduser().read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as exc:
+                return [], f"the identity file in {where} cannot be read: {getattr(exc, 'strerror', exc)}"
+        else:
+            return [], (
+                f"no identity to decrypt it with: set {IDENTITY_VAR} (the secret key) or "
+                f"{IDENTITY_FILE_VAR} (a file holding it) where reconcile runs"
+            )
+        from pyrage import IdentityError, x25519
+
+        keys = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.strip().startswith("#")]
+        identities: list[object] = []
+        for number, key in enumerate(keys, 1):
+            try:
+                identities.append(x25519.Identity.from_str(key))
+            except IdentityError:
+                # Never quote the line: it may be a secret key with a typo.
+                return (
+                    [],
+                    f"line {number} of the identity in {where} is not an age secret key "
+                    "(AGE-SECRET-KEY-1...)",
+                )
+        if not identities:
+            return [], f"the identity in {where} holds no age secret key (AGE-SECRET-KEY-1...)"
+        return identities, where
+
+
+def parse_dotenv(text: str) -> dict[str, str]:
+    """NAME=value lines, as dotenv files and `sops` write them: `#` comments, optional
+    `export `, values optionally in single or double quotes (taken literally)."""
+    out: dict[str, str] = {}
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        name, _, value = line.removeprefix("export ").partition("=")
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        out[name.strip()] = value
+    return out
