@@ -138,7 +138,7 @@ def test_watch_serves_metrics_that_move_with_each_pass_and_notifies(project: Pro
             )
 
             # Drift: a hand-edited Caddyfile is put back, counted and told as drift.
-            project.host.write("/etc/caddy/Caddyfile", b':80 {\n\trespond "hand edited"\n}\n')
+            project.host.write("/etc/caddy/apps/choiros.caddy", b':80 {\n\trespond "hand edited"\n}\n')
             project.host.exec(["caddy", "reload", "--config", "/etc/caddy/Caddyfile", "--force"])
             w.wait_for("converged", count=2, timeout=15)
             m = scrape(port)
@@ -176,7 +176,7 @@ def test_a_pause_keeps_a_hand_fix_through_drift_ticks_until_resume(project: Proj
     assert project.once().rc == 0
     paused = project.reconcile("pause", "--reason", "incident 42: serving a maintenance page")
     assert paused.rc == 0, paused.stderr
-    host.write("/etc/caddy/Caddyfile", b':80 {\n\trespond "maintenance"\n}\n')
+    host.write("/etc/caddy/apps/choiros.caddy", b':80 {\n\trespond "maintenance"\n}\n')
     host.exec(["caddy", "reload", "--config", "/etc/caddy/Caddyfile", "--force"])
 
     once = project.once()
