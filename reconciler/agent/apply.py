@@ -37,7 +37,7 @@ from .files import (
 )
 from .fsops import atomic_write, now
 from .health import do_check_health
-from .images import do_load_image
+from .images import do_load_image, do_prune_frontend, do_pull_frontend
 from .lock import HostLock
 from .observe import fingerprint, observe
 from .protocol import AgentError, Emit, Json, check_request
@@ -58,6 +58,8 @@ HANDLERS: dict[str, Callable[[Context, Json], Json]] = {
     "record_good": do_record_good,
     "prune_release": do_prune_release,
     "load_image": do_load_image,
+    "pull_frontend": do_pull_frontend,
+    "prune_frontend": do_prune_frontend,
     "snapshot_database": do_snapshot_database,
     "restore_database": do_restore_database,
 }

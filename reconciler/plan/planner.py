@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from reconciler.observe.snapshot import Observed
-from reconciler.plan import releases, rollback
+from reconciler.plan import images, releases, rollback
 from reconciler.plan.actions import (
     Action,
     CheckHealth,
@@ -40,6 +40,7 @@ def plan(desired: DesiredState, observed: Observed, *, retry_quarantined: bool =
             RecordQuarantine(f"retrying {version} on purpose", key=fp, version=version, clear=True)
         )
     actions += releases.prune(desired, observed, actions)
+    actions += images.prune_frontends(desired, observed, actions)
     ordered = tuple(_on_failure(sorted(_merge_daemon_reloads(actions), key=lambda a: a.phase)))
     back = rollback.for_failure(desired, observed, strategy, ordered)
     return Plan(ordered, observed.fingerprint, rollback=back, config=fp)
@@ -63,6 +64,8 @@ def _blockers(desired: DesiredState, observed: Observed) -> Iterable[str]:
     if not observed.commands.get("caddy"):
         yield "caddy is not installed on the host: install it (e.g. `apt-get install caddy`) and run again"
     yield from observed.state_errors
+    if desired.release.image is not None and observed.runtime_error:
+        yield observed.runtime_error
     for path in (desired.layout.current, desired.layout.previous):
         link = observed.link(path)
         if link is not None and link.kind != "symlink":

@@ -18,6 +18,7 @@ import hashlib
 from collections.abc import Iterable
 
 from reconciler.observe.snapshot import CADDY_UNIT, GoodState, Observed, unit_path
+from reconciler.plan import images
 from reconciler.plan.actions import (
     Action,
     CheckHealth,
@@ -49,6 +50,9 @@ def target(desired: DesiredState, observed: Observed, strategy: Strategy, failin
             continue
         if state.image and desired.release.image and state.image not in observed.images:
             continue
+        caddy = state.files.get(state.caddyfile)
+        if not images.served_frontends(desired, caddy.content if caddy else None) <= set(observed.frontends):
+            continue  # the static frontend it served is gone
         return state
     if observed.good:
         return None

@@ -160,9 +160,10 @@ class ServiceSpec:
     user: str | None = None
     state_directory: str | None = None
     port: int | None = None  # exported as PORT and substituted for {port}
-    image: str | None = None  # run in this container image with Podman
+    image: str | None = None  # run in this container image
     release: str | None = None  # the release version, exported as RECONCILER_RELEASE
     env_names: tuple[str, ...] = ()  # the EnvironmentFile's variables, handed on to a container
+    runtime: str = "podman"  # podman | docker, for an image
 
 
 def render_service(spec: ServiceSpec) -> str:
@@ -221,6 +222,20 @@ PODMAN = "/usr/bin/podman"
 
 
 def render_container_service(spec: ServiceSpec) -> str:
+    if spec.runtime == "docker":
+        from reconciler.render.docker_unit import render_docker_service
+
+        return render_docker_service(spec)
+    return render_podman_service(spec)
+
+
+def container_argv(spec: ServiceSpec) -> list[str]:
+    """The command inside the container, `{port}` filled in, each word quoted for ExecStart."""
+    argv = tuple(w.replace("{port}", str(spec.port)) for w in spec.argv) if spec.port else spec.argv
+    return [quote_arg(w) for w in argv]
+
+
+def render_podman_service(spec: ServiceSpec) -> str:
     """A unit wrapping `podman run` so systemctl, restarts and the journal work as for a folder.
 
     Type=notify with --sdnotify=conmon: systemd tracks conmon and the unit is "active" once the
@@ -234,7 +249,6 @@ def render_container_service(spec: ServiceSpec) -> str:
     `--env-file` would take the quotes literally. Only names appear in the unit and in `ps`.
     """
     assert spec.image is not None
-    argv = tuple(w.replace("{port}", str(spec.port)) for w in spec.argv) if spec.port else spec.argv
     run = [
         f"{PODMAN} run",
         "--cidfile=%t/%n.ctr-id",  # cgroup handling is left to the host's containers.conf
@@ -247,8 +261,9 @@ def render_container_service(spec: ServiceSpec) -> str:
         "--network=host",
         f"--workdir={spec.workdir}",
         f"--env={HASH_VAR}",  # no value: podman passes on the one systemd set below
-        f"--env={RELEASE_VAR}={spec.release}",
     ]
+    if spec.release is not None:
+        run.append(f"--env={RELEASE_VAR}={spec.release}")
     if spec.port is not None:
         run.append(f"--env=PORT={spec.port}")
     if spec.env_file:
@@ -258,7 +273,7 @@ def render_container_service(spec: ServiceSpec) -> str:
     if spec.user:
         run.append(f"--user={spec.user}")
     run.append(spec.image)
-    run += [quote_arg(w) for w in argv]
+    run += container_argv(spec)
     lines = [
         HEADER.format(app=spec.app).rstrip("\n"),
         "[Unit]",
