@@ -16,7 +16,7 @@ import shutil
 import subprocess
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests.testhost import TestHost
@@ -53,6 +53,8 @@ class Registry:
     ca: Path
     process: subprocess.Popen[bytes]
     log: Path
+    digests: dict[str, str] = field(default_factory=dict)  # what tests pushed: version -> digest
+    archives: dict[str, Path] = field(default_factory=dict)
 
     def log_lines(self) -> list[str]:
         return self.log.read_text(errors="replace").splitlines()

@@ -31,6 +31,7 @@ def put_image(ctx: Context, a: Json) -> None:
     if not a.get("size"):
         runtimes.pull(runtime, image, a.get("digest"), a.get("auth"))
         return
+    makedirs(a["releases"])
     tmp = os.path.join(a["releases"], f".incoming-{a['version']}-{os.getpid()}.image")
     try:
         digest = receive_to_file(ctx, int(a["size"]), tmp)
@@ -74,8 +75,8 @@ def copy_static(
 def do_load_image(ctx: Context, a: Json) -> Json:
     """The image into the runtime's storage, and its static frontend out into releases/<version>."""
     releases, version, image = a["releases"], a["version"], a["image"]
+    put_image(ctx, a)  # first: a pull the registry refuses leaves the host as it was
     makedirs(releases)
-    put_image(ctx, a)
     dest = os.path.join(releases, version)
     if not os.path.isdir(dest):
         inner = f"{a['image_root'].rstrip('/')}/{a['static_dir']}" if a.get("static_dir") else ""
