@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import posixpath
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from types import MappingProxyType
@@ -325,6 +326,8 @@ class ModelHost:
                 if not self.gated(unit):
                     self.refusals.append(f"Caddy to ungated {unit}")
                     raise Failure("ungated", f"refusing to route Caddy to {unit}")
+            for root in re.findall(r"root \* /opt/choiros/frontends/([^/\s]+)/", action.content):
+                assert root in self.frontends, f"Caddy pointed at frontend {root}, which is not on the host"
             self.files[action.path] = file_state(action.content)
         elif isinstance(action, LoadCaddy):
             f = self.files.get(action.path)
