@@ -5,8 +5,11 @@ only what uses it."""
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -118,3 +121,48 @@ def test_dev_server_runs_from_its_own_image_and_a_backend_bump_leaves_it_running
     assert ("restart", "choiros-backend.service") in bump.actions()
     assert unit_pid(host, "choiros-frontend.service") == frontend, "a backend bump restarted the dev server"
     assert '"2.0.0"' in host.http("/api/version", timeout=5).text
+
+
+def test_ci_job_builds_pushes_both_images_and_deploys_them_by_digest(
+    project: Project, registry: reg.Registry, tmp_path: Path
+) -> None:
+    """examples/ci: push-images.sh builds both images, pushes them and pins their digests in
+    the desired-state file; deploy.sh then deploys that file, pulling by digest."""
+    host = project.host
+    state = tmp_path / "desired-state.containers.yaml"
+    text = (REPO / "examples" / "ci" / "desired-state.containers.yaml").read_text()
+    state.write_text(text.replace("ssh://root@203.0.113.10", host.ssh_target))
+    env = dict(
+        os.environ,
+        PYTHONPATH=str(REPO),
+        REGISTRY=f"{registry.address}/ci",
+        DESIRED_STATE=str(state),
+        IMAGE_RUNTIME_ROOT=str(ensure_rootfs()),
+        REGISTRY_CERT_DIR=str(registry.folder / "certs"),
+        REGISTRY_USER=reg.USER,  # to push, and for the host's pull through registry_auth
+        REGISTRY_PASSWORD=reg.PASSWORD,
+    )
+    push = subprocess.run(
+        [str(REPO / "examples" / "ci" / "push-images.sh"), "3.1.4"],
+        env=env,
+        capture_output=True, text=True, check=False, timeout=300,
+    )  # fmt: skip
+    assert push.returncode == 0, push.stdout + push.stderr
+    pinned = state.read_text()
+    assert 'version: "3.1.4"' in pinned and "0" * 64 not in pinned
+    assert f"image: {registry.address}/ci/choiros-frontend:3.1.4" in pinned
+    deploy = subprocess.run(
+        [str(REPO / "examples" / "ci" / "deploy.sh")],
+        env=dict(
+            env,
+            BUILD=":",
+            DEPLOY_SSH_KEY=host.key_path.read_text(),
+            DEPLOY_KNOWN_HOSTS=host.known_hosts.read_text(),
+            RECONCILE=f"{sys.executable} -m reconciler",
+        ),
+        cwd=tmp_path, capture_output=True, text=True, check=False, timeout=300,
+    )  # fmt: skip
+    assert deploy.returncode == 0, deploy.stdout + deploy.stderr
+    assert "== deploy" in deploy.stdout and reg.PASSWORD not in deploy.stdout + deploy.stderr
+    page = host.http("/", timeout=5).text
+    assert "choiros 3.1.4" in page and '"3.1.4"' in host.http("/api/version", timeout=5).text
