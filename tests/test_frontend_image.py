@@ -166,3 +166,36 @@ def test_ci_job_builds_pushes_both_images_and_deploys_them_by_digest(
     assert "== deploy" in deploy.stdout and reg.PASSWORD not in deploy.stdout + deploy.stderr
     page = host.http("/", timeout=5).text
     assert "choiros 3.1.4" in page and '"3.1.4"' in host.http("/api/version", timeout=5).text
+
+
+def test_a_frontend_image_whose_links_lead_out_is_refused(
+    project: Project, registry: reg.Registry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The frontend's own image gets the release checks too: a chain of links that leads to
+    the host's /etc/passwd is refused before the folder is renamed into place."""
+    import build_image  # type: ignore[import-not-found]
+    from build_image import Member
+
+    host = project.host
+    write(project, registry, "1.0.0", "1.0.0")
+    assert project.once(env=ENV).rc == 0
+    dist = "app/frontend/dist"
+    extra = {
+        f"{dist}/d": Member("symlink", 0o777, target="."),
+        f"{dist}/passwd": Member("symlink", 0o777, target="d/" * 24 + "../" * 24 + "etc/passwd"),
+    }
+    members = build_image.app_members
+    monkeypatch.setattr(build_image, "app_members", lambda v, f, *part: {**members(v, f, *part), **extra})
+    tar = build_image.build_image("6.6.6", tmp_path, runtime_root=str(ensure_rootfs()), part="frontend")[0]
+    archive = build_image.docker_archive(tar, f"{FRONTEND}:6.6.6")[0]
+    registry.digests["frontend:6.6.6"] = registry.push(archive, FRONTEND, "6.6.6")
+    before = host.exec(["ls", "-A", "/opt/choiros/frontends"]).stdout
+    write(project, registry, "1.0.0", "6.6.6")
+    run = project.once(env=ENV)
+    said = run.stdout + run.stderr
+    assert run.rc == 1 and "frontend/dist/passwd" in said and "outside the release" in said, said
+    assert host.exec(["ls", "-A", "/opt/choiros/frontends"]).stdout == before, (
+        "a folder or its staging was left"
+    )
+    assert "root:x:0:0" not in host.http("/passwd", timeout=5).text
+    assert page_and_api(host) == ("1.0.0", "1.0.0")
