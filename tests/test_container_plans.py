@@ -120,3 +120,13 @@ backend: {{command: bin/backend, port: 8080}}
     with pytest.raises(InvalidDesiredState) as exc:
         load_bytes(text.encode(), "desired-state.yaml", base_dir=Path("/src"))
     assert any(p.field == field and says in p.message for p in exc.value.problems), exc.value.problems
+
+
+def test_a_pulled_image_is_pulled_again_when_the_host_has_the_tag_as_another_digest() -> None:
+    d = pulled()
+    host = ModelHost(empty_host())
+    assert host.run(plan(d, host.snapshot())) == "ok"
+    assert not plan(d, host.snapshot()).changed
+    other = replace(host.snapshot(), images=frozenset({d.release.image or ""}))  # the tag, not the pin
+    again = plan(d, other)
+    assert [a.summary()["action"] for a in again.actions][:1] == ["load-image"]

@@ -42,7 +42,9 @@ def upload_if_missing(desired: DesiredState, observed: Observed) -> list[Action]
     version = rel.version
     have = observed.releases.get(version)
     if rel.image is not None:
-        if have is not None and images.present(observed, rel.image, rel.digest):
+        # A digest pins a pull; a loaded archive has none to compare (release.sha256 pins it).
+        pinned = rel.digest if rel.source is None else None
+        if have is not None and images.present(observed, rel.image, pinned):
             return []
         why = (
             f"release {version} is not on the host"
