@@ -16,6 +16,8 @@ from .fsops import atomic_write, fsync_dir, makedirs, now
 from .protocol import AgentError, Json
 from .releases import receive_to_file
 
+ORIGIN = ".image"  # in a frontend folder, beside the static folder Caddy serves: its image
+
 
 def is_image_archive(path: str) -> bool:
     """docker-archive and oci-archive are loaded; anything else is a root filesystem to import."""
@@ -105,9 +107,6 @@ def do_pull_frontend(ctx: Context, a: Json) -> Json:
         copy_static(runtime, image, inner, dest, a["static_dir"], origin=image)
         os.utime(dest)  # its age, for pruning: when it arrived, not when the image was built
     return {}
-
-
-ORIGIN = ".image"  # in a frontend folder, beside the static folder Caddy serves: its image
 
 
 def do_prune_frontend(ctx: Context, a: Json) -> Json:
