@@ -38,6 +38,10 @@ RESET_SCRIPT = (
     + """
 rm -rf /var/lib/reconciler /srv/reconciler
 command -v podman >/dev/null && podman rm -af >/dev/null 2>&1 && podman rmi -af >/dev/null 2>&1
+if command -v docker >/dev/null; then
+  docker ps -aq | xargs -r docker rm -f >/dev/null 2>&1
+  docker images -q | sort -u | xargs -r docker rmi -f >/dev/null 2>&1
+fi
 [ -f /root/Caddyfile.orig ] || cp /etc/caddy/Caddyfile /root/Caddyfile.orig
 cp /root/Caddyfile.orig /etc/caddy/Caddyfile
 rm -f /etc/caddy/.Caddyfile.*

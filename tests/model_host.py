@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import posixpath
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from types import MappingProxyType
@@ -39,7 +40,9 @@ from reconciler.plan.actions import (
     LoadCaddy,
     LoadImage,
     Plan,
+    PruneFrontend,
     PruneRelease,
+    PullFrontend,
     RecordGood,
     RecordMaintenance,
     RecordQuarantine,
@@ -101,6 +104,7 @@ class ModelHost:
         self.caddy_serving = loaded.content if loaded and loaded.sha256 == self.caddy_loaded else None
         self.quarantine: dict[str, QuarantineEntry] = dict(observed.quarantine)
         self.images = set(observed.images)
+        self.frontends: dict[str, float] = dict(observed.frontends)
         self.snapshots = set(observed.snapshots)
         self.gates: dict[str, GateRecord] = dict(observed.gates)
         self.tasks: dict[str, dict[str, int]] = {k: dict(v) for k, v in observed.tasks.items()}
@@ -184,7 +188,7 @@ class ModelHost:
         service = parsed.get("Service", [])
         values = dict(service)
         exec_start = values.get("ExecStart", "")
-        container = exec_start.startswith(units.PODMAN)
+        container = exec_start.startswith((units.PODMAN, "/usr/bin/docker"))
         environ: dict[str, Any] = {}
         for key, value in service:
             if key == "Environment" and value.startswith("RECONCILER_"):
@@ -204,9 +208,10 @@ class ModelHost:
             for word in exec_start.split():
                 if word.startswith(f"--env={units.RELEASE_VAR}="):
                     release = word.split("=", 2)[2]
-            assert release in self.releases, f"{name} started with missing release {release}"
-            assert self.releases[release].image in self.images, f"{name} started without its image"
-            environ[units.RELEASE_VAR] = release
+            if release is not None:  # a frontend of its own image names no release
+                assert release in self.releases, f"{name} started with missing release {release}"
+                assert self.releases[release].image in self.images, f"{name} started without its image"
+                environ[units.RELEASE_VAR] = release
             cwd = None
         else:
             cwd = self.resolve(values.get("WorkingDirectory", "/"))
@@ -256,8 +261,23 @@ class ModelHost:
     # -- actions ---------------------------------------------------------------------------
 
     def apply(self, action: Action) -> None:  # noqa: C901 - one branch per action kind
-        if isinstance(action, LoadImage):
+        if isinstance(action, PullFrontend):
+            if action.pull:
+                self.images |= {action.image, f"{action.image}@{action.digest}" if action.digest else ""}
+            assert action.image in self.images, f"frontend {action.image} copied without its image"
+            if action.dest:
+                self.frontends.setdefault(posixpath.basename(action.dest), float(len(self.frontends)))
+        elif isinstance(action, PruneFrontend):
+            name = posixpath.basename(action.path)
+            caddy = self.files.get(self.caddyfile_path())
+            assert f"/{name}/" not in ((caddy.content or "") if caddy else ""), (
+                f"pruned {name}, which Caddy serves"
+            )
+            self.frontends.pop(name, None)
+        elif isinstance(action, LoadImage):
             self.images.add(action.image)
+            if action.digest:
+                self.images.add(f"{action.image}@{action.digest}")
             held = self.releases.get(action.version)
             self.releases[action.version] = ReleaseState(
                 action.version,
@@ -317,6 +337,8 @@ class ModelHost:
                 if not self.gated(unit):
                     self.refusals.append(f"Caddy to ungated {unit}")
                     raise Failure("ungated", f"refusing to route Caddy to {unit}")
+            for root in re.findall(r"root \* /opt/choiros/frontends/([^/\s]+)/", action.content or ""):
+                assert root in self.frontends, f"Caddy pointed at frontend {root}, which is not on the host"
             self.files[action.path] = None if action.content is None else file_state(action.content)
         elif isinstance(action, LoadCaddy):
             f = self.files.get(action.fragment)
@@ -497,7 +519,8 @@ class ModelHost:
             units=MappingProxyType(dict(self.units)),
             caddy_loaded_sha=self.caddy_loaded,
             quarantine=MappingProxyType(dict(self.quarantine)),
-            images=frozenset(self.images),
+            images=frozenset(self.images - {""}),
+            frontends=MappingProxyType(dict(self.frontends)),
             snapshots=frozenset(self.snapshots),
             gates=MappingProxyType(dict(self.gates)),
             tasks=MappingProxyType({k: MappingProxyType(dict(v)) for k, v in self.tasks.items()}),

@@ -171,7 +171,9 @@ def image_with(out: Path, version: str, extra: dict[str, object], monkeypatch: p
     import build_image  # type: ignore[import-not-found]
 
     app_members = build_image.app_members
-    monkeypatch.setattr(build_image, "app_members", lambda v, fault: {**app_members(v, fault), **extra})
+    monkeypatch.setattr(
+        build_image, "app_members", lambda v, fault, *part: {**app_members(v, fault, *part), **extra}
+    )
     return Path(build_image.build_image(version, out, runtime_root=str(ensure_rootfs()))[0])
 
 

@@ -62,11 +62,16 @@ def desired(
     image: bool = False,
     data: str = "",
     tasks: str = "",
+    frontend_image: str | None = None,
+    runtime: str | None = None,
 ) -> DesiredState:
     env = {"DATABASE_PATH": "/var/lib/choiros/choiros.db"} if env is None else env
     env_yaml = "".join(f"  {k}: {v!r}\n" for k, v in env.items()) or "  {}\n"
     command = "bin/backend --port {port}" if strategy == "blue-green" else f"bin/backend --port {port}"
     image_line = f"  image: localhost/choiros:{version}\n" if image else ""
+    if runtime:
+        image_line += f"  runtime: {runtime}\n"
+    frontend_line = f"  image: {frontend_image}\n" if frontend_image else ""
     if image:
         command = "python3 " + command
     text = f"""
@@ -80,7 +85,7 @@ release:
 strategy: {strategy}
 frontend:
   mode: {mode}
-  dev_command: bin/frontend-dev --port 3000
+{frontend_line}  dev_command: bin/frontend-dev --port 3000
   dev_port: 3000
 blue_green:
   idle: {idle}

@@ -48,21 +48,33 @@ class Step:
     fail_at: int | None  # this action fails for a reason of the host's (not a gate)
     cancel_at: int | None  # the client goes away before this action (SIGKILL, a cut link)
     tick: bool  # time passes after the run (crash loops show)
+    frontend: str = "1"  # the frontend image's tag, when the frontend has its own image
 
 
 points = st.one_of(st.none(), st.integers(0, 14))
 steps = st.builds(
-    Step, st.sampled_from(VERSIONS), st.sampled_from(MODES), points, points, points, st.booleans()
+    Step,
+    st.sampled_from(VERSIONS),
+    st.sampled_from(MODES),
+    points,
+    points,
+    points,
+    st.booleans(),
+    st.sampled_from(["1", "2", "3"]),
 )
 
 
-def state(strategy: str, image: bool, idle: str, step: Step) -> DesiredState:
+def state(strategy: str, image: str, idle: str, step: Step) -> DesiredState:
+    """image: "" (a release folder), "image" (the release's image serves the frontend too) or
+    "frontend" (the frontend has its own image, whose tag changes from step to step)."""
     return desired(
         step.version,
         strategy=strategy,
-        image=image,
+        image=bool(image),
         idle=idle,
         env={"DATABASE_PATH": "/var/lib/choiros/choiros.db", "MODE": step.mode},
+        keep=2,
+        frontend_image=f"localhost/choiros-frontend:{step.frontend}" if image == "frontend" else None,
     )
 
 
@@ -73,12 +85,12 @@ def is_healthy(d: DesiredState) -> bool:
 @settings(max_examples=1000, deadline=None)
 @given(
     st.sampled_from(["restart", "symlink-swap", "blue-green"]),
-    st.booleans(),
+    st.sampled_from(["", "image", "frontend"]),
     st.sampled_from(["warm", "stop"]),
     st.lists(steps, min_size=1, max_size=7),
 )
 def test_safety_under_failures_and_interruptions(
-    strategy: str, image: bool, idle: str, run: list[Step]
+    strategy: str, image: str, idle: str, run: list[Step]
 ) -> None:
     host = ModelHost(empty_host(), healthy=healthy, crashy=crashy)
     health_of: dict[str, bool] = {}

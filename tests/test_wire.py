@@ -132,6 +132,9 @@ def _plans() -> list[tuple[Any, Plan]]:
         desired("3.0.0", mode="dev-server"),
         desired("4.0.0", keep=1),
         desired("5.0.0", keep=1, data=data + "shared: [uploads]\n", tasks=TASKS),
+        desired("6.0.0", image=True, keep=1, frontend_image="localhost/choiros-frontend:1"),
+        desired("6.0.0", image=True, keep=1, frontend_image="localhost/choiros-frontend:2"),
+        desired("6.0.0", image=True, keep=1, frontend_image="localhost/choiros-frontend:3"),
     ):
         p = plan(d, host.snapshot())
         out.append((d, p))

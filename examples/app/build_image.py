@@ -3,6 +3,8 @@
 
     python3 examples/app/build_image.py VERSION [--out DIR] [--runtime-root /]
                                                 [--fault health-500|crash|slow-start]
+                                                [--part all|backend|frontend]
+                                                [--docker-archive REPO:TAG]
 
 Writes ``DIR/choiros-VERSION.image.tar`` (``DIR`` defaults to ``examples/app/dist``) and
 prints one line: ``PATH sha256=HEX``. From Python: ``build_image(version, out_dir,
@@ -48,6 +50,14 @@ Running it (``podman run [OPTIONS] IMAGE /usr/bin/python3 bin/backend --port POR
   whole ``podman stop -t`` timeout ("StopSignal SIGTERM failed to stop container ... in
   5 seconds, resorting to SIGKILL").
 
+``--part frontend`` builds the frontend's own image: the same Python and only what the
+frontend needs (``/app/VERSION``, ``/app/frontend/``, ``/app/bin/frontend-dev``), written to
+``choiros-frontend-VERSION.image.tar``; ``--part backend`` leaves the frontend out of the
+backend's image (``choiros-backend-VERSION.image.tar``). ``--docker-archive REPO:TAG`` wraps
+the root file system as the single layer of a ``docker-archive`` (``.docker.tar``), with
+the working directory and command set, which ``docker load``, ``podman load`` and
+``skopeo copy docker-archive:...`` (to push it to a registry) all read.
+
 The tar is reproducible: members sorted, no ``./`` prefix, uid/gid 0 without names,
 mtime ``$SOURCE_DATE_EPOCH`` (0 if unset), modes as in the runtime root (release files as
 in ``build.py``), so the same inputs give the same sha256.
@@ -58,12 +68,14 @@ from __future__ import annotations
 import argparse
 import hashlib
 import io
+import json
 import os
 import stat
 import struct
 import sys
 import tarfile
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -326,12 +338,23 @@ def base_members() -> dict[str, Member]:
     }
 
 
-def app_members(version: str, fault: str | None) -> dict[str, Member]:
-    """The release build.py makes, under /app."""
+#: What each image holds of the release: everything, or the backend's and the frontend's part.
+PARTS = ("all", "backend", "frontend")
+FRONTEND_FILES = ("VERSION", "frontend/", "bin/frontend-dev")
+
+
+def _in_part(rel: str, part: str) -> bool:
+    frontend = any(rel == f or (f.endswith("/") and rel.startswith(f)) for f in FRONTEND_FILES)
+    return part == "all" or (part == "frontend") == frontend or (part == "backend" and rel == "VERSION")
+
+
+def app_members(version: str, fault: str | None, part: str = "all") -> dict[str, Member]:
+    """The release build.py makes, under /app (or the part of it one image holds)."""
     files = build.release_files(version, fault)
     members = {APP_ROOT: Member("dir", build.DIR_MODE)}
     for rel, (data, mode) in files.items():
-        members[f"{APP_ROOT}/{rel}"] = Member("file", mode, data=data)
+        if _in_part(rel, part):
+            members[f"{APP_ROOT}/{rel}"] = Member("file", mode, data=data)
     return members
 
 
@@ -403,19 +426,53 @@ def build_image(
     out_dir: Path | str,
     runtime_root: Path | str = "/",
     fault: str | None = None,
+    part: str = "all",
 ) -> tuple[Path, str]:
     """Build the image tar; returns (path, sha256 of the tar)."""
     build.validate_version(version)
     if fault is not None and fault not in build.FAULTS:
         raise ImageError(f"unknown fault {fault!r} (choose from {', '.join(build.FAULTS)})")
+    if part not in PARTS:
+        raise ImageError(f"unknown part {part!r} (choose from {', '.join(PARTS)})")
     mtime = build.source_date_epoch()
     members = runtime_members(Path(runtime_root))
     members.update(base_members())
-    members.update(app_members(version, fault))
+    members.update(app_members(version, fault, part))
     out = Path(out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    target = out / f"{build.NAME}-{version}.image.tar"
+    name = build.NAME if part == "all" else f"{build.NAME}-{part}"
+    target = out / f"{name}-{version}.image.tar"
     return target, write_tar(_with_parents(members), target, mtime)
+
+
+def docker_archive(rootfs_tar: Path, repo_tag: str, mtime: int | None = None) -> tuple[Path, str]:
+    """Wrap a root file system tar as the single layer of a docker-archive next to it
+    (``NAME.docker.tar``), reproducibly; returns (path, sha256 of the archive)."""
+    layer = rootfs_tar.read_bytes()
+    layer_id = hashlib.sha256(layer).hexdigest()
+    when = build.source_date_epoch() if mtime is None else mtime
+    config = {
+        "architecture": "amd64" if os.uname().machine == "x86_64" else "arm64",
+        "os": "linux",
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(when)),
+        "config": {
+            "WorkingDir": f"/{APP_ROOT}",
+            "Cmd": ["/usr/bin/python3", "bin/backend", "--port", "8080"],
+            "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
+        },
+        "rootfs": {"type": "layers", "diff_ids": [f"sha256:{layer_id}"]},
+    }
+    config_bytes = json.dumps(config, sort_keys=True, separators=(",", ":")).encode()
+    config_name = f"{hashlib.sha256(config_bytes).hexdigest()}.json"
+    manifest = [{"Config": config_name, "RepoTags": [repo_tag], "Layers": [f"{layer_id}/layer.tar"]}]
+    members = {
+        layer_id: Member("dir", 0o755),
+        f"{layer_id}/layer.tar": Member("file", 0o644, data=layer),
+        config_name: Member("file", 0o644, data=config_bytes),
+        "manifest.json": Member("file", 0o644, data=json.dumps(manifest).encode()),
+    }
+    target = rootfs_tar.with_name(rootfs_tar.name.removesuffix(".image.tar") + ".docker.tar")
+    return target, write_tar(members, target, when)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -436,9 +493,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--fault", choices=build.FAULTS, default=None, help="bake a test fault into the release"
     )
+    parser.add_argument("--part", choices=PARTS, default="all", help="what of the release the image holds")
+    parser.add_argument("--docker-archive", metavar="REPO:TAG", help="also wrap it as a docker-archive")
     args = parser.parse_args(argv)
     try:
-        path, sha256 = build_image(args.version, args.out, args.runtime_root, args.fault)
+        path, sha256 = build_image(args.version, args.out, args.runtime_root, args.fault, args.part)
+        if args.docker_archive:
+            path, sha256 = docker_archive(path, args.docker_archive)
     except build.BuildError as exc:
         parser.error(str(exc))
     sys.stdout.write(f"{path} sha256={sha256}\n")

@@ -38,7 +38,7 @@ from .files import (
 from .fsops import now
 from .health import do_check_health
 from .history import append_history
-from .images import do_load_image
+from .images import do_load_image, do_prune_frontend, do_pull_frontend
 from .lock import HostLock, release_host_lock
 from .observe import fingerprint, observe
 from .operator import refuse_if_paused
@@ -64,6 +64,8 @@ HANDLERS: dict[str, Callable[[Context, Json], Json]] = {
     "record_maintenance": do_record_maintenance,
     "prune_release": do_prune_release,
     "load_image": do_load_image,
+    "pull_frontend": do_pull_frontend,
+    "prune_frontend": do_prune_frontend,
     "snapshot_database": do_snapshot_database,
     "restore_database": do_restore_database,
 }

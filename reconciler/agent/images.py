@@ -1,4 +1,6 @@
-"""Container images: podman load, import or pull, and the static frontend copied out."""
+"""Container images: loaded from an archive sent along, imported from a root file system, or
+pulled from a registry (pinned, with credentials used for that pull only), by Podman or
+Docker; and static frontends copied out of an image with the checks of a release."""
 
 from __future__ import annotations
 
@@ -7,18 +9,14 @@ import json
 import os
 import shutil
 
+from . import runtime as runtimes
 from .contents import check_tree, settle_modes
 from .context import Context
-from .fsops import atomic_write, decode, fsync_dir, makedirs, now, run
+from .fsops import atomic_write, fsync_dir, makedirs, now
 from .protocol import AgentError, Json
 from .releases import receive_to_file
 
-
-def podman(*args: str, timeout: float = 600) -> str:
-    proc = run(["podman", *args], timeout=timeout)
-    if proc.returncode != 0:
-        raise AgentError(f"podman {args[0]} failed", decode(proc.stderr)[-800:], code="podman")
-    return decode(proc.stdout)
+ORIGIN = ".image"  # in a frontend folder, beside the static folder Caddy serves: its image
 
 
 def is_image_archive(path: str) -> bool:
@@ -31,65 +29,104 @@ def is_image_archive(path: str) -> bool:
 
 
 def put_image(ctx: Context, a: Json) -> None:
-    image = a["image"]
+    image, runtime = a["image"], a["runtime"]
     if not a.get("size"):
-        ref = f"{image.rsplit(':', 1)[0]}@{a['digest']}" if a.get("digest") else image
-        podman("pull", "--quiet", ref)
-        if ref != image:
-            podman("tag", ref, image)
+        runtimes.pull(runtime, image, a.get("digest"), a.get("auth"))
         return
+    makedirs(a["releases"])
     tmp = os.path.join(a["releases"], f".incoming-{a['version']}-{os.getpid()}.image")
     try:
         digest = receive_to_file(ctx, int(a["size"]), tmp)
         if a.get("sha256") and digest != a["sha256"]:
             raise AgentError(f"image archive arrived with sha256 {digest}, expected {a['sha256']}")
         if is_image_archive(tmp):
-            out = podman("load", "--quiet", "-i", tmp)  # "Loaded image: NAME" (or "image(s)")
-            loaded = out.splitlines()[-1].split(": ", 1)[-1].strip() if out else ""
-            if loaded and loaded != image:
-                podman("tag", loaded, image)
+            runtimes.load_archive(runtime, tmp, image)
         else:
-            podman("import", "--quiet", "--change", f"WORKDIR={a['image_root']}", tmp, image)
+            runtimes.import_rootfs(runtime, tmp, image, a["image_root"])
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
 
 
-def do_load_image(ctx: Context, a: Json) -> Json:
-    """The image into podman's storage, and its static frontend out into releases/<version>."""
-    releases, version, image = a["releases"], a["version"], a["image"]
-    makedirs(releases)
-    put_image(ctx, a)
-    dest = os.path.join(releases, version)
-    meta_path = os.path.join(ctx.state_dir, "releases", f"{version}.json")
-    if not os.path.isdir(dest):
-        staging = os.path.join(releases, f".incoming-{version}-{os.getpid()}")
+def copy_static(
+    runtime: str, image: str, inner: str, dest: str, static_dir: str | None, origin: str | None = None
+) -> None:
+    """`dest` made complete from `image`'s `inner` folder (at `static_dir` inside it), then
+    renamed into place. `podman cp` and `docker cp` keep the image's links, fifos and modes
+    (setuid, 0777) as they are; Caddy serves this folder, so it gets the checks of an
+    uploaded release before it becomes visible."""
+    parent = os.path.dirname(dest)
+    staging = os.path.join(parent, f".incoming-{os.path.basename(dest)}-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    os.mkdir(staging, 0o755)
+    try:
+        if static_dir:
+            makedirs(os.path.dirname(os.path.join(staging, static_dir)))
+            runtimes.copy_out(runtime, image, inner, os.path.join(staging, static_dir))
+        check_tree(staging)
+        settle_modes(staging)
+        if origin is not None:
+            atomic_write(os.path.join(staging, ORIGIN), json.dumps({"image": origin}).encode(), 0o644)
+        os.rename(staging, dest)
+    except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
-        os.mkdir(staging, 0o755)
-        try:
-            if a.get("static_dir"):
-                name = f"reconciler-extract-{os.getpid()}"
-                podman("create", "--name", name, image, "true", timeout=120)
-                try:
-                    inner = f"{a['image_root'].rstrip('/')}/{a['static_dir']}"
-                    makedirs(os.path.dirname(os.path.join(staging, a["static_dir"])))
-                    podman("cp", f"{name}:{inner}", os.path.join(staging, a["static_dir"]), timeout=300)
-                finally:
-                    run(["podman", "rm", "-f", name], timeout=60)
-            # podman cp keeps the image's links, fifos and modes (setuid, 0777) as they are;
-            # Caddy serves this folder, so it gets the checks of an uploaded release.
-            check_tree(staging)
-            settle_modes(staging)
-            os.rename(staging, dest)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
+        raise
+    fsync_dir(parent)
+
+
+def do_load_image(ctx: Context, a: Json) -> Json:
+    """The image into the runtime's storage, and its static frontend out into releases/<version>."""
+    releases, version, image = a["releases"], a["version"], a["image"]
+    put_image(ctx, a)  # first: a pull the registry refuses leaves the host as it was
+    makedirs(releases)
+    dest = os.path.join(releases, version)
+    if not os.path.isdir(dest):
+        inner = f"{a['image_root'].rstrip('/')}/{a['static_dir']}" if a.get("static_dir") else ""
+        copy_static(a["runtime"], image, inner, dest, a.get("static_dir"))
     meta = {
         "version": version,
         "image": image,
         "sha256": a.get("sha256") or a.get("digest"),
         "uploaded": now(),
     }
-    atomic_write(meta_path, json.dumps(meta).encode(), 0o644)
+    atomic_write(os.path.join(ctx.state_dir, "releases", f"{version}.json"), json.dumps(meta).encode(), 0o644)
     fsync_dir(releases)
     return {}
+
+
+def do_pull_frontend(ctx: Context, a: Json) -> Json:
+    """The frontend's own image (pulled unless it is on the host already), and for a static
+    frontend its files copied out into frontends/<name>."""
+    image, runtime = a["image"], a["runtime"]
+    if a.get("pull"):
+        runtimes.pull(runtime, image, a.get("digest"), a.get("auth"))
+    dest = a.get("dest")
+    if dest and not os.path.isdir(dest):
+        makedirs(os.path.dirname(dest))
+        inner = f"{a['image_root'].rstrip('/')}/{a['static_dir']}"
+        copy_static(runtime, image, inner, dest, a["static_dir"], origin=image)
+        os.utime(dest)  # its age, for pruning: when it arrived, not when the image was built
+    return {}
+
+
+def do_prune_frontend(ctx: Context, a: Json) -> Json:
+    path = a["path"]
+    parent = os.path.dirname(path)
+    image = _origin(path)
+    if os.path.isdir(path):
+        trash = os.path.join(parent, f".trash-{os.path.basename(path)}-{os.getpid()}")
+        os.rename(path, trash)  # gone from view at once, deleted out of sight
+        fsync_dir(parent)
+        shutil.rmtree(trash, ignore_errors=True)
+    others = {_origin(os.path.join(parent, n)) for n in os.listdir(parent) if not n.startswith(".")}
+    if image and image not in others:
+        runtimes.remove_image(a["runtime"], image)
+    return {}
+
+
+def _origin(folder: str) -> str | None:
+    try:
+        with open(os.path.join(folder, ORIGIN), encoding="utf-8") as fh:
+            return str(json.load(fh)["image"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -10,10 +11,11 @@ import socket
 import sys
 from typing import Any
 
-from .fsops import account, decode, read_file, read_json, read_link, run
+from .fsops import account, read_file, read_json, read_link
 from .lock import lock_state
 from .protocol import PROTOCOL, Json
 from .records import GATES, GOOD, MAINTENANCE, PAUSE, QUARANTINE, TASKS, StateFileError, load
+from .runtime import list_images, resolve
 from .systemd import systemctl_show
 
 
@@ -43,11 +45,19 @@ def snapshots(state_dir: str) -> list[str]:
     return sorted(n[: -len(".sqlite")] for n in names if n.endswith(".sqlite") and not n.startswith("."))
 
 
-def images(wanted: bool) -> list[str]:
-    if not wanted or not shutil.which("podman"):
-        return []
-    proc = run(["podman", "image", "ls", "--format", "{{.Repository}}:{{.Tag}}"], timeout=60)
-    return sorted(set(decode(proc.stdout).split())) if proc.returncode == 0 else []
+def frontends(folder: str | None) -> Json:
+    """Static frontends copied out of images: name -> when it arrived."""
+    if not folder:
+        return {}
+    try:
+        names = [n for n in os.listdir(folder) if not n.startswith(".")]
+    except FileNotFoundError:
+        return {}
+    out: Json = {}
+    for name in sorted(names):
+        with contextlib.suppress(OSError):
+            out[name] = os.stat(os.path.join(folder, name)).st_mtime
+    return out
 
 
 def globbed(patterns: list[str]) -> Json:
@@ -76,6 +86,7 @@ def observe(spec: Json) -> Json:
     """One snapshot of everything the planner needs. Reads only; never writes."""
     state_dir = spec["state"]
     state = records(state_dir)
+    runtime, runtime_error = resolve(spec.get("images"))
     snap: Json = {
         "protocol": PROTOCOL,
         "host": {
@@ -92,7 +103,10 @@ def observe(spec: Json) -> Json:
         "which": {name: shutil.which(name) for name in spec.get("commands", [])},
         "state": state,
         "lock": lock_state(state_dir),
-        "images": images(bool(spec.get("images"))),
+        "runtime": runtime,
+        "runtime_error": runtime_error,
+        "images": list_images(runtime),
+        "frontends": frontends(spec.get("frontends")),
         "users": {name: account(name) for name in spec.get("users", [])},
     }
     snap["fingerprint"] = fingerprint(snap)

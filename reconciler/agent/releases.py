@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
 from .contents import DIR_MODE, check_tree, file_mode, settle_modes
 from .context import Context
-from .fsops import atomic_symlink, atomic_write, fsync_dir, makedirs, now, owner_ids, run
+from .fsops import atomic_symlink, atomic_write, fsync_dir, makedirs, now, owner_ids
 from .protocol import CHUNK, AgentError, Json
 
 
@@ -249,8 +249,10 @@ def do_prune_release(ctx: Context, a: Json) -> Json:
     with contextlib.suppress(FileNotFoundError):
         os.unlink(os.path.join(a["state"], "releases", f"{a['version']}.json"))
     shutil.rmtree(trash, ignore_errors=True)
-    if a.get("image") and shutil.which("podman"):
-        run(["podman", "rmi", a["image"]], timeout=120)  # refused while a container uses it: fine
+    if a.get("image"):
+        from .runtime import remove_image
+
+        remove_image(a.get("runtime") or "podman", a["image"])
     return {}
 
 

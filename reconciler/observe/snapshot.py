@@ -165,7 +165,10 @@ class Observed:
     caddy_loaded_sha: str | None
     quarantine: Mapping[str, QuarantineEntry]  # configuration fingerprint -> what failed
     lock_holder: Mapping[str, Any] | None
-    images: frozenset[str] = frozenset()  # container images present (repo:tag), when asked
+    images: frozenset[str] = frozenset()  # container images present (repo:tag, repo:tag@digest)
+    runtime: str | None = None  # the container runtime images run with (podman | docker)
+    runtime_error: str | None = None  # why there is none, when one was asked for
+    frontends: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))  # name -> mtime
     snapshots: frozenset[str] = frozenset()  # releases with a database snapshot
     gates: Mapping[str, GateRecord] = field(default_factory=lambda: MappingProxyType({}))
     fragments: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))  # every app's
@@ -238,8 +241,10 @@ def request_for(desired: DesiredState) -> dict[str, Any]:
         ],
         "globs": [f"{desired.proxy.apps_dir}/*.caddy"],
         "units": [*units, CADDY_UNIT],
-        "commands": ["caddy", "systemctl", "podman"],
-        "images": desired.release.image is not None,
+        "commands": ["caddy", "systemctl", "podman", "docker"],
+        # The runtime to list images of: the one named, or "auto" (Podman, else Docker).
+        "images": (desired.release.runtime or "auto") if desired.release.image else None,
+        "frontends": desired.frontends if desired.frontend.image else None,
         "users": [desired.backend.user] if desired.backend.user else [],
     }
 
@@ -295,6 +300,9 @@ def parse(raw: Mapping[str, Any]) -> Observed:
         quarantine=_freeze(_quarantine(state.get("quarantine") or {})),
         lock_holder=_freeze(lock.get("holder") or {}) if lock.get("held") else None,
         images=frozenset(raw.get("images") or ()),
+        runtime=raw.get("runtime"),
+        runtime_error=raw.get("runtime_error"),
+        frontends=_freeze({str(k): float(v) for k, v in (raw.get("frontends") or {}).items()}),
         snapshots=frozenset(state.get("snapshots") or ()),
         gates=_freeze(_gates(state.get("gates") or {})),
         fragments=_freeze({p: str(t) for p, t in (raw.get("globbed") or {}).items()}),

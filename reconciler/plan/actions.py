@@ -99,8 +99,8 @@ class UploadRelease(Action):
 
 @dataclass(frozen=True)
 class LoadImage(Action):
-    """Put a release's container image on the host (podman load/import of the archive sent
-    along, or podman pull), and copy its static frontend out into releases/<version>."""
+    """Put a release's container image on the host (load or import of the archive sent along,
+    or a pull), and copy its static frontend out into releases/<version>."""
 
     version: str
     image: str
@@ -111,6 +111,10 @@ class LoadImage(Action):
     digest: str | None = None
     image_root: str = "/app"
     static_dir: str | None = None  # inside image_root; None: no static frontend to copy out
+    runtime: str = "podman"
+    # Registry credentials for the pull: on the wire to the agent only (its standard input),
+    # never in a summary, a log, the history or --json, never in repr().
+    auth: Mapping[str, str] | None = field(default=None, repr=False, compare=False)
     phase: Phase = field(default=Phase.STAGE, kw_only=True)
     kind: ClassVar[str] = "load_image"
     label: ClassVar[str] = "load-image"
@@ -164,6 +168,44 @@ class RunTask(Action):
     @property
     def target(self) -> str:
         return f"{self.when}[{self.index}]: {' '.join(self.argv)}"
+
+
+@dataclass(frozen=True)
+class PullFrontend(Action):
+    """The frontend's own image on the host (pulled unless it is there), and for a static
+    frontend its files copied out into frontends/<name>, with the checks of a release."""
+
+    image: str
+    runtime: str
+    pull: bool
+    digest: str | None = None
+    dest: str | None = None  # frontends/<name>; None: the image runs as a container
+    image_root: str = "/app"
+    static_dir: str = "frontend/dist"
+    auth: Mapping[str, str] | None = field(default=None, repr=False, compare=False)  # as LoadImage's
+    phase: Phase = field(default=Phase.STAGE, kw_only=True)
+    kind: ClassVar[str] = "pull_frontend"
+    label: ClassVar[str] = "frontend-image"
+
+    @property
+    def target(self) -> str:
+        return self.dest or self.image
+
+
+@dataclass(frozen=True)
+class PruneFrontend(Action):
+    """Delete a static frontend folder no state uses any more, and the image it came from
+    (which the folder names, unless another folder came from it too)."""
+
+    path: str
+    runtime: str
+    phase: Phase = field(default=Phase.PRUNE, kw_only=True)
+    kind: ClassVar[str] = "prune_frontend"
+    label: ClassVar[str] = "prune"
+
+    @property
+    def target(self) -> str:
+        return self.path
 
 
 @dataclass(frozen=True)
@@ -339,6 +381,7 @@ class PruneRelease(Action):
     releases: str
     state: str
     image: str | None = None  # the release's image, removed with it
+    runtime: str | None = None  # whose image it is
     phase: Phase = field(default=Phase.PRUNE, kw_only=True)
     kind: ClassVar[str] = "prune_release"
     label: ClassVar[str] = "prune"

@@ -33,7 +33,7 @@ def fingerprint(desired: DesiredState) -> str:
             "sha256": rel.sha256,
         },
         "backend": asdict(desired.backend),
-        "frontend": asdict(desired.frontend),
+        "frontend": _frontend(desired),
         "health": asdict(desired.health),
         "blue_green": {"blue": desired.blue_green.blue_port, "green": desired.blue_green.green_port},
         "env": envfile.body(desired.env),
@@ -41,6 +41,18 @@ def fingerprint(desired: DesiredState) -> str:
         "shared": list(desired.shared),
     }
     return hashlib.sha256(json.dumps(canonical, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _frontend(desired: DesiredState) -> dict[str, object]:
+    """The frontend as far as a gate judges it. A static frontend's own image is left out: no
+    gate can fail because of it (its files are checked before Caddy serves them), so a bump
+    of it alone is not a new configuration and restarts no backend. A dev server's image is
+    in: its gate judges it, and what fails must be told from what passed."""
+    fe = asdict(desired.frontend)
+    if desired.frontend.mode == "static" or desired.frontend.image is None:
+        for key in ("image", "digest", "image_root"):
+            fe.pop(key)
+    return fe
 
 
 def env_text(desired: DesiredState) -> str:

@@ -9,9 +9,10 @@ what the agent must do if it fails, and the plan carries the rollback the agent 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import replace
 
 from reconciler.observe.snapshot import Observed
-from reconciler.plan import proxy, releases, rollback
+from reconciler.plan import images, proxy, releases, rollback
 from reconciler.plan.actions import (
     Action,
     CheckHealth,
@@ -41,13 +42,18 @@ def plan(
     if entry is not None and not retry_quarantined:
         return _keep_last_good(desired, observed, strategy, entry.reason or "it failed before")
     actions = strategy.actions(observed)
-    if actions:
-        actions += rollback.checkpoint(desired, observed, strategy)
+    saved = rollback.checkpoint(desired, observed, strategy) if actions else None
+    if saved is not None:
+        # Plan again as if it were recorded already: the strategy then records the state it
+        # leaves behind as the newer one.
+        record, state = saved
+        actions = [record, *strategy.actions(replace(observed, good=(state, *observed.good)))]
     if entry is not None:
         actions.append(
             RecordQuarantine(f"retrying {version} on purpose", key=fp, version=version, clear=True)
         )
     actions += releases.prune(desired, observed, actions)
+    actions += images.prune_frontends(desired, observed, actions)
     ordered = tuple(_on_failure(sorted(_merge_daemon_reloads(actions), key=lambda a: a.phase)))
     back = rollback.for_failure(desired, observed, strategy, ordered)
     return Plan(ordered, observed.fingerprint, rollback=back, config=fp, adopting=adopted(ordered))
@@ -74,6 +80,8 @@ def _blockers(desired: DesiredState, observed: Observed, adopt: bool) -> Iterabl
     if not observed.commands.get("caddy"):
         yield "caddy is not installed on the host: install it (e.g. `apt-get install caddy`) and run again"
     yield from observed.state_errors
+    if desired.release.image is not None and observed.runtime_error:
+        yield observed.runtime_error
     for path in (desired.layout.current, desired.layout.previous):
         link = observed.link(path)
         if link is not None and link.kind != "symlink":

@@ -6,6 +6,7 @@ from __future__ import annotations
 import posixpath
 
 from reconciler.observe.snapshot import Observed, UnitState
+from reconciler.plan import images
 from reconciler.plan.actions import (
     Action,
     LinkShared,
@@ -42,16 +43,20 @@ def upload_if_missing(desired: DesiredState, observed: Observed) -> list[Action]
     version = rel.version
     have = observed.releases.get(version)
     if rel.image is not None:
-        if have is not None and rel.image in observed.images:
+        # A digest pins a pull; a loaded archive has none to compare (release.sha256 pins it).
+        pinned = rel.digest if rel.source is None else None
+        if have is not None and images.present(observed, rel.image, pinned):
             return []
         why = (
             f"release {version} is not on the host"
             if have is None
             else f"image {rel.image} is not on the host"
         )
+        pulled = rel.source is None
+        static = desired.frontend.mode == "static" and desired.frontend.image is None
         return [
             LoadImage(
-                why,
+                f"{why}; {images.pull_note(desired, rel.digest)}" if pulled else why,
                 version=version,
                 image=rel.image,
                 releases=desired.layout.releases,
@@ -60,7 +65,9 @@ def upload_if_missing(desired: DesiredState, observed: Observed) -> list[Action]
                 sha256=rel.sha256,
                 digest=rel.digest,
                 image_root=rel.image_root,
-                static_dir=desired.frontend.static_dir if desired.frontend.mode == "static" else None,
+                static_dir=desired.frontend.static_dir if static else None,
+                runtime=images.runtime_of(desired, observed),
+                auth=images.auth(desired) if pulled else None,
             )
         ]
     if have is None and rel.source is not None:
@@ -168,6 +175,7 @@ def prune(desired: DesiredState, observed: Observed, actions: list[Action]) -> l
             releases=desired.layout.releases,
             state=desired.layout.state,
             image=r.image,
+            runtime=images.runtime_of(desired, observed) if r.image else None,
         )
         for r in candidates[:excess]
     ]

@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable
+from dataclasses import replace
 
 from reconciler.observe.snapshot import CADDY_UNIT, GoodState, Observed, unit_path
+from reconciler.plan import images
 from reconciler.plan.actions import (
     Action,
     CheckHealth,
@@ -78,24 +80,33 @@ def target(desired: DesiredState, observed: Observed, strategy: Strategy, failin
             continue
         if state.image and desired.release.image and state.image not in observed.images:
             continue
+        caddy = state.files.get(state.caddyfile)
+        if not images.served_frontends(desired, caddy.content if caddy else None) <= set(observed.frontends):
+            continue  # the static frontend it served is gone
         return state
     if observed.good or now is None or now.config:
         return None
     return now
 
 
-def checkpoint(desired: DesiredState, observed: Observed, strategy: Strategy) -> list[Action]:
+def checkpoint(
+    desired: DesiredState, observed: Observed, strategy: Strategy
+) -> tuple[RecordGood, GoodState] | None:
     """Record what serves now as good before a plan changes it, when it is a gated state of
     ours that is not recorded yet (a run that gated it was interrupted before recording): so a
-    run that dies half-way still leaves the next one something to go back to."""
+    run that dies half-way still leaves the next one something to go back to. Returns the
+    action and the good state it records."""
     now = serving_state(desired, observed, strategy)
     if now is None or not now.config or now.config == strategy.config:
-        return []
+        return None
     if observed.good and observed.good[0].config == now.config:
-        return []
+        return None
     caddy = (desired.proxy.caddyfile, now.caddyfile)
     image = observed.releases[now.version].image if now.version in observed.releases else None
-    return [
+    recorded = replace(
+        now, image=image, files={p: f for p, f in now.files.items() if p != desired.proxy.caddyfile}
+    )
+    return (
         RecordGood(
             f"{now.version} serves with every process gated, but is not recorded as good",
             config=now.config,
@@ -107,8 +118,9 @@ def checkpoint(desired: DesiredState, observed: Observed, strategy: Strategy) ->
             gates=now.gates,
             caddyfile=now.caddyfile,
             phase=Phase.CHECKPOINT,
-        )
-    ]
+        ),
+        recorded,
+    )
 
 
 def _files_run(desired: DesiredState, observed: Observed, base: GoodState) -> bool:

@@ -19,7 +19,12 @@ NOT_GATED = "no passed health gate is recorded for the process now running"
 
 
 def backend_spec(
-    desired: DesiredState, release_dir: str, port: int, env_file: str, role: str = "backend"
+    desired: DesiredState,
+    release_dir: str,
+    port: int,
+    env_file: str,
+    role: str = "backend",
+    runtime: str = "podman",
 ) -> units.ServiceSpec:
     rel = desired.release
     return units.ServiceSpec(
@@ -39,18 +44,24 @@ def backend_spec(
         shared=tuple((f"{desired.layout.shared}/{p}", f"{rel.image_root}/{p}") for p in desired.shared)
         if rel.image
         else (),
+        runtime=runtime,
     )
 
 
-def frontend_text(desired: DesiredState, release_dir: str) -> str:
+def frontend_text(desired: DesiredState, release_dir: str, runtime: str = "podman") -> str:
+    """The dev server's unit: run from the release folder, or as a container of its own image.
+    A container of its own image names no release, so a backend bump leaves it running."""
+    fe = desired.frontend
     return units.render_service(
         units.ServiceSpec(
             app=desired.app,
             role="frontend",
-            argv=desired.frontend.dev_command,
-            workdir=release_dir,
+            argv=fe.dev_command,
+            workdir=fe.image_root if fe.image else release_dir,
             user=desired.backend.user,
-            release=desired.release.version,
+            release=None if fe.image else desired.release.version,
+            image=fe.image,
+            runtime=runtime,
         )
     )
 

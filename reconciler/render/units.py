@@ -160,12 +160,13 @@ class ServiceSpec:
     user: str | None = None
     state_directory: str | None = None
     port: int | None = None  # exported as PORT and substituted for {port}
-    image: str | None = None  # run in this container image with Podman
+    image: str | None = None  # run in this container image
     release: str | None = None  # the release version, exported as RECONCILER_RELEASE
     env_names: tuple[str, ...] = ()  # the EnvironmentFile's variables, handed on to a container
     stop_timeout: float = 20.0  # seconds between the stop signal and SIGKILL
     stop_signal: str = "SIGTERM"
     shared: tuple[tuple[str, str], ...] = ()  # (host folder, path in the container) for images
+    runtime: str = "podman"  # podman | docker, for an image
 
 
 def render_service(spec: ServiceSpec) -> str:
@@ -221,14 +222,18 @@ def with_marker(body: str) -> str:
 
 
 PODMAN = "/usr/bin/podman"
+DOCKER = "/usr/bin/docker"
 
 
 def container_words(spec: ServiceSpec) -> list[str]:
-    """`podman run` with what every container of the release gets, up to the image: the
-    service's and its release tasks' (which run the same way, once)."""
+    """`podman run` (or `docker run`) with what every container of the release gets, up to
+    the image: the service's and its release tasks' (which run the same way, once). Docker
+    takes the release from its client's environment, where the unit (or the task) sets it."""
     assert spec.image is not None
-    words = [PODMAN, "run", "--rm", "--network=host", f"--workdir={spec.workdir}"]
-    words.append(f"--env={RELEASE_VAR}={spec.release}")
+    docker = spec.runtime == "docker"
+    words = [DOCKER if docker else PODMAN, "run", "--rm", "--network=host", f"--workdir={spec.workdir}"]
+    if spec.release is not None:
+        words.append(f"--env={RELEASE_VAR}" if docker else f"--env={RELEASE_VAR}={spec.release}")
     if spec.env_file:
         words += [f"--env={name}" for name in (CONFIG_VAR, *spec.env_names)]
     if spec.state_directory:
@@ -240,6 +245,20 @@ def container_words(spec: ServiceSpec) -> list[str]:
 
 
 def render_container_service(spec: ServiceSpec) -> str:
+    if spec.runtime == "docker":
+        from reconciler.render.docker_unit import render_docker_service
+
+        return render_docker_service(spec)
+    return render_podman_service(spec)
+
+
+def container_argv(spec: ServiceSpec) -> list[str]:
+    """The command inside the container, `{port}` filled in, each word quoted for ExecStart."""
+    argv = tuple(w.replace("{port}", str(spec.port)) for w in spec.argv) if spec.port else spec.argv
+    return [quote_arg(w) for w in argv]
+
+
+def render_podman_service(spec: ServiceSpec) -> str:
     """A unit wrapping `podman run` so systemctl, restarts and the journal work as for a folder.
 
     Type=notify with --sdnotify=conmon: systemd tracks conmon and the unit is "active" once the
@@ -253,7 +272,6 @@ def render_container_service(spec: ServiceSpec) -> str:
     `--env-file` would take the quotes literally. Only names appear in the unit and in `ps`.
     """
     assert spec.image is not None
-    argv = tuple(w.replace("{port}", str(spec.port)) for w in spec.argv) if spec.port else spec.argv
     service = [
         "--cidfile=%t/%n.ctr-id",  # cgroup handling is left to the host's containers.conf
         "--init",
@@ -268,7 +286,7 @@ def render_container_service(spec: ServiceSpec) -> str:
     if spec.stop_signal != "SIGTERM":
         service.append(f"--stop-signal={spec.stop_signal}")
     words = container_words(spec)
-    run = [f"{words[0]} {words[1]}", *service, *words[2:], *(quote_arg(w) for w in argv)]
+    run = [f"{words[0]} {words[1]}", *service, *words[2:], *container_argv(spec)]
     lines = [
         HEADER.format(app=spec.app).rstrip("\n"),
         "[Unit]",

@@ -36,6 +36,7 @@ from reconciler.spec.model import (
     HostSpec,
     Layout,
     Proxy,
+    RegistryAuth,
     Release,
     Rollout,
     Strategy,
@@ -53,7 +54,7 @@ SHELL_ONLY = set(";|&<>`$")
 
 def _verbatim(path: Path_) -> bool:
     """release.version and env values (top-level or a host's) keep the text as written."""
-    if path == ("release", "version"):
+    if path == ("release", "version") or (path and path[0] == "registry_auth"):
         return True
     if "env" not in path:
         return False
@@ -113,17 +114,19 @@ def load_bytes(
     env: tuple[EnvVar, ...] = ()
     host_specs: tuple[HostSpec, ...] = ()
     hooks: tuple[Webhook, ...] = ()
+    registry_auth: RegistryAuth | None = None
     if not problems:
         env_source = os.environ if environ is None else environ
         age = AgeFiles(env_source)
         env, env_problems = secrets.resolve_env(doc, base_dir, env_source, age=age)
         host_specs, host_problems = resolve_hosts(doc, env, base_dir, env_source, age)
         hooks, notify_problems = notify.resolve(doc, env_source)
-        problems += env_problems + host_problems + notify_problems
+        registry_auth, auth_problems = secrets.resolve_registry_auth(doc, base_dir, env_source, age)
+        problems += env_problems + host_problems + notify_problems + auth_problems
     if problems:
         problems.sort(key=lambda p: (p.line or 0, p.column or 0, p.field))
         raise InvalidDesiredState(problems)
-    return replace(build(doc.data, Path(shown), base_dir, env, host_specs), notify=hooks)
+    return replace(build(doc.data, Path(shown), base_dir, env, host_specs, registry_auth), notify=hooks)
 
 
 # --- pass 2: the schema ----------------------------------------------------------------
@@ -342,16 +345,36 @@ def _release_problems(doc: SourceDoc) -> list[InputProblem]:
     out = []
     if "source" not in release and "image" not in release:
         out.append(doc.problem(("release",), "give `source` (a release folder or .tar.gz) or `image`"))
-    if "image" in release and _get(doc.data, "frontend", "mode") == "dev-server":
+    frontend = _get(doc.data, "frontend")
+    frontend = frontend if isinstance(frontend, dict) else {}
+    dev_server = frontend.get("mode") == "dev-server"
+    if "image" in release and dev_server and "image" not in frontend:
         out.append(
             doc.problem(
                 ("frontend", "mode"),
-                "an image release serves its frontend statically; dev-server mode needs a release folder",
+                "an image release serves its frontend statically; dev-server mode needs a release "
+                "folder, or the dev server's own image in frontend.image",
             )
         )
-    for key in ("digest", "image_root"):
+    for key in ("digest", "image_root", "runtime"):
         if key in release and "image" not in release:
             out.append(doc.problem(("release", key), "only means something together with release.image"))
+    for key in ("digest", "image_root"):
+        if key in frontend and "image" not in frontend:
+            out.append(doc.problem(("frontend", key), "only means something together with frontend.image"))
+    if "image" in frontend and "image" not in release:
+        out.append(
+            doc.problem(
+                ("frontend", "image"),
+                "a frontend image needs a container runtime on the host: "
+                "give the backend's release.image too",
+            )
+        )
+    pulled = ("image" in release and "source" not in release) or "image" in frontend
+    if _get(doc.data, "registry_auth") is not None and not pulled:
+        out.append(
+            doc.problem(("registry_auth",), "only means something for an image pulled from a registry")
+        )
     return out
 
 
@@ -391,7 +414,12 @@ def _strategy_problems(doc: SourceDoc) -> list[InputProblem]:
 
 
 def build(
-    data: dict[str, Any], file: Path, base_dir: Path, env: tuple[EnvVar, ...], hosts: tuple[HostSpec, ...]
+    data: dict[str, Any],
+    file: Path,
+    base_dir: Path,
+    env: tuple[EnvVar, ...],
+    hosts: tuple[HostSpec, ...],
+    registry_auth: RegistryAuth | None = None,
 ) -> DesiredState:
     app: str = data["app"]
     rel = data["release"]
@@ -441,6 +469,7 @@ def build(
                 after_switch=tuple(tuple(parse_command(c)[0] or ()) for c in tasks.get("after_switch", [])),
                 timeout=float(tasks.get("timeout", 600)),
             ),
+            runtime=rel.get("runtime"),
         ),
         strategy=cast(Strategy, data.get("strategy", "symlink-swap")),
         blue_green=BlueGreen(
@@ -461,6 +490,9 @@ def build(
             static_dir=fe.get("static_dir", "frontend/dist"),
             dev_command=tuple(dev_argv or ()),
             dev_port=fe.get("dev_port"),
+            image=fe.get("image"),
+            digest=fe.get("digest"),
+            image_root=fe.get("image_root", "/app"),
         ),
         health=Health(
             timeout=float(health.get("timeout", 30)),
@@ -478,4 +510,5 @@ def build(
         shared=tuple(data.get("shared") or ()),
         env=env,
         layout=layout,
+        registry_auth=registry_auth,
     )

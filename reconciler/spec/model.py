@@ -8,6 +8,7 @@ from typing import Literal
 
 Strategy = Literal["restart", "symlink-swap", "blue-green"]
 FrontendMode = Literal["static", "dev-server"]
+Runtime = Literal["podman", "docker"]
 
 
 @dataclass(frozen=True)
@@ -65,10 +66,11 @@ class Release:
     source: Path | None  # absolute, on the machine that runs the reconciler; None: pull `image`
     sha256: str | None = None
     keep: int = 5
-    image: str | None = None  # run from this container image (Podman) instead of a folder
+    image: str | None = None  # run from this container image instead of a folder
     digest: str | None = None  # for a pulled image
     image_root: str = "/app"  # where the release lives inside the image
     tasks: Tasks = Tasks()
+    runtime: Runtime | None = None  # None: whichever the host has (Podman first)
 
 
 @dataclass(frozen=True)
@@ -87,6 +89,19 @@ class Frontend:
     static_dir: str = "frontend/dist"
     dev_command: tuple[str, ...] = ()
     dev_port: int | None = None
+    image: str | None = None  # the frontend's own image (static files, or the dev server)
+    digest: str | None = None
+    image_root: str = "/app"
+
+
+@dataclass(frozen=True)
+class RegistryAuth:
+    """Credentials for pulling images; both values are secret and reach the host only for
+    the pull (see reconciler/agent/registry.py)."""
+
+    username: str = field(repr=False)
+    password: str = field(repr=False)
+    names: tuple[str, ...] = ()  # where they came from (${NAME}s), for plans and logs
 
 
 @dataclass(frozen=True)
@@ -205,6 +220,7 @@ class DesiredState:
     data: Data = Data()
     shared: tuple[str, ...] = ()  # folders kept once under <root>/shared, linked into releases
     notify: tuple[Webhook, ...] = ()
+    registry_auth: RegistryAuth | None = None
 
     @property
     def is_fleet(self) -> bool:
@@ -227,6 +243,11 @@ class DesiredState:
 
     def colour_link(self, colour: str) -> str:
         return f"{self.layout.root}/{colour}"
+
+    @property
+    def frontends(self) -> str:
+        """Static frontends copied out of frontend.image, one folder per image."""
+        return f"{self.layout.root}/frontends"
 
     def colour_env_file(self, colour: str) -> str:
         """Each colour has its own environment file, so configuring the idle colour never

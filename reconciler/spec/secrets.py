@@ -15,7 +15,7 @@ from typing import Any
 
 from reconciler.errors import InputProblem
 from reconciler.spec.age import AgeFiles
-from reconciler.spec.model import EnvVar
+from reconciler.spec.model import EnvVar, RegistryAuth
 from reconciler.spec.yaml_source import SourceDoc
 
 _REF = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -120,3 +120,41 @@ def _one(
     except UnicodeDecodeError:
         return None, secret, f"{path} is not UTF-8 text"
     return text.removesuffix("\n"), secret, None
+
+
+def resolve_registry_auth(
+    doc: SourceDoc, base_dir: Path, environ: Mapping[str, str], age: AgeFiles | None = None
+) -> tuple[RegistryAuth | None, list[InputProblem]]:
+    """registry_auth's username and password, read like env values. Both are treated as
+    secret whatever their source: they are shown nowhere, only the names they came from."""
+    raw = doc.data.get("registry_auth") if isinstance(doc.data, dict) else None
+    if not isinstance(raw, dict):
+        return None, []
+    values: dict[str, str] = {}
+    names: list[str] = []
+    problems: list[InputProblem] = []
+    for key in ("username", "password"):
+        spec = raw.get(key)
+        value, _secret, why = _one(spec, base_dir, environ, age or AgeFiles(environ))
+        if why is None and value is not None:
+            why = _bad_text(value) or (None if value else "is empty")
+        if why is not None or value is None:
+            problems.append(doc.problem(("registry_auth", key), why or "has no value"))
+            continue
+        values[key] = value
+        names.append(_source_name(spec, key))
+    if problems:
+        return None, problems
+    return RegistryAuth(values["username"], values["password"], tuple(names)), []
+
+
+def _source_name(spec: Any, key: str) -> str:
+    """How a plan may name a credential: the variable or file it came from, never its value."""
+    if isinstance(spec, str):
+        found = _REF.search(spec)
+        return f"${{{found.group(1)}}}" if found and found.group(1) else f"registry_auth.{key}"
+    if "from_env" in spec:
+        return f"${{{spec['from_env']}}}"
+    if "from_file" in spec:
+        return str(spec["from_file"])
+    return f"registry_auth.{key}"

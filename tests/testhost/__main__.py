@@ -2,7 +2,7 @@
 
 build    build (or confirm) the cached rootfs and print how long it took
 boot     boot one host, show how to reach it, tear it down (--keep: wait for Ctrl-C)
-         (both take --release bookworm|bullseye; bookworm is the default)
+         (both take --release bookworm|bullseye|docker; bookworm is the default)
 cleanup  remove leftovers of crashed runs (only things this harness made) and
          rootfs caches of other recipes that no running host uses
 """

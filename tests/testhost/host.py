@@ -95,7 +95,8 @@ class TestHost:
         self.state_dir = state_dir(self.name)
         self.merged = self.state_dir / "merged"
         self.share = self.state_dir / "share"
-        #: /var/lib/containers inside (Podman's images and containers); removed with the state dir.
+        #: /var/lib/containers inside (Podman's images and containers; on a docker host
+        #: /var/lib/docker); removed with the state dir.
         self.container_storage = self.state_dir / "containers"
         self.key_path = self.state_dir / "ssh" / "id_ed25519"
         self.known_hosts = self.state_dir / "ssh" / "known_hosts"
@@ -173,8 +174,11 @@ class TestHost:
 
     def _launch(self, deadline: float) -> None:
         paths = cgroups.create(self.name)
-        command = nspawn.argv(self.name, self.merged, self.share, REPO_ROOT, self.container_storage)
-        self._proc = nspawn.start(command, paths, self.log_path)
+        docker = release_of(self.release).docker
+        command = nspawn.argv(
+            self.name, self.merged, self.share, REPO_ROOT, self.container_storage, docker=docker
+        )
+        self._proc = nspawn.start(command, paths, self.log_path, docker=docker)
         alive = self._nspawn_alive
         network.wait_for_link(self.veth, timeout=self._left(deadline), alive=alive)
         network.configure_machine_side(self.veth, self.gateway)

@@ -26,7 +26,17 @@ _CGROUP_EXEC = (
 )
 
 
-def argv(name: str, merged: Path, share: Path, repo: Path, container_storage: Path) -> list[str]:
+#: What Docker needs of nspawn, each found by the error without it: the unified cgroup
+#: hierarchy (v1 controllers are read-only inside: "mkdir /sys/fs/cgroup/cpuset/docker:
+#: read-only"), keyctl() ("unable to create session key: operation not permitted") and
+#: bpf() ("bpf_prog_query(BPF_CGROUP_DEVICE) ... not permitted").
+DOCKER_ENV: dict[str, str] = {"SYSTEMD_NSPAWN_UNIFIED_HIERARCHY": "1"}
+DOCKER_OPTIONS: tuple[str, ...] = ("--system-call-filter=@keyring", "--system-call-filter=bpf")
+
+
+def argv(
+    name: str, merged: Path, share: Path, repo: Path, container_storage: Path, *, docker: bool = False
+) -> list[str]:
     # --register=no --keep-unit: there is no systemd/machined on this machine to
     # register with ("Failed to open system bus" otherwise).
     # --network-veth: the container gets host0, this machine ve-<name>; traffic
@@ -50,7 +60,8 @@ def argv(name: str, merged: Path, share: Path, repo: Path, container_storage: Pa
         # host's own root (an overlay) Podman's overlay driver refuses to work
         # ("'overlay' is not supported over overlayfs, a mount_program is
         # required") and there is no /dev/fuse for fuse-overlayfs.
-        f"--bind={container_storage}:/var/lib/containers",
+        f"--bind={container_storage}:{'/var/lib/docker' if docker else '/var/lib/containers'}",
+        *(DOCKER_OPTIONS if docker else ()),
         # Arguments for the container's systemd: print unit status lines to the
         # console (= our log file) even though it is not a tty, so a failed
         # boot's error message shows what failed.
@@ -59,7 +70,9 @@ def argv(name: str, merged: Path, share: Path, repo: Path, container_storage: Pa
     ]
 
 
-def start(command: list[str], cgroups: list[Path], log_path: Path) -> subprocess.Popen[bytes]:
+def start(
+    command: list[str], cgroups: list[Path], log_path: Path, *, docker: bool = False
+) -> subprocess.Popen[bytes]:
     """Start nspawn in its own session (Ctrl-C in a terminal reaches only us; we
     stop the host in order) with stdin /dev/null and output to log_path."""
     with log_path.open("ab") as log:
@@ -69,7 +82,7 @@ def start(command: list[str], cgroups: list[Path], log_path: Path) -> subprocess
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            env=NSPAWN_ENV,
+            env={**NSPAWN_ENV, **(DOCKER_ENV if docker else {})},
         )
 
 

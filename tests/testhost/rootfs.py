@@ -1,9 +1,11 @@
 """Build and cache the Debian root filesystems test hosts boot from.
 
-Two releases: bookworm (the default: python3 3.11, systemd 252, Caddy, Podman, and
-a venv with the project's runtime dependencies, so the reconciler itself can run
-inside) and bullseye (python3 3.9, systemd 247: the oldest host the agent
-supports; only the agent runs there, sent over SSH to /usr/bin/python3).
+Three variants: bookworm (the default: python3 3.11, systemd 252, Caddy, Podman,
+and a venv with the project's runtime dependencies, so the reconciler itself can
+run inside), docker (bookworm with Docker instead of Podman: Debian's docker.io,
+vfs storage; only the agent runs there) and bullseye (python3 3.9, systemd 247:
+the oldest host the agent supports; only the agent runs there, sent over SSH to
+/usr/bin/python3).
 
 Each rootfs is built once (debootstrap + fix-ups, plus an offline-installed venv
 for bookworm) and cached outside the repository, in a directory named after the
@@ -75,6 +77,14 @@ PACKAGES: tuple[str, ...] = (
     "sudo",  # tests of a deploy user that is not root (passwordless sudo, or none)
     *PODMAN_PACKAGES,
 )
+#: Docker instead of Podman (Debian bookworm's docker.io 20.10 with containerd, runc
+#: and tini, which is `docker run --init`); no Podman at all, so a desired state that
+#: does not name its runtime must find Docker by itself.
+DOCKER_PACKAGES: tuple[str, ...] = (
+    *(p for p in PACKAGES if p not in PODMAN_PACKAGES),
+    "docker.io",
+    "ca-certificates",
+)
 #: bullseye has no caddy package (Caddy is borrowed from bookworm, see
 #: _borrow_caddy), and needs no venv or Podman: only the agent runs there.
 #: media-types is what Debian's caddy package depends on for /etc/mime.types.
@@ -127,6 +137,15 @@ DISABLED_UNITS: tuple[str, ...] = (
     "podman-auto-update.timer",
 )
 
+#: dockerd starts on demand (docker.socket, or a unit's Requires=docker.service): at
+#: every boot it would cost a second that most tests do not need.
+DOCKER_DISABLED_UNITS: tuple[str, ...] = ("docker.service", "containerd.service")
+
+#: /etc/docker/daemon.json: the host's root is an overlay, where Docker's overlay2
+#: cannot stack (its storage is bound in from this machine, see nspawn.argv, and vfs
+#: works on any file system; it copies the whole image per container: ~35 MB here).
+DOCKER_DAEMON_JSON = '{"storage-driver": "vfs"}\n'
+
 #: Podman settings for running inside an nspawn container (see the README):
 #: nspawn's seccomp filter refuses keyctl() ("create keyring: Operation not
 #: permitted"), and it mounts the cgroup v1 controllers read-only, so Podman can
@@ -164,6 +183,15 @@ class Release:
     podman: bool = False
     #: The release whose rootfs lends its Caddy (this one has no caddy package).
     caddy_from: str | None = None
+    #: Docker instead of Podman: vfs storage, and an nspawn that gives it what it needs
+    #: (nspawn.argv): the unified cgroup hierarchy, keyctl() and bpf().
+    docker: bool = False
+    #: debootstrap's suite, when the variant's name is not the codename.
+    suite: str = ""
+
+    @property
+    def codename(self) -> str:
+        return self.suite or self.name
 
     @property
     def python(self) -> str:
@@ -174,6 +202,9 @@ class Release:
 RELEASES: dict[str, Release] = {
     "bookworm": Release("bookworm", PACKAGES, disabled=DISABLED_UNITS, venv=True, podman=True),
     "bullseye": Release("bullseye", BULLSEYE_PACKAGES, caddy_from="bookworm"),
+    "docker": Release(
+        "docker", DOCKER_PACKAGES, disabled=DOCKER_DISABLED_UNITS, docker=True, suite="bookworm"
+    ),
 }
 
 #: Where a borrowed Caddy lives, with the loader and libraries it was built for:
@@ -286,7 +317,7 @@ def recipe_hash(release: str = DEFAULT_RELEASE) -> str:
     for source in sources:
         digest.update(source.read_bytes())
     parts: dict[str, object] = {
-        "suite": recipe.name,
+        "suite": recipe.codename,
         "packages": recipe.packages,
         "masked": MASKED_UNITS,
         "disabled": recipe.disabled,
@@ -393,7 +424,7 @@ def _build(building: Path, stamp: str, recipe: Release, lender: Path | None) -> 
                 if recipe.venv
                 else None
             )
-            source = mirror(recipe.name)
+            source = mirror(recipe.codename)
             started = time.monotonic()
             _debootstrap(rootfs, recipe, source, building / "debootstrap.log")
             log.info("debootstrap took %.1f s", time.monotonic() - started)
@@ -401,7 +432,7 @@ def _build(building: Path, stamp: str, recipe: Release, lender: Path | None) -> 
         _apply_fixups(rootfs, recipe)
         manifest: dict[str, object] = {
             "recipe_hash": stamp,
-            "suite": recipe.name,
+            "suite": recipe.codename,
             "mirror": source,
             "packages": recipe.packages,
             "python": _run_inside(rootfs, ["/usr/bin/python3", "--version"]),
@@ -430,7 +461,7 @@ def _debootstrap(rootfs: Path, recipe: Release, source: str, log_path: Path) -> 
         "debootstrap",
         "--variant=minbase",
         f"--include={','.join(recipe.packages)}",
-        recipe.name,
+        recipe.codename,
         str(rootfs),
         source,
     ]
@@ -502,6 +533,9 @@ def _apply_fixups(rootfs: Path, recipe: Release) -> None:
         # Podman's storage (/var/lib/containers) is not set up here: every boot
         # bind-mounts its own empty directory there (nspawn.argv).
         _write(rootfs, "/etc/containers/containers.conf", CONTAINERS_CONF)
+    if recipe.docker:
+        # Docker's storage (/var/lib/docker) is bound in per boot, like Podman's.
+        _write(rootfs, "/etc/docker/daemon.json", DOCKER_DAEMON_JSON)
 
 
 def _borrow_caddy(rootfs: Path, lender: Path) -> str:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import posixpath
 
 from reconciler.observe.snapshot import GoodState, Observed, unit_path
-from reconciler.plan import config, data, good, proxy, releases, tasks, units
+from reconciler.plan import config, data, good, images, proxy, releases, tasks, units
 from reconciler.plan.actions import Action, CheckHealth, Phase, SetSymlink, Systemctl
 from reconciler.plan.units import retire_unit
 from reconciler.render import caddyfile
@@ -39,7 +39,7 @@ class BlueGreen:
         self.config = config.fingerprint(desired)
         self.release_dir = releases.release_dir(desired, desired.release.version)
 
-    def text(self, colour: str) -> str:
+    def text(self, colour: str, runtime: str = "podman") -> str:
         d = self.desired
         spec = units.backend_spec(
             d,
@@ -47,6 +47,7 @@ class BlueGreen:
             d.blue_green.port(colour),
             d.colour_env_file(colour),
             f"backend ({colour})",
+            runtime,
         )
         return unit_files.render_service(spec)
 
@@ -60,7 +61,8 @@ class BlueGreen:
         return (
             unit.is_active
             and unit.config == self.config
-            and unit.environ.get(unit_files.HASH_VAR) == unit_files.marker_of(self.text(colour))
+            and unit.environ.get(unit_files.HASH_VAR)
+            == unit_files.marker_of(self.text(colour, images.runtime_of(self.desired, observed)))
             and releases.link_points_to(observed, self.desired.colour_link(colour)) == self.release_dir
         )
 
@@ -80,16 +82,18 @@ class BlueGreen:
 
     def caddy_text(self, colour: str, maintenance: bool = False) -> str:
         d = self.desired
-        static_root = f"{d.colour_link(colour)}/{d.frontend.static_dir}"
+        static_root = images.static_root(d, d.colour_link(colour))
         return proxy.render_fragment(d, d.blue_green.port(colour), static_root, colour, maintenance)
 
     def actions(self, observed: Observed) -> list[Action]:
         d = self.desired
         target = self.choose_colour(observed)
         routed = routed_colour(d, observed)
-        name, env_file, text = d.colour_unit(target), d.colour_env_file(target), self.text(target)
+        name, env_file = d.colour_unit(target), d.colour_env_file(target)
+        text = self.text(target, images.runtime_of(d, observed))
         out: list[Action] = releases.upload_if_missing(d, observed)
         out += releases.shared_actions(d, observed)
+        out += images.frontend_actions(d, observed)
         out += units.unit_file_actions(d, observed, name, text)
         out += config.env_file_actions(d, observed, env_file)
         out += _point(

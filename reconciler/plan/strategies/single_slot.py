@@ -8,7 +8,7 @@ import posixpath
 from dataclasses import replace
 
 from reconciler.observe.snapshot import GoodState, Observed, unit_path
-from reconciler.plan import config, data, good, proxy, releases, tasks, units
+from reconciler.plan import config, data, good, images, proxy, releases, tasks, units
 from reconciler.plan.actions import Action, CheckHealth, SetSymlink
 from reconciler.plan.units import retire_file, retire_unit
 from reconciler.render import units as unit_files
@@ -23,13 +23,13 @@ class SingleSlot:
         self.config = config.fingerprint(desired)
         self.release_dir = releases.release_dir(desired, desired.release.version)
 
-    def texts(self) -> dict[str, str]:
+    def texts(self, runtime: str = "podman") -> dict[str, str]:
         """Unit name -> file content, for the units this desired state runs."""
         d = self.desired
-        spec = units.backend_spec(d, self.release_dir, d.backend.port, d.layout.env_file)
+        spec = units.backend_spec(d, self.release_dir, d.backend.port, d.layout.env_file, runtime=runtime)
         out = {d.backend_unit: unit_files.render_service(spec)}
         if d.frontend.mode == "dev-server":
-            out[d.frontend_unit] = units.frontend_text(d, self.release_dir)
+            out[d.frontend_unit] = units.frontend_text(d, self.release_dir, runtime)
         return out
 
     def gates(self) -> dict[str, CheckHealth]:
@@ -41,14 +41,15 @@ class SingleSlot:
 
     def caddy_text(self, maintenance: bool = False) -> str:
         d = self.desired
-        static_root = f"{self.release_dir}/{d.frontend.static_dir}"
+        static_root = images.static_root(d, self.release_dir)
         return proxy.render_fragment(d, d.backend.port, static_root, maintenance=maintenance)
 
     def actions(self, observed: Observed) -> list[Action]:
         d = self.desired
-        texts, gates = self.texts(), self.gates()
+        texts, gates = self.texts(images.runtime_of(d, observed)), self.gates()
         out: list[Action] = releases.upload_if_missing(d, observed)
         out += releases.shared_actions(d, observed)
+        out += images.frontend_actions(d, observed)
         for name, text in texts.items():
             out += units.unit_file_actions(d, observed, name, text)
         out += config.env_file_actions(d, observed, d.layout.env_file)

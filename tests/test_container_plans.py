@@ -1,0 +1,132 @@
+"""Containers in the pure core: the runtime a plan renders for, credentials that reach the
+wire and nothing else, a frontend image whose bump restarts nothing, and the checks of the
+desired state that go with them."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from reconciler.errors import InvalidDesiredState
+from reconciler.plan.actions import LoadImage, PullFrontend, Systemctl
+from reconciler.plan.planner import plan
+from reconciler.render import units
+from reconciler.spec.load import load_bytes
+from reconciler.spec.model import DesiredState
+from tests.model_host import ModelHost
+from tests.test_planner import desired, empty_host
+
+DIGEST = "sha256:" + "ab" * 32
+SECRET = "hunter2-pull-token"
+
+
+def pulled(extra: str = "", frontend: str = "mode: static") -> DesiredState:
+    text = f"""
+app: choiros
+target: local
+release:
+  version: "1.0.0"
+  image: registry.example:5000/choiros/backend:1.0.0
+  digest: {DIGEST}
+registry_auth:
+  username: ${{REG_USER}}
+  password: {{from_env: REG_PASSWORD}}
+frontend:
+  {frontend.replace(chr(10), chr(10) + "  ")}
+backend:
+  command: python3 bin/backend --port 8080
+  port: 8080
+{extra}"""
+    return load_bytes(
+        text.encode(), "desired-state.yaml", base_dir=Path("/src"),
+        environ={"REG_USER": "deployer", "REG_PASSWORD": SECRET},
+    )  # fmt: skip
+
+
+def test_a_host_with_docker_gets_a_docker_unit_and_docker_pulls() -> None:
+    host = replace(empty_host(), runtime="docker")
+    p = plan(desired(image=True), host)
+    load = next(a for a in p.actions if isinstance(a, LoadImage))
+    assert load.runtime == "docker"
+    unit = next(a for a in p.actions if getattr(a, "path", "").endswith("choiros-backend.service"))
+    text = unit.content  # type: ignore[attr-defined]
+    assert "ExecStart=/usr/bin/docker run" in text and "Type=exec" in text and "podman" not in text
+    assert "Environment=RECONCILER_RELEASE=1.0.0" in text, "the docker client must carry the release itself"
+    after = ModelHost(host).apply_plan(p)
+    assert not plan(desired(image=True), after).changed
+
+
+def test_no_runtime_on_the_host_is_a_blocker_before_anything_changes() -> None:
+    host = replace(empty_host(), runtime_error="neither podman nor docker is installed on the host")
+    p = plan(desired(image=True), host)
+    assert not p.actions and p.blockers == ("neither podman nor docker is installed on the host",)
+
+
+def test_credentials_reach_the_wire_and_nothing_that_is_shown() -> None:
+    p = plan(pulled(), empty_host())
+    load = next(a for a in p.actions if isinstance(a, LoadImage))
+    assert load.wire()["auth"] == {"username": "deployer", "password": SECRET}
+    shown = repr(p) + repr(load) + str(p.summaries()) + str(p.rollback)
+    assert SECRET not in shown and "deployer" not in shown
+    assert "with registry credentials (${REG_USER}, ${REG_PASSWORD}, secret)" in load.reason
+    assert load.digest == DIGEST and load.source is None
+
+
+def test_a_bump_of_the_frontend_image_alone_restarts_nothing() -> None:
+    fe1 = "mode: static\nimage: registry.example:5000/choiros/frontend:1"
+    fe2 = "mode: static\nimage: registry.example:5000/choiros/frontend:2"
+    host = ModelHost(empty_host())
+    host.run(plan(pulled(frontend=fe1), host.snapshot()))
+    p = plan(pulled(frontend=fe2), host.snapshot())
+    assert [a.summary()["action"] for a in p.actions] == [
+        "frontend-image",
+        "validate+write",
+        "reload",
+        "record-good",
+    ]
+    assert not any(isinstance(a, Systemctl) for a in p.actions)
+    pull = next(a for a in p.actions if isinstance(a, PullFrontend))
+    assert pull.dest == "/opt/choiros/frontends/registry.example_5000_choiros_frontend_2"
+    assert host.run(p) == "ok"
+    back = plan(pulled(frontend=fe1), host.snapshot())  # its folder is still there: nothing pulled
+    assert not any(isinstance(a, PullFrontend) for a in back.actions)
+
+
+def test_a_dev_server_of_its_own_image_names_no_release() -> None:
+    dev = "mode: dev-server\nimage: registry.example:5000/choiros/frontend:1\n"
+    dev += "dev_command: python3 bin/frontend-dev --port 3000\ndev_port: 3000"
+    p = plan(pulled(frontend=dev), empty_host())
+    unit = next(a for a in p.actions if getattr(a, "path", "").endswith("choiros-frontend.service"))
+    text = unit.content  # type: ignore[attr-defined]
+    assert "registry.example:5000/choiros/frontend:1" in text and units.RELEASE_VAR not in text
+
+
+@pytest.mark.parametrize(
+    ("extra", "field", "says"),
+    [
+        ("frontend:\n  image: x/frontend:1\n", "frontend.image", "give the backend's release.image too"),
+        ("registry_auth: {username: a, password: b}\n", "registry_auth", "only means something for an image"),
+    ],
+)
+def test_container_fields_that_mean_nothing_here_are_refused(extra: str, field: str, says: str) -> None:
+    text = f"""
+app: choiros
+target: local
+release: {{version: "1.0.0", source: dist/x.tar.gz}}
+backend: {{command: bin/backend, port: 8080}}
+{extra}"""
+    with pytest.raises(InvalidDesiredState) as exc:
+        load_bytes(text.encode(), "desired-state.yaml", base_dir=Path("/src"))
+    assert any(p.field == field and says in p.message for p in exc.value.problems), exc.value.problems
+
+
+def test_a_pulled_image_is_pulled_again_when_the_host_has_the_tag_as_another_digest() -> None:
+    d = pulled()
+    host = ModelHost(empty_host())
+    assert host.run(plan(d, host.snapshot())) == "ok"
+    assert not plan(d, host.snapshot()).changed
+    other = replace(host.snapshot(), images=frozenset({d.release.image or ""}))  # the tag, not the pin
+    again = plan(d, other)
+    assert [a.summary()["action"] for a in again.actions][:1] == ["load-image"]
