@@ -518,6 +518,7 @@ class ModelHost:
             releases=MappingProxyType(dict(self.releases)),
             units=MappingProxyType(dict(self.units)),
             caddy_loaded_sha=self.caddy_loaded,
+            caddy_routes=caddyfile.routed_colour(self.caddy_serving) if self.caddy_serving else None,
             quarantine=MappingProxyType(dict(self.quarantine)),
             images=frozenset(self.images - {""}),
             frontends=MappingProxyType(dict(self.frontends)),

@@ -99,6 +99,15 @@ def _loaded(ctx: Context, fragment: str, unit: str) -> bool:
     return isinstance(loaded, dict) and loaded.get("sha256") == sha and unit_state(unit)["active"] == "active"
 
 
+def _routes(fragment: str) -> str | None:
+    """The colour the fragment routes to (its marker line), as Caddy now serves it."""
+    data = _bytes(fragment)
+    for line in (data or b"").decode("utf-8", "replace").splitlines():
+        if line.startswith("# routes to colour: "):
+            return line.split(":", 1)[1].strip()
+    return None
+
+
 def do_load_caddy(ctx: Context, a: Json) -> Json:
     """Start Caddy, or gracefully reload it; when Caddy refuses a reload it keeps serving the
     old config, so the old files are put back (and loaded again) to keep disk and memory equal."""
@@ -119,6 +128,6 @@ def do_load_caddy(ctx: Context, a: Json) -> Json:
                     caddy_reload(main)
                 exc.message += "; the previous configuration is back in place and still serving"
             raise
-    state = {"sha256": _fragment_sha(fragment), "at": now()}
+    state = {"sha256": _fragment_sha(fragment), "routes": _routes(fragment), "at": now()}
     atomic_write(os.path.join(ctx.state_dir, "caddy-loaded.json"), json.dumps(state).encode(), 0o644)
     return {}

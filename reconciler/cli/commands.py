@@ -8,6 +8,7 @@ import contextlib
 import os
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -300,4 +301,6 @@ def watch(args: argparse.Namespace) -> int:
         # Later a broken or vanished file is waited out; at start it is a mistake to report.
         print(f"error: {args.file}: no such file; pass the desired state with -f FILE", file=sys.stderr)
         return 1
-    return run_watch(args, load_desired, lambda d: executor_for(d.target, ssh_options(args)))
+    # Passes over a held connection talk to one resident agent: a round trip, not a new python3.
+    options = replace(ssh_options(args), resident=True)
+    return run_watch(args, load_desired, lambda d: executor_for(d.target, options))

@@ -7,12 +7,14 @@ transports send exactly the same bytes.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import zlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 from reconciler.errors import TargetError
 from reconciler.executors.base import Event, OnEvent
@@ -46,16 +48,50 @@ NOT_ROOT = re.compile(r"reconciler: connected as (\S+) \(uid (\d+)\), not root")
 SUDO_REFUSED = ("password is required", "not in the sudoers", "may not run sudo", "not allowed to execute")
 
 
-def bootstrap_command(python: str, sudo: bool | None = None) -> str:
+def bootstrap_command(python: str, sudo: bool | None = None, *, resident: bool = False) -> str:
     """The exec that runs the agent. sudo: None lets the host decide (above); True always
-    prefixes `sudo -n`; False never does."""
+    prefixes `sudo -n`; False never does. resident: the agent serves request after request
+    on this one exec (agent/session.py) instead of answering one."""
     blob = agent_blob()
+    entry = (
+        "from hostagent.session import serve;serve()"
+        if resident
+        else "from hostagent.main import main;main()"
+    )
     code = (
         f"import sys,zlib,json;S=json.loads(zlib.decompress(sys.stdin.buffer.read({len(blob)})));"
-        'exec(S["boot"]);install(S["modules"]);from hostagent.main import main;main()'
+        f'exec(S["boot"]);install(S["modules"]);{entry}'
     )
     prefix = AS_ROOT if sudo is None else "sudo -n " if sudo else ""
     return f"{prefix}{python} -c '{code}'"
+
+
+class ResidentAgent:
+    """The controller's end of a resident agent: requests as JSON lines on one channel, each
+    answered by its events and one final event. `request` returns None when the agent is gone
+    (the channel closed): the caller starts a new one, or falls back to a one-shot exec."""
+
+    def __init__(
+        self, write: Callable[[bytes], None], lines: Iterator[bytes], close: Callable[[], None]
+    ) -> None:
+        self.write = write
+        self.lines = lines
+        self.close = close
+        self.alive = True
+
+    def request(self, request: dict[str, Any], on_event: OnEvent | None) -> Event | None:
+        try:
+            self.write(json.dumps(request).encode() + b"\n")
+            final = read_events(self.lines, on_event)
+        except (OSError, EOFError, ValueError):
+            final = None
+        if final is None:
+            self.alive = False
+        return final
+
+    def cancel(self) -> None:
+        with contextlib.suppress(OSError, EOFError, ValueError):
+            self.write(b'{"cancel": true}\n')
 
 
 def read_events(lines: Iterable[bytes], on_event: OnEvent | None) -> Event | None:

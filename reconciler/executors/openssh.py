@@ -19,7 +19,13 @@ from typing import IO, Any
 
 from reconciler.errors import AuthError, HostKeyError, TargetError
 from reconciler.executors.base import Event, OnEvent, Payload
-from reconciler.executors.bootstrap import agent_blob, bootstrap_command, no_answer, read_events
+from reconciler.executors.bootstrap import (
+    ResidentAgent,
+    agent_blob,
+    bootstrap_command,
+    no_answer,
+    read_events,
+)
 from reconciler.executors.ssh_options import SSHOptions
 from reconciler.spec.model import Target
 
@@ -32,8 +38,9 @@ class OpenSSHExecutor:
         self.options = options or SSHOptions()
         self.description = str(target)
         self._active: subprocess.Popen[bytes] | None = None
+        self._resident: ResidentAgent | None = None
 
-    def argv(self) -> list[str]:
+    def argv(self, *, resident: bool = False) -> list[str]:
         o = self.options
         CONTROL_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)
         argv = [
@@ -60,7 +67,7 @@ class OpenSSHExecutor:
             argv += ["-p", str(self.target.port)]
         if self.target.user:
             argv += ["-l", self.target.user]
-        return [*argv, "--", self.target.host, bootstrap_command(o.python, o.sudo)]
+        return [*argv, "--", self.target.host, bootstrap_command(o.python, o.sudo, resident=resident)]
 
     def request(
         self,
@@ -69,6 +76,20 @@ class OpenSSHExecutor:
         payload: Payload | None = None,
         on_event: OnEvent | None = None,
     ) -> Event:
+        if self.options.resident and payload is None:
+            # A resident agent that went away is started again, once, for a request that only
+            # reads; an apply it took may still be running on the host, so that is an error.
+            for _ in range(1 if request.get("op") == "apply" else 2):
+                resident = self._resident or self._start_resident()
+                final = resident.request(request, on_event)
+                if final is not None:
+                    return final
+                self._resident = None
+            if request.get("op") == "apply":
+                raise TargetError(
+                    f"the connection to {self.target.host} ended before the host answered",
+                    hint="the next run will converge from wherever this one stopped",
+                )
         try:
             proc = subprocess.Popen(
                 self.argv(), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
@@ -99,6 +120,33 @@ class OpenSSHExecutor:
                 proc.stdin.close()
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(10)
+
+    def _start_resident(self) -> ResidentAgent:
+        try:
+            proc = subprocess.Popen(
+                self.argv(resident=True),
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+            )
+        except FileNotFoundError:
+            raise TargetError("--ssh openssh needs the ssh client: install openssh-client") from None
+        stdin, stdout = proc.stdin, proc.stdout
+        assert stdin is not None and stdout is not None
+
+        def write(data: bytes) -> None:
+            stdin.write(data)
+            stdin.flush()
+
+        def close() -> None:
+            with contextlib.suppress(OSError, ValueError):
+                stdin.close()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(10)
+
+        write(agent_blob())
+        self._resident = ResidentAgent(write, iter(stdout), close)
+        return self._resident
 
     def _failure(self, code: int, stderr: str) -> Exception:
         text = stderr.strip()
@@ -133,9 +181,14 @@ class OpenSSHExecutor:
             with contextlib.suppress(OSError, ValueError):
                 proc.stdin.write(b"cancel\n")
                 proc.stdin.flush()
+        if self._resident is not None:
+            self._resident.cancel()
 
     def close(self) -> None:
-        pass  # the master connection lingers (ControlPersist) for the next run; that is the point
+        # The master connection lingers (ControlPersist) for the next run; that is the point.
+        if self._resident is not None:
+            self._resident.close()
+            self._resident = None
 
     def close_master(self) -> None:
         """End the master connection now; the next request authenticates afresh."""

@@ -19,7 +19,13 @@ from typing import Any
 from reconciler.errors import AuthError, HostKeyError, TargetError
 from reconciler.executors import known_hosts
 from reconciler.executors.base import Event, OnEvent, Payload
-from reconciler.executors.bootstrap import agent_blob, bootstrap_command, no_answer, read_events
+from reconciler.executors.bootstrap import (
+    ResidentAgent,
+    agent_blob,
+    bootstrap_command,
+    no_answer,
+    read_events,
+)
 from reconciler.executors.lean_paramiko import paramiko
 from reconciler.executors.ssh_options import SSHOptions
 from reconciler.spec.model import Target
@@ -128,6 +134,7 @@ class SSHExecutor:
         self.description = str(target)
         self._client: paramiko.SSHClient | None = None
         self._active: paramiko.Channel | None = None
+        self._resident: ResidentAgent | None = None
 
     # -- connection ------------------------------------------------------------------------
 
@@ -224,18 +231,21 @@ class SSHExecutor:
         payload: Payload | None = None,
         on_event: OnEvent | None = None,
     ) -> Event:
-        client = self.connect()
-        transport = client.get_transport()
-        if transport is None:  # pragma: no cover - connect() guarantees one
-            raise TargetError("SSH connection lost")
-        try:
-            chan = transport.open_session(timeout=CONNECT_TIMEOUT)
-        except (paramiko.SSHException, OSError, EOFError) as exc:
-            self.close()  # the next request reconnects
-            raise TargetError(
-                f"{self.target.host} refused a new SSH session ({exc})",
-                hint="sshd may be at its MaxSessions limit or shutting down; run again",
-            ) from None
+        if self.options.resident and payload is None:
+            # A resident agent that went away is started again, once, for a request that only
+            # reads; an apply it took may still be running on the host, so that is an error.
+            for _ in range(1 if request.get("op") == "apply" else 2):
+                resident = self._resident or self._start_resident()
+                final = resident.request(request, on_event)
+                if final is not None:
+                    return final
+                self._resident = None
+            if request.get("op") == "apply":
+                raise TargetError(
+                    f"the connection to {self.target.host} ended before the host answered",
+                    hint="the next run will converge from wherever this one stopped",
+                )
+        chan = self._channel()
         self._active = chan
         try:
             chan.exec_command(bootstrap_command(self.options.python, self.options.sudo))
@@ -252,6 +262,27 @@ class SSHExecutor:
         finally:
             self._active = None
             chan.close()
+
+    def _channel(self) -> paramiko.Channel:
+        client = self.connect()
+        transport = client.get_transport()
+        if transport is None:  # pragma: no cover - connect() guarantees one
+            raise TargetError("SSH connection lost")
+        try:
+            return transport.open_session(timeout=CONNECT_TIMEOUT)
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            self.close()  # the next request reconnects
+            raise TargetError(
+                f"{self.target.host} refused a new SSH session ({exc})",
+                hint="sshd may be at its MaxSessions limit or shutting down; run again",
+            ) from None
+
+    def _start_resident(self) -> ResidentAgent:
+        chan = self._channel()
+        chan.exec_command(bootstrap_command(self.options.python, self.options.sudo, resident=True))
+        chan.sendall(agent_blob())
+        self._resident = ResidentAgent(chan.sendall, iter(chan.makefile("rb")), chan.close)
+        return self._resident
 
     def _read_events(self, chan: paramiko.Channel, on_event: OnEvent | None) -> Event:
         stdout = chan.makefile("rb")
@@ -270,8 +301,14 @@ class SSHExecutor:
         if chan is not None:
             with contextlib.suppress(OSError, EOFError):
                 chan.sendall(b"cancel\n")
+        if self._resident is not None:
+            self._resident.cancel()
 
     def close(self) -> None:
+        if self._resident is not None:
+            with contextlib.suppress(OSError, EOFError):
+                self._resident.close()
+            self._resident = None
         if self._client is not None:
             self._client.close()
             self._client = None

@@ -14,3 +14,6 @@ class SSHOptions:
     sudo: bool | None = None  # None: the host decides, `sudo -n` unless the login is root
     python: str = "python3"
     transport: str = "paramiko"  # or "openssh": the system's ssh client, with a master connection
+    # Keep one agent running on the connection and send it request after request (watch mode,
+    # whose passes then cost a round trip instead of a python3 start and a compile).
+    resident: bool = False

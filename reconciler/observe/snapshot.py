@@ -174,6 +174,9 @@ class Observed:
     fragments: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))  # every app's
     tasks: Mapping[str, Mapping[str, int]] = field(default_factory=lambda: MappingProxyType({}))
     maintenance: Mapping[str, str] | None = None  # switched on by hand: by, at, reason
+    # The colour Caddy routes to as it last loaded the app's fragment (the file on disk may be
+    # newer: a run killed between writing and reloading it). None: not known (an older host).
+    caddy_routes: str | None = None
     good: tuple[GoodState, ...] = ()  # newest first
     state_errors: tuple[str, ...] = ()  # records on the host that could not be read
     user: int = 0  # the uid the agent ran as
@@ -297,6 +300,7 @@ def parse(raw: Mapping[str, Any]) -> Observed:
         units=_freeze(units),
         commands=_freeze(raw.get("which") or {}),
         caddy_loaded_sha=loaded.get("sha256") if isinstance(loaded, dict) else None,
+        caddy_routes=loaded.get("routes") if isinstance(loaded, dict) else None,
         quarantine=_freeze(_quarantine(state.get("quarantine") or {})),
         lock_holder=_freeze(lock.get("holder") or {}) if lock.get("held") else None,
         images=frozenset(raw.get("images") or ()),

@@ -11,6 +11,7 @@ stop, crashes, or runs a configuration that failed.
 
 from __future__ import annotations
 
+import hashlib
 import posixpath
 
 from reconciler.observe.snapshot import GoodState, Observed, unit_path
@@ -29,7 +30,13 @@ def other(colour: str) -> str:
 
 
 def routed_colour(desired: DesiredState, observed: Observed) -> str | None:
-    colour = caddyfile.routed_colour(observed.content(desired.proxy.fragment(desired.app)))
+    """The colour Caddy serves: as it last loaded the fragment, which a run killed between
+    writing and reloading it leaves newer on disk than what is served."""
+    text = observed.content(desired.proxy.fragment(desired.app))
+    loaded = text is not None and hashlib.sha256(text.encode()).hexdigest() == observed.caddy_loaded_sha
+    colour = (
+        caddyfile.routed_colour(text) if loaded or observed.caddy_routes is None else observed.caddy_routes
+    )
     return colour if colour in COLOURS else None
 
 
