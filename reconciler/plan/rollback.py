@@ -56,15 +56,15 @@ def serving_state(desired: DesiredState, observed: Observed, strategy: Strategy)
         return None
     if base.config and observed.quarantined(base.config, base.version):
         return None
-    fragment = base.files.get(base.caddyfile)
-    loaded = fragment is not None and observed.caddy_loaded_sha == _sha(fragment.content)
-    if base.config and not loaded:
+    routed = (
+        observed.caddy_loaded_sha is not None
+        and observed.unit(CADDY_UNIT).is_active
+        and strategy.serving(observed) == base.version
+    )
+    if base.config and not routed:
         return None  # gated, but Caddy does not route to it: it does not serve
     return base
 
-
-def _sha(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def target(desired: DesiredState, observed: Observed, strategy: Strategy, failing: str) -> GoodState | None:
