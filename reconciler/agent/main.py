@@ -20,6 +20,26 @@ from .operator import note, pause
 from .protocol import CHUNK, AgentError, Emit, Json, check_request
 
 
+class LineEmitter:
+    """Writes events as JSON lines to stdout from any thread. A write that fails means the
+    client went away: `gone` is set and the run stops at the next action boundary."""
+
+    def __init__(self) -> None:
+        self.gone = threading.Event()
+        self._lock = threading.Lock()
+        self._out = sys.stdout.buffer
+
+    def __call__(self, event: Json) -> None:
+        if self.gone.is_set():
+            return
+        with self._lock:
+            try:
+                self._out.write(json.dumps(event).encode() + b"\n")
+                self._out.flush()
+            except OSError:
+                self.gone.set()
+
+
 def handle(
     request: Json, payload: IO[bytes] | None, emit: Emit, cancelled: Callable[[], bool] = lambda: False
 ) -> Json:
@@ -52,19 +72,8 @@ def main() -> None:
     """stdin: one JSON request line, then `payload_size` bytes, then EOF or a cancel line."""
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # finish the current action if the link drops
     stdin = sys.stdin.buffer
-    stdout = sys.stdout.buffer
-    lock = threading.Lock()
-    gone = threading.Event()
-
-    def emit(event: Json) -> None:
-        if gone.is_set():
-            return
-        with lock:
-            try:
-                stdout.write(json.dumps(event).encode() + b"\n")
-                stdout.flush()
-            except OSError:
-                gone.set()  # the client went away; stop at the next action boundary
+    emit = LineEmitter()
+    gone = emit.gone
 
     request = json.loads(stdin.readline())
     size = int(request.get("payload_size") or 0)

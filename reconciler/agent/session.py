@@ -17,27 +17,16 @@ import signal
 import sys
 import threading
 
-from .main import handle
+from .main import LineEmitter, handle
 from .protocol import Json
 
 
 def serve() -> None:
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # finish the current action if the link drops
-    stdout = sys.stdout.buffer
-    lock = threading.Lock()
-    gone = threading.Event()
+    emit = LineEmitter()
+    gone = emit.gone
     cancel = threading.Event()
     requests: queue.Queue[Json | None] = queue.Queue()
-
-    def emit(event: Json) -> None:
-        if gone.is_set():
-            return
-        with lock:
-            try:
-                stdout.write(json.dumps(event).encode() + b"\n")
-                stdout.flush()
-            except OSError:
-                gone.set()
 
     def read() -> None:
         for line in sys.stdin.buffer:

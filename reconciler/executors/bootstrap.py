@@ -94,6 +94,42 @@ class ResidentAgent:
             self.write(b'{"cancel": true}\n')
 
 
+class ResidentSlot:
+    """An executor's resident agent, started on first use. A request that only reads is sent
+    again, once, to a new agent when the old one went away; an apply it took may still be
+    running on the host, so that is an error instead."""
+
+    def __init__(self, start: Callable[[], ResidentAgent], host: str) -> None:
+        self.start = start
+        self.host = host
+        self.agent: ResidentAgent | None = None
+
+    def request(self, request: dict[str, Any], on_event: OnEvent | None) -> Event:
+        applying = request.get("op") == "apply"
+        for _ in range(1 if applying else 2):
+            self.agent = self.agent or self.start()
+            final = self.agent.request(request, on_event)
+            if final is not None:
+                return final
+            self.agent = None
+        raise TargetError(
+            f"the connection to {self.host} ended before the host answered",
+            hint="the next run will converge from wherever this one stopped"
+            if applying
+            else "check that the host is up and sshd accepts new sessions",
+        )
+
+    def cancel(self) -> None:
+        if self.agent is not None:
+            self.agent.cancel()
+
+    def close(self) -> None:
+        if self.agent is not None:
+            with contextlib.suppress(OSError, EOFError):
+                self.agent.close()
+            self.agent = None
+
+
 def read_events(lines: Iterable[bytes], on_event: OnEvent | None) -> Event | None:
     """The agent's answer: JSON lines of progress (passed to on_event), then one final
     "result" or "error" event, returned. None when the stream ends without one."""

@@ -21,6 +21,7 @@ from reconciler.errors import AuthError, HostKeyError, TargetError
 from reconciler.executors.base import Event, OnEvent, Payload
 from reconciler.executors.bootstrap import (
     ResidentAgent,
+    ResidentSlot,
     agent_blob,
     bootstrap_command,
     no_answer,
@@ -38,7 +39,7 @@ class OpenSSHExecutor:
         self.options = options or SSHOptions()
         self.description = str(target)
         self._active: subprocess.Popen[bytes] | None = None
-        self._resident: ResidentAgent | None = None
+        self._resident = ResidentSlot(self._start_resident, target.host)
 
     def argv(self, *, resident: bool = False) -> list[str]:
         o = self.options
@@ -77,19 +78,7 @@ class OpenSSHExecutor:
         on_event: OnEvent | None = None,
     ) -> Event:
         if self.options.resident and payload is None:
-            # A resident agent that went away is started again, once, for a request that only
-            # reads; an apply it took may still be running on the host, so that is an error.
-            for _ in range(1 if request.get("op") == "apply" else 2):
-                resident = self._resident or self._start_resident()
-                final = resident.request(request, on_event)
-                if final is not None:
-                    return final
-                self._resident = None
-            if request.get("op") == "apply":
-                raise TargetError(
-                    f"the connection to {self.target.host} ended before the host answered",
-                    hint="the next run will converge from wherever this one stopped",
-                )
+            return self._resident.request(request, on_event)
         try:
             proc = subprocess.Popen(
                 self.argv(), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
@@ -145,8 +134,7 @@ class OpenSSHExecutor:
                 proc.wait(10)
 
         write(agent_blob())
-        self._resident = ResidentAgent(write, iter(stdout), close)
-        return self._resident
+        return ResidentAgent(write, iter(stdout), close)
 
     def _failure(self, code: int, stderr: str) -> Exception:
         text = stderr.strip()
@@ -181,14 +169,11 @@ class OpenSSHExecutor:
             with contextlib.suppress(OSError, ValueError):
                 proc.stdin.write(b"cancel\n")
                 proc.stdin.flush()
-        if self._resident is not None:
-            self._resident.cancel()
+        self._resident.cancel()
 
     def close(self) -> None:
         # The master connection lingers (ControlPersist) for the next run; that is the point.
-        if self._resident is not None:
-            self._resident.close()
-            self._resident = None
+        self._resident.close()
 
     def close_master(self) -> None:
         """End the master connection now; the next request authenticates afresh."""

@@ -21,6 +21,7 @@ from reconciler.executors import known_hosts
 from reconciler.executors.base import Event, OnEvent, Payload
 from reconciler.executors.bootstrap import (
     ResidentAgent,
+    ResidentSlot,
     agent_blob,
     bootstrap_command,
     no_answer,
@@ -134,7 +135,7 @@ class SSHExecutor:
         self.description = str(target)
         self._client: paramiko.SSHClient | None = None
         self._active: paramiko.Channel | None = None
-        self._resident: ResidentAgent | None = None
+        self._resident = ResidentSlot(self._start_resident, target.host)
 
     # -- connection ------------------------------------------------------------------------
 
@@ -232,19 +233,7 @@ class SSHExecutor:
         on_event: OnEvent | None = None,
     ) -> Event:
         if self.options.resident and payload is None:
-            # A resident agent that went away is started again, once, for a request that only
-            # reads; an apply it took may still be running on the host, so that is an error.
-            for _ in range(1 if request.get("op") == "apply" else 2):
-                resident = self._resident or self._start_resident()
-                final = resident.request(request, on_event)
-                if final is not None:
-                    return final
-                self._resident = None
-            if request.get("op") == "apply":
-                raise TargetError(
-                    f"the connection to {self.target.host} ended before the host answered",
-                    hint="the next run will converge from wherever this one stopped",
-                )
+            return self._resident.request(request, on_event)
         chan = self._channel()
         self._active = chan
         try:
@@ -281,8 +270,7 @@ class SSHExecutor:
         chan = self._channel()
         chan.exec_command(bootstrap_command(self.options.python, self.options.sudo, resident=True))
         chan.sendall(agent_blob())
-        self._resident = ResidentAgent(chan.sendall, iter(chan.makefile("rb")), chan.close)
-        return self._resident
+        return ResidentAgent(chan.sendall, iter(chan.makefile("rb")), chan.close)
 
     def _read_events(self, chan: paramiko.Channel, on_event: OnEvent | None) -> Event:
         stdout = chan.makefile("rb")
@@ -301,14 +289,10 @@ class SSHExecutor:
         if chan is not None:
             with contextlib.suppress(OSError, EOFError):
                 chan.sendall(b"cancel\n")
-        if self._resident is not None:
-            self._resident.cancel()
+        self._resident.cancel()
 
     def close(self) -> None:
-        if self._resident is not None:
-            with contextlib.suppress(OSError, EOFError):
-                self._resident.close()
-            self._resident = None
+        self._resident.close()
         if self._client is not None:
             self._client.close()
             self._client = None

@@ -66,7 +66,6 @@ def serving_state(desired: DesiredState, observed: Observed, strategy: Strategy)
     return base
 
 
-
 def target(desired: DesiredState, observed: Observed, strategy: Strategy, failing: str) -> GoodState | None:
     """What a failure goes back to: what serves now, when it is a gated state of ours (it is
     recorded as good first, see `checkpoint`); else the newest recorded good state that is not

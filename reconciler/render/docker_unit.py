@@ -29,6 +29,7 @@ from reconciler.render.units import (
     RELEASE_VAR,
     ServiceSpec,
     container_argv,
+    container_unit_end,
     container_words,
     with_marker,
 )
@@ -64,11 +65,4 @@ def render_docker_service(spec: ServiceSpec) -> str:
         f"ExecStopPost=-{DOCKER} rm -f %N",
         "SuccessExitStatus=143",
     ]
-    if spec.env_file:
-        lines.append(f"EnvironmentFile={spec.env_file}")
-    if spec.state_directory:
-        lines.append(f"StateDirectory={spec.state_directory}")
-    # systemd waits for docker's own stop (the container's grace period) and a little more.
-    lines += ["Restart=on-failure", "RestartSec=1s", f"TimeoutStopSec={spec.stop_timeout + 10:g}s"]
-    lines += ["", "[Install]", "WantedBy=multi-user.target"]
-    return with_marker("\n".join(lines) + "\n")
+    return with_marker("\n".join([*lines, *container_unit_end(spec)]) + "\n")

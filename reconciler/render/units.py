@@ -303,11 +303,17 @@ def render_podman_service(spec: ServiceSpec) -> str:
         f"ExecStopPost={PODMAN} rm -f --ignore --cidfile=%t/%n.ctr-id",
         "SuccessExitStatus=143",
     ]
+    return with_marker("\n".join([*lines, *container_unit_end(spec)]) + "\n")
+
+
+def container_unit_end(spec: ServiceSpec) -> list[str]:
+    """The end of a container's unit, whichever runtime: its environment, its state folder,
+    restarts, and a stop timeout that lets the runtime's own stop (the container's grace
+    period) finish first."""
+    lines = []
     if spec.env_file:
         lines.append(f"EnvironmentFile={spec.env_file}")
     if spec.state_directory:
         lines.append(f"StateDirectory={spec.state_directory}")
-    # systemd waits for podman's own stop (the container's grace period) and a little more.
     lines += ["Restart=on-failure", "RestartSec=1s", f"TimeoutStopSec={_seconds(spec.stop_timeout + 10)}"]
-    lines += ["", "[Install]", "WantedBy=multi-user.target"]
-    return with_marker("\n".join(lines) + "\n")
+    return [*lines, "", "[Install]", "WantedBy=multi-user.target"]
