@@ -97,7 +97,8 @@ class Fleet:
         self, n: int, *, dry_run: bool = False, batch: str = BATCH, keep_output: bool = False
     ) -> tools.Tool:
         def argv(version: str) -> list[str]:
-            cmd = [sys.executable, "-m", "reconciler", "--once", *(["--dry-run"] if dry_run else [])]
+            dry = ["--dry-run", "--json"] if dry_run else []
+            cmd = [sys.executable, "-m", "reconciler", "--once", *dry]
             return [
                 *cmd,
                 "-f", str(self.desired(n, version, batch)),

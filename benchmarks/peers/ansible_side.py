@@ -98,14 +98,14 @@ PLAYBOOK_TEXT = """\
 
     - name: Backend unit file
       ansible.builtin.copy:
-        src: "files/{{ unit_name }}"
+        src: "files/{{ unit_name }}-{{ version }}"
         dest: "{{ unit_path }}"
         mode: "0644"
       notify: [unit changed, backend changed]
 
     - name: Backend EnvironmentFile
       ansible.builtin.copy:
-        src: files/backend.env
+        src: "files/backend-{{ version }}.env"
         dest: "{{ env_path }}"
         mode: "0640"
       notify: backend changed
@@ -119,9 +119,17 @@ PLAYBOOK_TEXT = """\
     - name: Restart and gate the backend before Caddy moves on
       ansible.builtin.meta: flush_handlers
 
-    - name: Caddyfile
+    - name: The app's Caddy site
       ansible.builtin.copy:
-        src: "files/Caddyfile-{{ version }}"
+        src: "files/{{ app }}-{{ version }}.caddy"
+        dest: "{{ fragment }}"
+        mode: "0644"
+        validate: caddy validate --adapter caddyfile --config %s
+      notify: caddy changed
+
+    - name: Main Caddyfile, importing the apps' sites
+      ansible.builtin.copy:
+        src: files/Caddyfile
         dest: "{{ caddyfile }}"
         mode: "0644"
         validate: caddy validate --adapter caddyfile --config %s
@@ -216,9 +224,12 @@ def write(root: Path, states: dict[str, dict[str, str]]) -> None:
     (root / FLEET_PLAYBOOK).write_text(fleet_playbook_text())
     (root / "ansible-local.cfg").write_text(ansible_cfg("", ssh=False))
     for version, state in states.items():
-        (files / state["unit_name"]).write_text(state["unit_text"])
-        (files / "backend.env").write_text(state["env_text"])
-        (files / f"Caddyfile-{version}").write_text(state["caddy_text"])
+        # The unit and the environment file name the release and configuration they carry
+        # (ours tells a process it gated by them), so each version has its own.
+        (files / f"{state['unit_name']}-{version}").write_text(state["unit_text"])
+        (files / f"backend-{version}.env").write_text(state["env_text"])
+        (files / "Caddyfile").write_text(state["caddy_main_text"])
+        (files / f"{state['app']}-{version}.caddy").write_text(state["fragment_text"])
         (files / f"caddy-loaded-{version}.json").write_text(state["caddy_loaded_text"])
 
 

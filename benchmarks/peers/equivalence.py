@@ -4,10 +4,11 @@ TEXT = """\
 All three converge the same state: `/opt/choiros/releases/<v>` unpacked from the example app's
 tarball (`examples/app/build.py`), `current` and `previous` symlinks (relative,
 `releases/<v>`), `/etc/systemd/system/choiros-backend.service` (enabled, running),
-`/etc/choiros/backend.env` (mode 0640) and `/etc/caddy/Caddyfile`, reloaded when it changes.
-The unit file, EnvironmentFile and Caddyfile are not re-typed for the peers: the benchmark
-renders them with our own code (`reconciler.plan.planner.desired_units`, `render_caddyfile`,
-`reconciler.render.envfile.render` on the `DesiredState` that `reconciler.spec.load.load` makes
+`/etc/choiros/backend.env` (mode 0640), the app's Caddy site `/etc/caddy/apps/choiros.caddy`
+and the main `/etc/caddy/Caddyfile` that imports it, reloaded when either changes. The unit
+file, EnvironmentFile and Caddy files are not re-typed for the peers: the benchmark
+renders them with our own code (`reconciler.plan.strategies.single_slot.SingleSlot`,
+`reconciler.plan.config.env_text` on the `DesiredState` that `reconciler.spec.load.load` makes
 of the very desired-state file ours runs) and the peers copy those bytes. Generated inputs are
 in `benchmarks/.work/peers/project/` (`playbook.yml`, `deploy.py`, `state-<v>.json`, `files/`).
 
@@ -20,8 +21,8 @@ in `benchmarks/.work/peers/project/` (`playbook.yml`, `deploy.py`, `state-<v>.js
   (Ansible's default minus `-C`), `interpreter_python = /usr/bin/python3` (no discovery), the
   host's key and a pinned known_hosts (`StrictHostKeyChecking=yes`) in the inventory, no
   become. `stat` + `block` unpacks a missing release (`file` + `unarchive`); `stat` of
-  `current` decides `previous`; `file state=link` for both links; `copy` for the three files
-  (the Caddyfile with `validate: caddy validate ...`); `systemd_service` enabled + started;
+  `current` decides `previous`; `file state=link` for both links; `copy` for the four files
+  (the Caddy ones with `validate: caddy validate ...`); `systemd_service` enabled + started;
   handlers: daemon-reload, restart, the health gate, Caddy reload, flushed before the
   Caddyfile task so Caddy moves only after the backend passed its gate, as ours does.
   **ansible** closes its ControlPersist master (untimed, `ssh -O exit`) before every run, so
@@ -46,11 +47,15 @@ What a peer cannot express the same way, and how it was made equivalent:
   implements the same rule, uploaded and run by Ansible's `script` and pyinfra's
   `server.script` only after a restart.
 - **What Caddy loaded.** Caddy's loaded config is invisible; ours records the sha256 of the
-  Caddyfile it loaded in `/var/lib/reconciler/choiros/caddy-loaded.json` and reloads when the
-  record does not match. The peers reload when they changed the Caddyfile, with the same
-  command ours uses (`caddy reload --config /etc/caddy/Caddyfile --adapter caddyfile --force`),
-  and then write the same record (`{"sha256": ...}`; ours adds an `"at"` time it never
-  reads back), so after a peer's change run ours plans nothing.
+  app's Caddy site it loaded in `/var/lib/reconciler/choiros/caddy-loaded.json` and reloads
+  when the record does not match. The peers reload when they changed a Caddy file, with the
+  same command ours uses (`caddy reload --config /etc/caddy/Caddyfile --adapter caddyfile
+  --force`), and then write the same record (`{"sha256": ..., "routes": null, "at": ...}`).
+- **Ours' own records.** Ours trusts a running process only when its gate record on the host
+  names it, and keeps the last good states for rollback. The peers keep neither, so after a
+  peer's change run ours plans exactly two bookkeeping actions and nothing else: a
+  `health-check` of the process the peer started (no restart) and `record-good`. The change
+  check accepts those two and nothing more.
 - **Atomicity is not equal**: ours writes files and links as a temporary plus a rename
   (and fsync); Ansible's `copy` and `file state=link force=yes` also rename a temporary into
   place; pyinfra (connected as root) writes files in place over SFTP and replaces a link by

@@ -25,7 +25,7 @@ APP_BUILD = REPO / "examples" / "app" / "build.py"
 HEALTH_GATE = "health_gate.py"
 GATE_LOG = "/run/bench-health-gate.log"  # as written in HEALTH_GATE_SOURCE
 
-#: Same semantics as the host agent's health gate (reconciler/agent/hostagent.py
+#: Same semantics as the host agent's health gate (reconciler/agent/health.py
 #: do_check_health): `passes` consecutive 200s that name the version, spanning `stable`
 #: seconds, from one MainPID, within `timeout`. Both peers run it as a script after a restart,
 #: so all three tools wait for exactly the same thing before Caddy moves on. It appends when it
@@ -127,6 +127,7 @@ def render_state(desired_file: Path, tarball: Path) -> dict[str, Any]:
     from reconciler.observe.snapshot import unit_path
     from reconciler.plan import config
     from reconciler.plan.strategies.single_slot import SingleSlot
+    from reconciler.render import caddymain
     from reconciler.spec.load import load
 
     desired = load(desired_file)
@@ -152,12 +153,18 @@ def render_state(desired_file: Path, tarball: Path) -> dict[str, Any]:
         "unit_text": units[desired.backend_unit],
         "env_path": layout.env_file,
         "env_text": config.env_text(desired),
+        # Ours owns only the app's fragment, and the main Caddyfile's import line: on the test
+        # host (Caddy's stock Caddyfile before ours ran) the main file imports nothing else.
         "caddyfile": desired.proxy.caddyfile,
-        "caddy_text": caddy,
+        "caddy_main_text": caddymain.render(desired.proxy.apps_dir),
+        "fragment": desired.proxy.fragment(desired.app),
+        "fragment_text": caddy,
         # Our reconciler knows what Caddy loaded only from this record; the peers write it after
         # their reload too, so the end state of a peer's change run is ours byte for byte.
         "caddy_loaded_path": f"{layout.state}/caddy-loaded.json",
-        "caddy_loaded_text": json.dumps({"sha256": hashlib.sha256(caddy.encode()).hexdigest()}),
+        "caddy_loaded_text": json.dumps(
+            {"sha256": hashlib.sha256(caddy.encode()).hexdigest(), "routes": None, "at": "by a peer"}
+        ),
         "health_args": [
             f"http://127.0.0.1:{desired.backend.port}{desired.backend.health}",
             version,

@@ -43,10 +43,16 @@ if current and current["link_target"] != S["release_link"]:
     )
 switch = files.link(name="Switch current", path=S["current"], target=S["release_link"])
 unit = files.put(
-    name="Backend unit file", src=str(HERE / "files" / S["unit_name"]), dest=S["unit_path"], mode="644"
+    name="Backend unit file",
+    src=str(HERE / "files" / f"{S['unit_name']}-{S['version']}"),
+    dest=S["unit_path"],
+    mode="644",
 )
 env = files.put(
-    name="Backend EnvironmentFile", src=str(HERE / "files" / "backend.env"), dest=S["env_path"], mode="640"
+    name="Backend EnvironmentFile",
+    src=str(HERE / "files" / f"backend-{S['version']}.env"),
+    dest=S["env_path"],
+    mode="640",
 )
 systemd.daemon_reload(name="Reload systemd", _if=unit.did_change)
 systemd.service(name="Backend enabled and running", service=S["unit_name"], running=True, enabled=True)
@@ -60,20 +66,30 @@ server.script(
     args=S["health_args"],
     _if=backend_changed,
 )
-caddy = files.put(
-    name="Caddyfile", src=str(HERE / "files" / f"Caddyfile-{S['version']}"), dest=S["caddyfile"], mode="644"
+site = files.put(
+    name="The app's Caddy site",
+    src=str(HERE / "files" / f"{S['app']}-{S['version']}.caddy"),
+    dest=S["fragment"],
+    mode="644",
 )
+main = files.put(
+    name="Main Caddyfile, importing the apps' sites",
+    src=str(HERE / "files" / "Caddyfile"),
+    dest=S["caddyfile"],
+    mode="644",
+)
+caddy_changed = any_changed(site, main)
 server.shell(
     name="Reload Caddy",
     commands=[f"caddy reload --config {S['caddyfile']} --adapter caddyfile --force"],
-    _if=caddy.did_change,
+    _if=caddy_changed,
 )
 files.put(
     name="Record what Caddy loaded",
     src=str(HERE / "files" / f"caddy-loaded-{S['version']}.json"),
     dest=S["caddy_loaded_path"],
     mode="644",
-    _if=caddy.did_change,
+    _if=caddy_changed,
 )
 '''
 

@@ -470,11 +470,12 @@ def _profile(p: dict[str, Any]) -> str:
         "|---|---|",
         *(f"| {name} | {ms:.1f} |" for name, ms in trips.items()),
         "",
-        "**Inside the host**, the agent run by its python3 (median): compiling hostagent.py "
+        "**Inside the host**, the agent run by its python3 (median): compiling the agent package "
         f"{agent.get('compile', 0):.1f} ms, executing the module (its imports) "
         f"{agent.get('module', 0):.1f} ms, one observation {agent.get('observe', 0):.1f} ms "
-        f"(first one {agent.get('observe_first', 0):.1f} ms). The bootstrap sends the source and "
-        "compiles it on every request: nothing is cached on the host.",
+        f"(first one {agent.get('observe_first', 0):.1f} ms). A one-shot exec sends the sources "
+        "and compiles them on every request (nothing is cached on the host); watch mode keeps one "
+        "agent running and pays only the observation.",
         "",
         "Our own modules with the largest import self time: "
         + ", ".join(f"`{name}` {ms:.1f} ms" for name, ms in p.get("modules", []))

@@ -6,6 +6,7 @@ tools on the host itself against localhost (`target: local`, `-c local`, `@local
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -71,6 +72,25 @@ def child_env(**extra: str) -> dict[str, str]:
 def output(result: Mapping[str, Any]) -> str:
     """What a run printed: pyinfra reports on stderr (its log), the others on stdout."""
     return f"{result['stdout']}\n{result['stderr']}"
+
+
+#: What ours plans on a host whose app a peer converged: it gates the process the peer
+#: started (ours trusts only processes with its own gate record) and records the state as
+#: good. Neither touches a file, a link, a unit or Caddy.
+BOOKKEEPING = frozenset({"health-check", "record-good"})
+
+
+def ours_plans_only_bookkeeping(rc: int, stdout: str) -> bool:
+    """`ours --dry-run --json`: nothing to do, or only BOOKKEEPING (on every host of a fleet)."""
+    if rc == 0:
+        return True
+    try:
+        data = json.loads(stdout)
+    except ValueError:
+        return False
+    hosts = data["hosts"].values() if "hosts" in data else [data]
+    plans = [h.get("actions", []) for h in hosts]
+    return rc == 2 and all(a.get("action") in BOOKKEEPING for actions in plans for a in actions)
 
 
 def ours_verdict(rc: int, stdout: str) -> Verdict:
@@ -141,7 +161,7 @@ def ours_ssh(t: Target, *, dry_run: bool = False, openssh: str | None = None) ->
     def argv(version: str) -> list[str]:
         cmd = [sys.executable, "-m", "reconciler", "--once"]
         if dry_run:
-            cmd.append("--dry-run")
+            cmd += ["--dry-run", "--json"]  # the checks read which actions it would take
         if openssh:
             cmd += ["--ssh", "openssh"]
         return [
