@@ -7,7 +7,6 @@ import hashlib
 import json
 import os
 import shutil
-import socket
 import sys
 from typing import Any
 
@@ -90,7 +89,7 @@ def observe(spec: Json) -> Json:
     snap: Json = {
         "protocol": PROTOCOL,
         "host": {
-            "hostname": socket.gethostname(),
+            "hostname": os.uname().nodename,  # what gethostname() returns, without importing socket
             "python": "%d.%d.%d" % sys.version_info[:3],
             "uid": os.getuid(),
             "user": user_name(os.getuid()),
