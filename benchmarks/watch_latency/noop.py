@@ -142,7 +142,8 @@ def in_process(host: TestHost, file: Path, passes: int) -> InProcess:
     from reconciler.spec.load import load
 
     logmod.configure("error")  # the engine logs each pass at info; not wanted on our stderr
-    options = SSHOptions(identity=(str(host.key_path),), known_hosts=str(host.known_hosts))
+    # As `reconcile --watch` builds it: one resident agent serves every pass.
+    options = SSHOptions(identity=(str(host.key_path),), known_hosts=str(host.known_hosts), resident=True)
     watcher = Watcher(file, lambda: load(file), lambda d: executor_for(d.target, options), WatchSettings())
     result = InProcess(passes)
     try:
