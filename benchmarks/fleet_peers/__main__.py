@@ -28,6 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-peers", action="store_true", help="only ours")
     parser.add_argument("--no-deploy", action="store_true", help="skip the rolling deploy")
     parser.add_argument("--no-profile", action="store_true", help="skip profiling ours' fleet path")
+    parser.add_argument("--no-watch", action="store_true", help="skip the fleet watch-mode pass")
     parser.add_argument("--out", type=Path, default=None, help=f"report file (default {RESULTS_MD})")
     parser.add_argument("--render", type=Path, metavar="RESULTS_JSON", help="only write the report again")
     args = parser.parse_args(argv)
@@ -48,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
         peers=not args.no_peers,
         deploy=not args.no_deploy,
         profile=not args.no_profile,
+        watch=not args.no_watch,
     )
     if args.out is not None:
         opts.out = args.out

@@ -217,6 +217,43 @@ def profile_section(results: FleetResults) -> str:
     return "\n".join(lines)
 
 
+def watch_section(results: FleetResults) -> str:
+    w = results.watch
+    if not w:
+        return "Not measured in this run (`--no-watch`)."
+    lines = [
+        "| hosts | passes | wall per pass, median / p95 ms | controller CPU per pass, median / p95 ms "
+        "| CPU per pass per host ms | new connections | exec channels | warm-up pass: connections, execs |",
+        "|---:|---:|---|---|---:|---:|---:|---|",
+    ]
+    for r in w["rows"]:
+        ch = r["channels"]
+        lines.append(
+            f"| {r['hosts']} | {r['passes']} | {r['wall_median_ms']} / {r['wall_p95_ms']} | "
+            f"{r['cpu_median_ms']} / {r['cpu_p95_ms']} | {r['cpu_per_host_ms']} | "
+            f"{ch['connections']} | {ch['execs']} | "
+            f"{r['warm_up_channels']['connections']}, {r['warm_up_channels']['execs']} |"
+        )
+    rows = w["rows"]
+    if len(rows) > 1 and rows[-1]["hosts"] > rows[0]["hosts"]:
+        first, last = rows[0], rows[-1]
+        extra = (last["cpu_median_ms"] - first["cpu_median_ms"]) / (last["hosts"] - first["hosts"])
+        lines += ["", f"Each host beyond the first adds {extra:.2f} ms of the controller's CPU to a pass."]
+    lines += [
+        "",
+        "The engine's own `Watcher` in this process, as `reconcile --watch` builds it (one resident "
+        f"agent per host on the connection it keeps), {w['passes']} no-op passes per fleet size, "
+        f"{w['pace_s']} s apart, after one untimed pass that connects. CPU is this process's user + "
+        "system time over the pass, all its threads (the fleet's workers and paramiko's transports); "
+        "children's CPU (git runs only for passes that change something): "
+        + ", ".join(f"{r['child_cpu_ms']} ms at {r['hosts']}" for r in rows)
+        + ". Connections and exec channels are counted by every host's sshd (LogLevel DEBUG1) over "
+        "the timed passes: 0 and 0 mean every pass was one request on the channel already open; the "
+        "warm-up pass, counted the same way, shows what opening them costs (and that the count works).",
+    ]
+    return "\n".join(lines)
+
+
 def render(results: FleetResults, extra: str = "") -> str:
     from benchmarks.fleet_peers.text import HOW, WHY_HOSTS, findings, reading_targets
 
@@ -289,6 +326,10 @@ def render(results: FleetResults, extra: str = "") -> str:
         "peers' only after they uploaded and started health_gate.py, by when the backend has had part "
         "of its start-up; so the same start-up counts as gate for ours and as the tool for the peers, "
         "and ours' share is, if anything, the larger for it.",
+        "",
+        "## Watch mode: a no-op pass over the fleet",
+        "",
+        watch_section(results),
         "",
         "## Same state",
         "",

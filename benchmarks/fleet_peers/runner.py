@@ -44,6 +44,7 @@ class Options:
     install: bool = True
     deploy: bool = True
     profile: bool = True
+    watch: bool = True
     out: Path = RESULTS_MD
     failed_out: Path = WORK / "RESULTS-failed.md"
     json_out: Path = WORK / "results.json"
@@ -61,6 +62,7 @@ class FleetResults(report.Results):
     sizes: list[int] = field(default_factory=list)
     gates: list[dict[str, Any]] = field(default_factory=list)  # one per rolling run: tool, run, batches
     fleet: dict[str, Any] = field(default_factory=dict)  # memory per host, boot time
+    watch: dict[str, Any] = field(default_factory=dict)  # watchfleet.run: a no-op pass per size
 
 
 def _mem_available_mib() -> float:
@@ -220,6 +222,14 @@ def _measure(
                         )
                         samples.append(sample)
                         say(phases.line(sample))
+            watch: dict[str, Any] = {}
+            if opts.watch:
+                from benchmarks.fleet_peers import watchfleet
+
+                loud_sshd()  # sshd counts the channels the passes open
+                say("watch mode, in-process, a no-op pass per fleet size:")
+                watch = watchfleet.run(fleet, sizes, say)
+                quiet_sshd()
             if opts.deploy:
                 batches = [[h.name for h in b] for b in fleet.batches(n_max)]
                 say(f"rolling deploy {FROM_VERSION} -> {TO_VERSION}, {len(batches[0])} hosts at a time:")
@@ -279,6 +289,7 @@ def _measure(
             sizes=sizes,
             gates=gate_rows,
             fleet=info,
+            watch=watch,
         )
     finally:
         fleet.close_masters()
