@@ -8,11 +8,12 @@ sshd log and renders a report.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
-from benchmarks.peers import ansible_side, project, report, samecheck, sshlog, tools
+from benchmarks.peers import ansible_side, hosttime, project, report, samecheck, sshlog, tools
 from benchmarks.peers.profile import by_package, importtime_entries, parse_importtime
 from benchmarks.peers.runner import refuse
 from tests.conftest import BenchRun
@@ -48,6 +49,23 @@ def test_verdicts_of_each_tool() -> None:
     assert tools.pyinfra_verdict(0, "    Grand total      14      10        -       4") == "changed"
     assert tools.pyinfra_verdict(0, "    Grand total      14      9         1       4") == "failed"
     assert tools.pyinfra_verdict(0, "no table") == "failed"
+
+
+def test_ours_left_alone_reads_a_whole_fleets_plan() -> None:
+    """After a peer's change ours may only gate and record; a fleet's plan is read host by host,
+    and a plan cut short (as a kept tail of its output would be) is not taken for agreement."""
+    bookkeeping = [
+        {"action": "health-check", "target": "http://127.0.0.1:8080/health", "reason": "x" * 150},
+        {"action": "record-good", "target": "2.0.0", "reason": "y" * 80},
+    ]
+    fleet = {"hosts": {f"h{i}": {"actions": bookkeeping} for i in range(16)}}
+    text = json.dumps(fleet, indent=2)
+    assert len(text) > hosttime.TAIL, "the case that failed: longer than the kept tail"
+    assert tools.ours_plans_only_bookkeeping(2, text)
+    assert not tools.ours_plans_only_bookkeeping(2, text[-hosttime.TAIL :])
+    fleet["hosts"]["h7"]["actions"] = [*bookkeeping, {"action": "restart", "target": "u", "reason": ""}]
+    assert not tools.ours_plans_only_bookkeeping(2, json.dumps(fleet))
+    assert tools.ours_plans_only_bookkeeping(0, "")
 
 
 def test_desired_state_changes_only_version_and_artifact() -> None:
