@@ -405,9 +405,32 @@ def failed_lines(failed: list[Failure]) -> list[str]:
     ]
 
 
+def _section(path: Path, heading: str) -> list[str]:
+    """A section of another benchmark's report, its tables and their one-line verdicts; nothing
+    when that report or section is missing (that benchmark has not been run here yet)."""
+    if not path.exists():
+        return []
+    body = path.read_text().splitlines()
+    if heading not in body:
+        return []
+    start = body.index(heading) + 1
+    end = next((i for i in range(start, len(body)) if body[i].startswith("## ")), len(body))
+    kept: list[str] = []
+    gap = False
+    for line in body[start:end]:
+        if line.startswith(("|", "Target:", "Each host beyond", "### ")):
+            if gap and kept:
+                kept.append("")
+            kept.append("#" + line if line.startswith("### ") else line)  # one level down here
+            gap = False
+        else:
+            gap = True
+    return kept
+
+
 def _other_benchmarks() -> str:
-    """The other benchmarks' results, each in its own report next to this one; the fleet table
-    is repeated here so that every headline figure is in one file."""
+    """The other benchmarks' results, each in its own report next to this one; their headline
+    tables are repeated here so that every headline figure is in one file."""
     here = Path(__file__).resolve().parent.parent
     lines = [
         "## Other benchmarks",
@@ -417,16 +440,34 @@ def _other_benchmarks() -> str:
         "- [watch.md](watch.md): watch mode's latency from a saved file, and the cost of a no-op pass "
         "(`python -m benchmarks.watch_latency`).",
         "- [fleet-peers.md](fleet-peers.md): ours, pyinfra and Ansible on a fleet of 16 hosts: no-op, "
-        "cost per extra host, a rolling deploy and its share of health gates, what grows with N "
-        "(`python -m benchmarks.fleet_peers`).",
+        "cost per extra host, a rolling deploy and its share of health gates, a fleet in watch mode, "
+        "what grows with N (`python -m benchmarks.fleet_peers`).",
         "- [fleet.md](fleet.md): no-op time for fleets of 1, 4 and 8 hosts "
-        "(`python -m benchmarks.fleet_noop`):",
+        "(`python -m benchmarks.fleet_noop`).",
     ]
-    fleet = here / "fleet.md"
-    if fleet.exists():
-        body = fleet.read_text().splitlines()
-        table = [ln for ln in body if ln.startswith("|") or ln.startswith("Target:")]
-        lines += ["", *table]
+    repeated = [
+        ("### Fleet no-op, side by side (from fleet-peers.md)", "fleet-peers.md", "## Fleet no-op"),
+        (
+            "### Rolling deploy on the fleet (from fleet-peers.md)",
+            "fleet-peers.md",
+            "## Rolling deploy 1.0.0 -> 2.0.0, 25% of the hosts at a time",
+        ),
+        (
+            "### A fleet in watch mode: the controller's CPU per no-op pass (from fleet-peers.md)",
+            "fleet-peers.md",
+            "## Watch mode: a no-op pass over the fleet",
+        ),
+        (
+            "### Watch mode: a no-op pass against its floors (from watch.md)",
+            "watch.md",
+            "## (b) A no-op pass over the held connection",
+        ),
+        ("### Fleet no-op, ours alone (from fleet.md)", "fleet.md", "# Fleet no-op"),
+    ]
+    for title, name, heading in repeated:
+        table = _section(here / name, heading)
+        if table:
+            lines += ["", title, "", *table]
     return "\n".join(lines)
 
 
