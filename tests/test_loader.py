@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from reconciler.errors import InvalidDesiredState
-from reconciler.spec import load as loader
+from reconciler.spec import schema_check
 from reconciler.spec.load import load, load_bytes
 
 REPO = Path(__file__).resolve().parent.parent
@@ -112,14 +112,16 @@ def test_repository_desired_state_is_valid() -> None:
 
 
 def test_schema_is_a_valid_2020_12_schema() -> None:
-    jsonschema.Draft202012Validator.check_schema(loader.schema())
+    jsonschema.Draft202012Validator.check_schema(schema_check.schema())
     assert json.loads((REPO / "schemas" / "desired-state.schema.json").read_text())["$schema"].endswith(
         "2020-12/schema"
     )
 
 
 def test_packaged_schema_is_the_repository_schema() -> None:
-    assert loader.SCHEMA_FILE.read_bytes() == (REPO / "schemas" / "desired-state.schema.json").read_bytes()
+    assert (
+        schema_check.SCHEMA_FILE.read_bytes() == (REPO / "schemas" / "desired-state.schema.json").read_bytes()
+    )
 
 
 def test_every_schema_field_is_documented() -> None:
@@ -129,7 +131,7 @@ def test_every_schema_field_is_documented() -> None:
                 assert "description" in sub or "$ref" in sub, f"{path}.{key} has no description"
                 walk(sub, f"{path}.{key}")
 
-    walk(loader.schema(), "")
+    walk(schema_check.schema(), "")
 
 
 # --- the fuzzer -------------------------------------------------------------------------------
@@ -206,13 +208,13 @@ def test_fuzz_mutations_of_a_valid_file(data: st.DataObject) -> None:
 def test_schema_verdicts_are_cached_by_content_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     good = (REPO / "desired-state.yaml").read_bytes()
     calls: list[int] = []
-    real = loader.schema_problems
+    real = schema_check.schema_problems
 
     def counting(doc: object) -> list[object]:
         calls.append(1)
         return real(doc)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(loader, "schema_problems", counting)
+    monkeypatch.setattr(schema_check, "schema_problems", counting)
     load_bytes(good, "a.yaml", base_dir=REPO, cache_dir=tmp_path)
     load_bytes(good, "b.yaml", base_dir=REPO, cache_dir=tmp_path)
     assert len(calls) == 1, "the same bytes were validated twice"
