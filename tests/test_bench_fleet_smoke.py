@@ -205,4 +205,12 @@ def test_tiny_fleet_run_of_our_side(tmp_path: Path, small_benchmark: BenchRun) -
     ours_gates = [g for g in results.gates if g["tool"] == "ours" and g["run"] >= 0]
     assert ours_gates and len(ours_gates[0]["batches"]) == 2 and all(b > 0 for b in ours_gates[0]["batches"])
     assert all(row["ok"] for row in results.same_state)
-    assert "## Fleet no-op" in opts.out.read_text()
+    watch = {row["hosts"]: row for row in results.watch["rows"]}
+    assert sorted(watch) == [1, 2]
+    assert watch[2]["warm_up_channels"]["connections"] == 2, "sshd counted the watcher connecting"
+    assert watch[2]["channels"]["connections"] == 0 and watch[2]["channels"]["execs"] == 0, (
+        "a resident agent per host: no-op passes open nothing"
+    )
+    assert all(cpu > 0 for cpu in watch[2]["cpu_ms"]), "each pass is timed on the CPU clock"
+    report = opts.out.read_text()
+    assert "## Fleet no-op" in report and "## Watch mode: a no-op pass over the fleet" in report
