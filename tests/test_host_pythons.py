@@ -6,8 +6,9 @@ over SSH to the bullseye host's /usr/bin/python3. The scenarios are the bookworm
 tests of the agent's essential paths, collected again in this module, so conftest's `testhost`
 boots TESTHOST_RELEASE for them: a deploy from scratch and a second run that plans nothing,
 a bump and its revert (symlink-swap), blue-green with its instant rollback, health gates
-that fail (an error answer, a crash) and are rolled back and quarantined, and SQLite snapshots
-taken and restored with Python 3.9's sqlite3.
+that fail (an error answer, a crash) and are rolled back and quarantined, SQLite snapshots
+taken and restored with Python 3.9's sqlite3, and unit properties read from systemd 247's bus
+agreeing with its `systemctl show`.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from reconciler.agent.protocol import PROTOCOL
 from reconciler.executors.ssh import SSHExecutor
 from reconciler.executors.ssh_options import SSHOptions
 from reconciler.spec.model import Target
-from tests import test_data, test_health_gates, test_once_ssh
+from tests import test_data, test_health_gates, test_once_ssh, test_systemd_bus
 from tests.testhost import TestHost
 
 pytestmark = pytest.mark.testhost
@@ -39,6 +40,9 @@ test_crashing_release_is_rolled_back_with_journal_lines = (
 )
 test_snapshot_on_the_way_out_restore_on_the_way_back = (
     test_data.test_snapshot_on_the_way_out_restore_on_the_way_back
+)
+test_the_bus_and_systemctl_agree_on_every_unit_state = (
+    test_systemd_bus.test_the_bus_and_systemctl_agree_on_every_unit_state
 )
 
 

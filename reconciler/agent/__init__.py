@@ -13,6 +13,7 @@ are written as bytes. The request is data, interpreted by the handlers.
     protocol   the protocol version, AgentError, shared types
     fsops      atomic writes and links, argv-only subprocesses, tolerant readers
     systemd    unit properties, what a running process uses, systemctl verbs
+    systemd_bus  unit properties from systemd's bus socket, without a systemctl process
     observe    the read-only snapshot and its fingerprint
     lock       the host lock
     releases   release archives received safely, old releases pruned

@@ -7,36 +7,49 @@ from __future__ import annotations
 import contextlib
 import os
 
+from . import systemd_bus
 from .fsops import decode, run
 from .protocol import ENV_PREFIX, AgentError, Json
 
+# (interface, property): MainPID and NRestarts are a service's, the rest any unit's.
 UNIT_PROPS = (
-    "LoadState",
-    "ActiveState",
-    "SubState",
-    "UnitFileState",
-    "NeedDaemonReload",
-    "MainPID",
-    "FragmentPath",
-    "InvocationID",
-    "NRestarts",
+    ("Unit", "LoadState"),
+    ("Unit", "ActiveState"),
+    ("Unit", "SubState"),
+    ("Unit", "UnitFileState"),
+    ("Unit", "NeedDaemonReload"),
+    ("Service", "MainPID"),
+    ("Unit", "FragmentPath"),
+    ("Unit", "InvocationID"),
+    ("Service", "NRestarts"),
 )
 
 
 def systemctl_show(units: list[str]) -> dict[str, Json]:
+    """Each unit's facts: from systemd's bus directly when it answers, else `systemctl show`."""
     if not units:
         return {}
-    proc = run(["systemctl", "show", "--no-pager", "-p", ",".join(UNIT_PROPS), "--", *units], timeout=30)
+    try:
+        shown = systemd_bus.show(units, UNIT_PROPS)
+    except systemd_bus.BusUnavailable:
+        shown = systemctl_show_text(units)
+    return {unit: unit_info(shown[unit]) for unit in units}
+
+
+def systemctl_show_text(units: list[str]) -> dict[str, dict[str, str]]:
+    """{unit: {property: value}} as `systemctl show` prints them."""
+    props = ",".join(prop for _, prop in UNIT_PROPS)
+    proc = run(["systemctl", "show", "--no-pager", "-p", props, "--", *units], timeout=30)
     if proc.returncode != 0:
         raise AgentError("systemctl show failed", decode(proc.stderr), code="systemd")
     blocks = decode(proc.stdout).split("\n\n")
-    out: dict[str, Json] = {}
+    out: dict[str, dict[str, str]] = {}
     for unit, block in zip(units, blocks):  # noqa: B905 - strict= needs Python 3.10
-        props: Json = {}
+        props_of: dict[str, str] = {}
         for line in block.splitlines():
             key, _, value = line.partition("=")
-            props[key] = value
-        out[unit] = unit_info(props)
+            props_of[key] = value
+        out[unit] = props_of
     return out
 
 
