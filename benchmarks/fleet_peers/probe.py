@@ -4,7 +4,7 @@
 
 Nothing in reconciler/ is changed: the functions are wrapped from outside, before the CLI runs.
 Per host: the SSH connection (TCP, key exchange, auth: SSHExecutor.connect), the known_hosts
-files it parses (paramiko's SSHClient.load_host_keys, called once per connection), opening the
+files it parses (known_hosts.load, ours' reader, called once per connection), opening the
 session channel, waiting for the agent's answer, and the whole observe + plan (plan_host).
 For the process: wall and CPU time, the most threads alive at once, and how late a thread that
 sleeps 1 ms wakes up (a probe of GIL contention: a runnable thread waits for the GIL up to the
@@ -77,9 +77,8 @@ def instrument() -> None:
     ssh.SSHExecutor._read_events = _timed(  # type: ignore[method-assign]
         "agent", ssh.SSHExecutor._read_events, lambda self, *a: self.target.host
     )
-    paramiko.SSHClient.load_host_keys = _timed(  # type: ignore[method-assign]
-        "known_hosts", paramiko.SSHClient.load_host_keys
-    )
+    # ssh.py looks the reader up on its module at each connection: wrapped there.
+    ssh.known_hosts.load = _timed("known_hosts", ssh.known_hosts.load)  # type: ignore[assignment]
     paramiko.Transport.open_session = _timed("session", paramiko.Transport.open_session)  # type: ignore[method-assign]
     # Imported by name: wrapped where it is looked up, by a fleet (fleet.py) and by a single host
     # (once.reconcile_once: a fleet of one host runs as one host).

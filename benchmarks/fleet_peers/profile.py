@@ -31,13 +31,14 @@ RUNS = 5
 
 
 def known_hosts_parse_ms(path: Path, repeat: int = 20) -> float:
-    """Median time paramiko takes to load this known_hosts file once, in a child process."""
+    """Median time ours' known_hosts reader (the one every connection uses) takes to load this
+    file once, in a child process."""
     code = (
         "import sys, time, statistics\n"
-        "from reconciler.executors.lean_paramiko import paramiko\n"
+        "from reconciler.executors import known_hosts\n"
         "times = []\n"
         f"for _ in range({repeat}):\n"
-        "    t = time.perf_counter(); c = paramiko.SSHClient(); c.load_host_keys(sys.argv[1])\n"
+        "    t = time.perf_counter(); known_hosts.load([sys.argv[1]])\n"
         "    times.append((time.perf_counter() - t) * 1000)\n"
         "print(statistics.median(times))\n"
     )

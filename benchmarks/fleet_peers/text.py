@@ -87,7 +87,7 @@ def findings(results: FleetResults, rows: list[Row]) -> str:
         "",
         f"1. **The hosts' CPU.** A no-op of ours costs each host {per_host:.0f} ms of CPU: sshd alone "
         f"(`ssh HOST true`) {sshd:.0f} ms, python3 starting {python - sshd:.0f} ms more, and the agent "
-        f"itself (decompress, compile, import, observe, one `systemctl show`) the remaining "
+        f"itself (decompress, compile, import, observe) the remaining "
         f"~{max(per_host - python, 0):.0f} ms. Here all hosts share the 2 cores with the client, so "
         f"each extra host costs about ({per_host:.0f} + {client:.0f}) / 2 = "
         f"{(per_host + client) / 2:.0f} ms of wall time: at {n} hosts the run is CPU-bound, which "
@@ -103,7 +103,7 @@ def findings(results: FleetResults, rows: list[Row]) -> str:
         f"waking from a 1 ms sleep is {one['wake_lag_p90_ms']:.2f} ms late (p90) at 1 host, "
         f"{many['wake_lag_p90_ms']:.2f} ms at {n}, and the hosts' observations start "
         f"{many.get('plan_host_start_spread_ms', 0):.0f} ms apart, first to last.",
-        f"3. **known_hosts reads.** paramiko parses the whole file on every connection: {n} parses of "
+        f"3. **known_hosts reads.** Every connection reads the whole file again: {n} parses of "
         f"{p['known_hosts_lines']} lines, {parse:.2f} ms each alone, {many['known_hosts_cpu_sum_ms']:.1f} ms "
         f"of CPU in all at {n} hosts. It grows as N²: ~{parse * 4 * 64:,.0f} ms at 64 hosts, "
         f"~{parse * 16 * 256:,.0f} ms at 256.",
@@ -120,16 +120,14 @@ def findings(results: FleetResults, rows: list[Row]) -> str:
         "GIL, not because of how the engine starts them. The benchmark itself no longer times with "
         f"sshd at LogLevel DEBUG1 (it cost every connection {debug - sshd:.0f} ms of the host's CPU).",
         "",
-        "**Proposed for reconciler/executors and reconciler/agent** (being changed by others now; "
-        "not touched here):",
+        "**Proposed, not applied** (measured here, each with what it would save):",
         "",
-        "- Parse known_hosts once per process and share the parsed keys between a fleet's "
-        f"connections: O(N) instead of O(N²), {many['known_hosts_cpu_sum_ms'] - parse:.1f} ms of CPU "
-        f"less at {n} hosts, more as fleets grow; the same for ~/.ssh/config (read per connection when "
-        "it exists).",
+        f"- Parse known_hosts once per process for a fleet's connections: "
+        f"{many['known_hosts_cpu_sum_ms'] - parse:.1f} ms of CPU less at {n} hosts, which is why it "
+        "is not done yet; it grows as N², so a fleet of hundreds would want it.",
         "- Cut the agent's CPU on the host, the largest term here: cache its bytecode on the host "
         "(RESULTS.md measures ~7-9 ms less per request; it would make an observation write to the "
-        "host), and import on the observe path only what observing needs. Starting python3 with -S "
+        "host). Starting python3 with -S "
         f"saves nothing measurable ({host.get('`python3 -S -c pass` (no site module)', 0.0):.0f} vs "
         f"{python:.0f} ms).",
     ]
