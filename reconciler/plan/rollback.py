@@ -52,6 +52,13 @@ def serving_state(desired: DesiredState, observed: Observed, strategy: Strategy)
     base = strategy.baseline(observed)
     if base is None or not _files_run(desired, observed, base):
         return None
+    fragment = base.files.get(desired.proxy.fragment(desired.app))
+    on_disk = hashlib.sha256(fragment.content.encode()).hexdigest() if fragment is not None else None
+    if on_disk is not None and on_disk != observed.caddy_loaded_sha:
+        # A run killed between writing the fragment and reloading Caddy left a newer one on
+        # disk than the one serving: restoring "what serves" from disk would route to what the
+        # killed run meant to switch to. The recorded good states hold what was served.
+        return None
     if base.config and not all(observed.gated(u) for u in base.gates):
         return None
     if base.config and observed.quarantined(base.config, base.version):
