@@ -122,6 +122,24 @@ backend: {{command: bin/backend, port: 8080}}
     assert any(p.field == field and says in p.message for p in exc.value.problems), exc.value.problems
 
 
+def test_backend_user_with_an_image_is_refused_at_its_line() -> None:
+    """The host's account is not in the image, and the container's state folder would be
+    root's: refused before anything runs, naming the field, rather than a gate failing later."""
+    text = """app: choiros
+target: local
+release: {version: "1.0.0", image: registry.example:5000/choiros:1}
+backend:
+  command: bin/backend
+  port: 8080
+  user: choiros
+"""
+    with pytest.raises(InvalidDesiredState) as exc:
+        load_bytes(text.encode(), "desired-state.yaml", base_dir=Path("/src"))
+    (problem,) = exc.value.problems
+    assert (problem.field, problem.line) == ("backend.user", 7), problem
+    assert "release folders" in problem.message and "USER in the image" in problem.message
+
+
 def test_a_pulled_image_is_pulled_again_when_the_host_has_the_tag_as_another_digest() -> None:
     d = pulled()
     host = ModelHost(empty_host())

@@ -239,9 +239,7 @@ def container_words(spec: ServiceSpec) -> list[str]:
     if spec.state_directory:
         words.append(f"--volume=/var/lib/{spec.state_directory}:/var/lib/{spec.state_directory}")
     words += [f"--volume={host}:{inside}" for host, inside in spec.shared]
-    if spec.user:
-        words.append(f"--user={spec.user}")
-    return [*words, spec.image]
+    return [*words, spec.image]  # as the image's own user: backend.user is refused with images
 
 
 def render_container_service(spec: ServiceSpec) -> str:
