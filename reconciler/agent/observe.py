@@ -89,7 +89,7 @@ def observe(spec: Json) -> Json:
     snap: Json = {
         "protocol": PROTOCOL,
         "host": {
-            "hostname": os.uname().nodename,  # what gethostname() returns, without importing socket
+            "hostname": os.uname().nodename,  # what socket.gethostname() returns
             "python": "%d.%d.%d" % sys.version_info[:3],
             "uid": os.getuid(),
             "user": user_name(os.getuid()),
