@@ -249,6 +249,16 @@ def serves(host: TestHost) -> str | None:
     return str(version)
 
 
+def serves_once_settled(host: TestHost) -> str | None:
+    """`serves` for polling a host while something switches it: the page and the API are two
+    requests, and a Caddy reload between them makes them disagree for a moment. That is "not
+    yet" (None) here; check the end state with `serves`, which fails on a disagreement."""
+    try:
+        return serves(host)
+    except AssertionError:
+        return None
+
+
 def unit_pid(host: TestHost, unit: str) -> int:
     out = host.exec(["systemctl", "show", "-p", "MainPID", "--value", unit]).stdout.strip()
     return int(out or 0)

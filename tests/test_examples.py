@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.deploying import REPO, WATCHED_PATHS, Project, serves
+from tests.deploying import REPO, WATCHED_PATHS, Project, serves, serves_once_settled
 
 pytestmark = pytest.mark.testhost
 
@@ -91,11 +91,12 @@ def test_watch_unit_runs_on_the_host_with_notifications_and_metrics(project: Pro
         host.exec(["systemctl", "daemon-reload"])
         host.exec(["systemctl", "start", "reconciler-watch"])
         deadline = time.monotonic() + 30
-        while serves(host) != "1.0.0" or not received.exists():
+        while serves_once_settled(host) != "1.0.0" or not received.exists():
             assert time.monotonic() < deadline, host.exec(
                 ["journalctl", "-u", "reconciler-watch", "-n", "30"]
             ).stdout
             time.sleep(0.3)
+        assert serves(host) == "1.0.0"
         (post,) = [json.loads(line) for line in received.read_text().splitlines()]
         assert post["body"]["event"] == "deploy" and post["body"]["version"] == "1.0.0"
         assert post["auth"] == "Bearer from-the-env-file"
