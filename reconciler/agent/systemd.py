@@ -44,7 +44,7 @@ def systemctl_show_text(units: list[str]) -> dict[str, dict[str, str]]:
         raise AgentError("systemctl show failed", decode(proc.stderr), code="systemd")
     blocks = decode(proc.stdout).split("\n\n")
     out: dict[str, dict[str, str]] = {}
-    for unit, block in zip(units, blocks):  # noqa: B905 - strict= needs Python 3.10
+    for unit, block in zip(units, blocks):
         props_of: dict[str, str] = {}
         for line in block.splitlines():
             key, _, value = line.partition("=")

@@ -101,7 +101,7 @@ def plan_markdown(
 def _diffs(desired: DesiredState, plan: Plan, observed: Observed) -> list[str]:
     out: list[str] = []
     for action in plan.actions:
-        if not isinstance(action, WriteFile | WriteCaddyfile):
+        if not isinstance(action, (WriteFile, WriteCaddyfile)):
             continue
         old = observed.content(action.path)
         new = action.content or ""  # a Caddy file the plan removes: diffed against nothing

@@ -129,7 +129,7 @@ def _size(n: int) -> str:
 
 
 def _ms(ms: Any) -> str:
-    if not isinstance(ms, int | float):
+    if not isinstance(ms, (int, float)):
         return "?"
     return f"{ms:.0f} ms" if ms < 1000 else f"{ms / 1000:.1f} s"
 

@@ -188,7 +188,7 @@ class Watcher:
                 desired, name, CONVERGED if outcome.applied else NOOP, outcome, None, time.perf_counter() - t0
             )
         except ReconcilerError as exc:
-            if self.stop.is_set() and not isinstance(exc, Quarantined | RolledBack | Paused):
+            if self.stop.is_set() and not isinstance(exc, (Quarantined, RolledBack, Paused)):
                 log.info("stopped during apply; the next run converges from here", error=str(exc))
                 return None
             report = host_report(desired, name, result_of(exc), None, exc, time.perf_counter() - t0)

@@ -6,11 +6,12 @@ Fields that only the machine running the reconciler needs (the artifact path) st
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from enum import IntEnum
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, TypeVar
 
 from reconciler.observe.snapshot import GateParams
 
@@ -28,7 +29,7 @@ def _plain(value: Any) -> Any:
         return {k: _plain(v) for k, v in asdict(value).items()}
     if isinstance(value, Mapping):
         return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, tuple | list):
+    if isinstance(value, (tuple, list)):
         return [_plain(v) for v in value]
     return value
 
@@ -55,11 +56,17 @@ class Phase(IntEnum):
     RECORD = 100
 
 
+A = TypeVar("A", bound="Action")
+
+
 @dataclass(frozen=True)
 class Action:
     reason: str
-    phase: Phase = field(default=Phase.WRITE, kw_only=True)
-    on_failure: OnFailure = field(default="report", kw_only=True)
+    # Not constructor arguments (keyword-only fields after the subclasses' own would need
+    # Python 3.10): each kind has its default phase, `at()` moves one, and the planner's
+    # failure policy (plan/policy.py) sets `on_failure`.
+    phase: Phase = field(default=Phase.WRITE, init=False)
+    on_failure: OnFailure = field(default="report", init=False)
 
     kind: ClassVar[str] = ""
     label: ClassVar[str] = ""
@@ -80,6 +87,25 @@ class Action:
         """The public form: what --json prints and the history keeps. Never file contents."""
         return {"action": self.label, "target": self.target, "reason": self.reason}
 
+    def because(self: A, reason: str) -> A:
+        """The same action, for another reason."""
+        return _set(self, reason=reason)
+
+    def at(self: A, phase: Phase) -> A:
+        """The same action, run in another phase."""
+        return _set(self, phase=phase)
+
+    def failing(self: A, on_failure: OnFailure) -> A:
+        """The same action, with what the agent does when it fails."""
+        return _set(self, on_failure=on_failure)
+
+
+def _set(action: A, **values: Any) -> A:
+    out = copy.copy(action)
+    for name, value in values.items():
+        object.__setattr__(out, name, value)
+    return out
+
 
 @dataclass(frozen=True)
 class UploadRelease(Action):
@@ -87,7 +113,7 @@ class UploadRelease(Action):
     releases: str
     source: Path
     sha256: str | None = None
-    phase: Phase = field(default=Phase.STAGE, kw_only=True)
+    phase: Phase = field(default=Phase.STAGE, init=False)
     kind: ClassVar[str] = "upload_release"
     label: ClassVar[str] = "upload"
     _local_only: ClassVar[frozenset[str]] = frozenset({"source"})
@@ -115,7 +141,7 @@ class LoadImage(Action):
     # Registry credentials for the pull: on the wire to the agent only (its standard input),
     # never in a summary, a log, the history or --json, never in repr().
     auth: Mapping[str, str] | None = field(default=None, repr=False, compare=False)
-    phase: Phase = field(default=Phase.STAGE, kw_only=True)
+    phase: Phase = field(default=Phase.STAGE, init=False)
     kind: ClassVar[str] = "load_image"
     label: ClassVar[str] = "load-image"
     _local_only: ClassVar[frozenset[str]] = frozenset({"source"})
@@ -134,7 +160,7 @@ class LinkShared(Action):
     shared: str  # <root>/shared
     paths: tuple[str, ...]
     owner: str | None = None  # backend.user: the app writes there
-    phase: Phase = field(default=Phase.STAGE, kw_only=True)
+    phase: Phase = field(default=Phase.STAGE, init=False)
     kind: ClassVar[str] = "link_shared"
     label: ClassVar[str] = "link-shared"
 
@@ -183,7 +209,7 @@ class PullFrontend(Action):
     image_root: str = "/app"
     static_dir: str = "frontend/dist"
     auth: Mapping[str, str] | None = field(default=None, repr=False, compare=False)  # as LoadImage's
-    phase: Phase = field(default=Phase.STAGE, kw_only=True)
+    phase: Phase = field(default=Phase.STAGE, init=False)
     kind: ClassVar[str] = "pull_frontend"
     label: ClassVar[str] = "frontend-image"
 
@@ -199,7 +225,7 @@ class PruneFrontend(Action):
 
     path: str
     runtime: str
-    phase: Phase = field(default=Phase.PRUNE, kw_only=True)
+    phase: Phase = field(default=Phase.PRUNE, init=False)
     kind: ClassVar[str] = "prune_frontend"
     label: ClassVar[str] = "prune"
 
@@ -229,7 +255,7 @@ class WriteFile(Action):
 class RemoveFile(Action):
     path: str
     backup: bool = False  # keep a dated copy (a file the reconciler did not write)
-    phase: Phase = field(default=Phase.RETIRE, kw_only=True)
+    phase: Phase = field(default=Phase.RETIRE, init=False)
     kind: ClassVar[str] = "remove_file"
     label: ClassVar[str] = "remove"
 
@@ -241,7 +267,7 @@ class RemoveFile(Action):
 @dataclass(frozen=True)
 class DaemonReload(Action):
     unless_clean: tuple[str, ...] = ()  # skipped when systemd has all of these loaded as on disk
-    phase: Phase = field(default=Phase.DAEMON_RELOAD, kw_only=True)
+    phase: Phase = field(default=Phase.DAEMON_RELOAD, init=False)
     kind: ClassVar[str] = "daemon_reload"
     label: ClassVar[str] = "daemon-reload"
 
@@ -254,7 +280,7 @@ class DaemonReload(Action):
 class SetSymlink(Action):
     path: str
     target_path: str  # what the link will point to (relative to the link's folder)
-    phase: Phase = field(default=Phase.SWITCH, kw_only=True)
+    phase: Phase = field(default=Phase.SWITCH, init=False)
     kind: ClassVar[str] = "set_symlink"
     label: ClassVar[str] = "symlink"
 
@@ -267,6 +293,18 @@ class SetSymlink(Action):
         return dict(out, on_failure=self.on_failure)
 
 
+# When a unit operation runs, unless moved with `at()`: units start before the proxy points
+# at them and stop only after it has stopped pointing at them.
+_VERB_PHASE = {
+    "start": Phase.START,
+    "enable": Phase.START,
+    "reenable": Phase.START,
+    "restart": Phase.RESTART,
+    "stop": Phase.RETIRE,
+    "disable": Phase.RETIRE,
+}
+
+
 @dataclass(frozen=True)
 class Systemctl(Action):
     verb: str  # start | restart | stop | enable | disable | reenable
@@ -275,6 +313,9 @@ class Systemctl(Action):
     # rollback planned before the failure restart only what the failure disturbed.
     unless_runs: Mapping[str, str] | None = None
     kind: ClassVar[str] = "systemctl"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "phase", _VERB_PHASE.get(self.verb, Phase.WRITE))
 
     @property
     def target(self) -> str:
@@ -299,7 +340,7 @@ class CheckHealth(Action):
     any_status: bool = False  # a dev server is up when it answers at all (< 500)
     unless_gated: bool = False  # skipped when the running process passed already
     quarantine: Mapping[str, str] | None = None  # {key, version}: what a failing idle gate marks
-    phase: Phase = field(default=Phase.VERIFY, kw_only=True)
+    phase: Phase = field(default=Phase.VERIFY, init=False)
     kind: ClassVar[str] = "check_health"
     label: ClassVar[str] = "health-check"
 
@@ -344,7 +385,7 @@ class WriteCaddyfile(Action):
     main: str  # the main Caddyfile: what Caddy loads, and what is validated
     routes_to: tuple[str, ...] = ()  # backends it sends traffic to: the agent checks their gates
     backup: bool = False  # keep a dated copy of what it replaces
-    phase: Phase = field(default=Phase.PROXY, kw_only=True)
+    phase: Phase = field(default=Phase.PROXY, init=False)
     kind: ClassVar[str] = "write_caddyfile"
     label: ClassVar[str] = "validate+write"
 
@@ -362,7 +403,7 @@ class LoadCaddy(Action):
     unit: str
     fragment: str  # the app's own fragment: what "loaded" is recorded for
     unless_loaded: bool = False  # skipped when Caddy runs and last loaded this very fragment
-    phase: Phase = field(default=Phase.PROXY, kw_only=True)
+    phase: Phase = field(default=Phase.PROXY, init=False)
     kind: ClassVar[str] = "load_caddy"
 
     @property
@@ -382,7 +423,7 @@ class PruneRelease(Action):
     state: str
     image: str | None = None  # the release's image, removed with it
     runtime: str | None = None  # whose image it is
-    phase: Phase = field(default=Phase.PRUNE, kw_only=True)
+    phase: Phase = field(default=Phase.PRUNE, init=False)
     kind: ClassVar[str] = "prune_release"
     label: ClassVar[str] = "prune"
 
@@ -397,7 +438,7 @@ class SnapshotDatabase(Action):
 
     database: str
     snapshot: str
-    phase: Phase = field(default=Phase.SNAPSHOT, kw_only=True)
+    phase: Phase = field(default=Phase.SNAPSHOT, init=False)
     kind: ClassVar[str] = "snapshot_database"
     label: ClassVar[str] = "snapshot"
 
@@ -414,7 +455,7 @@ class RestoreDatabase(Action):
     snapshot: str
     units: tuple[str, ...]
     only_if_taken: bool = False  # a rollback restores only the snapshot its own deploy took
-    phase: Phase = field(default=Phase.RESTORE, kw_only=True)
+    phase: Phase = field(default=Phase.RESTORE, init=False)
     kind: ClassVar[str] = "restore_database"
     label: ClassVar[str] = "restore"
 
@@ -429,7 +470,7 @@ class RecordQuarantine(Action):
     version: str
     why: str = ""
     clear: bool = False
-    phase: Phase = field(default=Phase.RECORD, kw_only=True)
+    phase: Phase = field(default=Phase.RECORD, init=False)
     kind: ClassVar[str] = "record_quarantine"
 
     @property
@@ -449,7 +490,7 @@ class RecordMaintenance(Action):
     on: bool
     why: str = ""
     by: str = ""
-    phase: Phase = field(default=Phase.RECORD, kw_only=True)
+    phase: Phase = field(default=Phase.RECORD, init=False)
     kind: ClassVar[str] = "record_maintenance"
 
     @property
@@ -477,7 +518,7 @@ class RecordGood(Action):
     links: tuple[str, ...]
     gates: Mapping[str, GateParams]
     caddyfile: str
-    phase: Phase = field(default=Phase.RECORD, kw_only=True)
+    phase: Phase = field(default=Phase.RECORD, init=False)
     kind: ClassVar[str] = "record_good"
     label: ClassVar[str] = "record-good"
 

@@ -43,5 +43,5 @@ def blockers(desired: DesiredState, observed: Observed) -> Iterable[str]:
 def adopted(actions: Iterable[Action]) -> tuple[str, ...]:
     """The files this plan replaces or removes with a backup kept."""
     return tuple(
-        a.path for a in actions if isinstance(a, WriteFile | RemoveFile | WriteCaddyfile) and a.backup
+        a.path for a in actions if isinstance(a, (WriteFile, RemoveFile, WriteCaddyfile)) and a.backup
     )

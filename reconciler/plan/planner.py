@@ -119,7 +119,7 @@ def _merge_daemon_reloads(actions: list[Action]) -> list[Action]:
         if isinstance(action, DaemonReload):
             if action.phase in seen:
                 i = seen[action.phase]
-                out[i] = DaemonReload(f"{out[i].reason}; {action.reason}", phase=action.phase)
+                out[i] = DaemonReload(f"{out[i].reason}; {action.reason}").at(action.phase)
                 continue
             seen[action.phase] = len(out)
         out.append(action)
@@ -136,15 +136,13 @@ def _on_failure(actions: list[Action]) -> Iterable[Action]:
     a configuration unhealthy, so nothing else quarantines (a start refused by systemd may be
     the host's fault). Any other failure between the first write and the proxy switch rolls
     back; failures while staging, retiring, pruning or recording are reported."""
-    from dataclasses import replace
-
     for action in actions:
         if action.on_failure != "report":
             yield action  # set on purpose (an idle colour's gate)
         elif isinstance(action, CheckHealth):
-            yield replace(action, on_failure="quarantine")
+            yield action.failing("quarantine")
         elif action.phase in _UNDONE_ON_FAILURE:
-            yield replace(action, on_failure="rollback")
+            yield action.failing("rollback")
         else:
             yield action
 

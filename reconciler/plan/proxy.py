@@ -103,7 +103,7 @@ def caddy_actions(
         out.append(LoadCaddy(why, verb="start", path=main, unit=CADDY_UNIT, fragment=path))
     if not caddy.is_enabled:
         why = f"{CADDY_UNIT} is {caddy.enabled or 'not enabled'}"
-        out.append(Systemctl(why, verb="enable", unit=CADDY_UNIT, phase=Phase.PROXY))
+        out.append(Systemctl(why, verb="enable", unit=CADDY_UNIT).at(Phase.PROXY))
     return out
 
 
@@ -153,7 +153,7 @@ def text_change(old: str | None, new: str) -> str:
     a = [ln.strip() for ln in old.splitlines()]
     b = [ln.strip() for ln in new.splitlines()]
     if len(a) == len(b):
-        pairs = [(x, y) for x, y in zip(a, b, strict=True) if x != y]
+        pairs = [(x, y) for x, y in zip(a, b) if x != y]
         if len(pairs) == 1:
             return f"differs: {pairs[0][0]!r} -> {pairs[0][1]!r}"
     return "differs from the rendered one (edited by hand, or the desired state changed)"

@@ -157,7 +157,7 @@ def _rollback_targets(observed: Observed, actions: list[Action]) -> set[str]:
 def prune(desired: DesiredState, observed: Observed, actions: list[Action]) -> list[Action]:
     """Oldest first, down to release.keep; never a release in use or the one being deployed."""
     present = set(observed.releases) | {
-        a.version for a in actions if isinstance(a, UploadRelease | LoadImage)
+        a.version for a in actions if isinstance(a, (UploadRelease, LoadImage))
     }
     excess = len(present) - desired.release.keep
     if excess <= 0:

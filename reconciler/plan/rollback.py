@@ -123,8 +123,7 @@ def checkpoint(
             links=tuple(now.links),
             gates=now.gates,
             caddyfile=now.caddyfile,
-            phase=Phase.CHECKPOINT,
-        ),
+        ).at(Phase.CHECKPOINT),
         recorded,
     )
 
@@ -166,7 +165,7 @@ def restore(
         have = observed.file(path)
         if f is None:
             if not only_needed or have is not None:
-                out.append(RemoveFile(why, path=path, phase=Phase.WRITE))
+                out.append(RemoveFile(why, path=path).at(Phase.WRITE))
             continue
         if only_needed and have is not None and have.content == f.content and have.mode == f.mode:
             continue
@@ -187,7 +186,7 @@ def restore(
         now = observed.unit(unit)
         runs = now.is_active and all(now.environ.get(k) == v for k, v in want.items())
         if not (only_needed and runs):
-            out.append(Systemctl(why, verb="restart", unit=unit, unless_runs=want, phase=Phase.RESTART))
+            out.append(Systemctl(why, verb="restart", unit=unit, unless_runs=want))
         if not (only_needed and runs and observed.gated(unit)):
             out.append(CheckHealth.from_params(f"{unit}: {why}", unit, params, unless_gated=True))
     out += _caddy(desired, observed, good, why, only_needed)
@@ -198,7 +197,7 @@ def restore(
         now = observed.unit(unit)
         if not only_needed or now.is_active or now.is_crashing:
             reason = "it was started with the configuration that failed"
-            out.append(Systemctl(reason, verb="stop", unit=unit, phase=Phase.RETIRE))
+            out.append(Systemctl(reason, verb="stop", unit=unit))
     return out
 
 
@@ -263,7 +262,6 @@ def for_failure(
                 "it failed, and there is no earlier state to go back to",
                 verb="stop",
                 unit=u,
-                phase=Phase.RETIRE,
             )
             for u in disturbed
             if u in colours

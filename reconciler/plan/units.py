@@ -91,7 +91,7 @@ def unit_file_actions(desired: DesiredState, observed: Observed, name: str, text
     if change.reenable and unit.is_enabled:
         # The enablement links were made from the old [Install] section; redo them.
         why = f"{name}'s [Install] section changed"
-        out.append(Systemctl(why, verb="reenable", unit=name, phase=Phase.START))
+        out.append(Systemctl(why, verb="reenable", unit=name))
     return out
 
 
@@ -147,25 +147,23 @@ def run_actions(
     out: list[Action] = []
     if not unit.is_enabled:
         why = f"{name} is {unit.enabled or 'not enabled'}"
-        out.append(Systemctl(why, verb="enable", unit=name, phase=Phase.START))
+        out.append(Systemctl(why, verb="enable", unit=name))
     if not unit.is_active:
         out += [
-            Systemctl(f"{name} is {describe_state(unit)}", verb="start", unit=name, phase=Phase.START),
+            Systemctl(f"{name} is {describe_state(unit)}", verb="start", unit=name),
             gate,
         ]
         return out
     stale = stale_reasons(desired, observed, unit, text, config, env_file)
     if stale:
-        out += [Systemctl("; ".join(stale), verb="restart", unit=name, phase=Phase.RESTART), gate]
+        out += [Systemctl("; ".join(stale), verb="restart", unit=name), gate]
     elif not observed.gated(name):
         out.append(with_reason(gate, f"{NOT_GATED} ({name}, started {_since(unit)})"))
     return out
 
 
 def with_reason(action: CheckHealth, reason: str) -> CheckHealth:
-    from dataclasses import replace
-
-    return replace(action, reason=reason)
+    return action.because(reason)
 
 
 def _since(unit: UnitState) -> str:
@@ -204,14 +202,14 @@ def retire_unit(desired: DesiredState, observed: Observed, name: str, why: str) 
     path = unit_path(desired, name)
     out: list[Action] = []
     if unit.is_active or unit.is_crashing:
-        out.append(Systemctl(why, verb="stop", unit=name, phase=Phase.RETIRE))
+        out.append(Systemctl(why, verb="stop", unit=name))
     if unit.is_enabled:
-        out.append(Systemctl(why, verb="disable", unit=name, phase=Phase.RETIRE))
+        out.append(Systemctl(why, verb="disable", unit=name))
     if observed.file(path) is not None:
         backup = is_foreign(observed.content(path))
         out += [
             RemoveFile(why, path=path, backup=backup),
-            DaemonReload(f"{name} was removed", phase=Phase.RETIRE),
+            DaemonReload(f"{name} was removed").at(Phase.RETIRE),
         ]
     return out
 

@@ -76,7 +76,7 @@ def _describe(value: Any) -> str:
         return "nothing (null)"
     if isinstance(value, bool):
         return f"the boolean {str(value).lower()}"
-    if isinstance(value, int | float):
+    if isinstance(value, (int, float)):
         return f"the number {value}"
     if isinstance(value, str):
         shown = value if len(value) <= 60 else value[:57] + "..."
@@ -129,6 +129,6 @@ def _explain(doc: SourceDoc, err: Any) -> list[InputProblem]:
         return []  # the failing "then" branch reports the useful part
     got = _describe(err.instance)
     hint = ""
-    if kind == "type" and "string" in str(err.validator_value) and isinstance(err.instance, int | float):
+    if kind == "type" and "string" in str(err.validator_value) and isinstance(err.instance, (int, float)):
         hint = " (YAML read it as a number or boolean; put it in quotes)"
     return [doc.problem(path, f"expected {_expected(err)}; got {got}{hint}")]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Union
 
 import yaml
 
@@ -24,7 +24,7 @@ MAX_BYTES = 1024 * 1024
 MAX_NODES = 20_000
 MAX_DEPTH = 64
 
-Path_ = tuple[str | int, ...]
+Path_ = tuple[Union[str, int], ...]  # a runtime alias: `str | int` here needs Python 3.10
 Mark = tuple[int, int]  # 1-based line, column
 
 _MERGE_TAG = "tag:yaml.org,2002:merge"

@@ -142,10 +142,9 @@ class BlueGreen:
         d = self.desired
         name = d.colour_unit(colour)
         unit = observed.unit(name)
-        stop = Phase.RETIRE
         if unit.is_crashing:
             why = f"idle colour {colour} is {units.describe_state(unit)}: stopped so it does not loop"
-            return [Systemctl(why, verb="stop", unit=name, phase=stop)]
+            return [Systemctl(why, verb="stop", unit=name)]
         if not unit.is_active:
             return []
         if d.blue_green.idle == "stop":
@@ -154,13 +153,12 @@ class BlueGreen:
                     f"idle colour {colour} is kept stopped (blue_green.idle: stop)",
                     verb="stop",
                     unit=name,
-                    phase=stop,
                 )
             ]
         entry = observed.quarantined(unit.config or "", unit.release or "") if unit.config else None
         if entry is not None:
             why = f"idle colour {colour} runs a configuration that failed ({unit.release}: {entry.reason})"
-            return [Systemctl(why, verb="stop", unit=name, phase=stop)]
+            return [Systemctl(why, verb="stop", unit=name)]
         if colour != routed and not observed.gated(name):
             version = unit.release or ""
             gate = units.with_reason(self.gate(colour, version), f"{units.NOT_GATED} (idle colour {colour})")
@@ -201,7 +199,7 @@ class BlueGreen:
 def _soft(gate: CheckHealth, quarantine: dict[str, str] | None) -> CheckHealth:
     from dataclasses import replace
 
-    return replace(gate, on_failure="stop", quarantine=quarantine, phase=Phase.RETIRE)
+    return replace(gate, quarantine=quarantine).at(Phase.RETIRE).failing("stop")
 
 
 def _point(
@@ -216,8 +214,7 @@ def _point(
             f"{posixpath.basename(link)} {was}; {why}",
             path=link,
             target_path=releases.relative(desired, want),
-            phase=phase,
-        )
+        ).at(phase)
     ]
 
 
@@ -233,8 +230,7 @@ def _bookkeeping_links(desired: DesiredState, observed: Observed, want: str) -> 
                 f"{posixpath.basename(now)} served before the switch",
                 path=layout.previous,
                 target_path=releases.relative(desired, now),
-                phase=Phase.RETIRE,
-            )
+            ).at(Phase.RETIRE)
         )
     out += _point(desired, observed, layout.current, want, "Caddy serves it", phase=Phase.RETIRE)
     return out
