@@ -7,6 +7,7 @@ import shlex
 from hypothesis import given
 from hypothesis import strategies as st
 
+from reconciler.agent import caddyconfig
 from reconciler.render import caddyfile, envfile, units
 from reconciler.spec.model import EnvVar
 
@@ -85,9 +86,70 @@ def test_caddyfile_routes_api_and_health_to_backend_and_rest_to_files() -> None:
     text = caddyfile.render(
         caddyfile.Site("app", ":80", 8081, "/health", static_root="/opt/app/blue/dist", colour="blue")
     )
-    assert caddyfile.routed_colour(text) == "blue"
-    assert "handle /api/* {\n\t\treverse_proxy 127.0.0.1:8081" in text
+    assert "handle /api/* {\n\t\t\treverse_proxy 127.0.0.1:8081" in text
     assert "handle /health {" in text and "root * /opt/app/blue/dist" in text
+    assert caddyconfig.fragment_upstreams(text) == [8081]
     dev = caddyfile.render(caddyfile.Site("app", "example.com", 8080, "/up", frontend_port=3000))
     assert "reverse_proxy 127.0.0.1:3000" in dev and "file_server" not in dev
-    assert caddyfile.routed_colour(dev) is None
+    assert caddyconfig.fragment_upstreams(dev) == [3000, 8080]
+
+
+def test_caddyfile_carries_its_own_digest_and_a_maintenance_switch() -> None:
+    site = caddyfile.Site(
+        "app", ":80", 8081, "/health", static_root="/srv", maintenance_flag="/etc/caddy/apps/app.maintenance"
+    )
+    text = caddyfile.render(site)
+    assert caddyfile.mark_of(text, "app") == caddyconfig.fragment_digest(text)
+    edited = text.replace("127.0.0.1:8081", "127.0.0.1:8082")
+    assert caddyconfig.fragment_digest(edited) != caddyfile.mark_of(edited, "app"), "a stale mark is seen"
+    assert "try_files /app.maintenance" in text and "not path /health" in text
+    # A fragment an older version recorded gets both, its routes kept one level down.
+    old = "# Managed by reconciler (app): x\n:80 {\n\tencode gzip\n\thandle /api/* {\n\t\treverse_proxy 127.0.0.1:8081\n\t}\n}\n"
+    upgraded = caddyfile.with_switch(old, site)
+    assert caddyfile.mark_of(upgraded, "app") == caddyconfig.fragment_digest(upgraded)
+    assert (
+        "@maintenance" in upgraded and "\t\thandle /api/* {\n\t\t\treverse_proxy 127.0.0.1:8081" in upgraded
+    )
+    assert caddyconfig.fragment_upstreams(upgraded) == [8081]
+
+
+def test_caddy_config_facts_are_read_from_caddys_json() -> None:
+    """The shape Caddy 2.6's admin API answers with (as captured from a test host)."""
+    config = {
+        "apps": {
+            "http": {
+                "servers": {
+                    "srv0": {
+                        "routes": [
+                            {"handle": [{"handler": "vars", "reconciler_fragment_my-app": "abc123"}]},
+                            {
+                                "handle": [
+                                    {
+                                        "handler": "subroute",
+                                        "routes": [
+                                            {
+                                                "handle": [
+                                                    {
+                                                        "handler": "reverse_proxy",
+                                                        "upstreams": [
+                                                            {"dial": "127.0.0.1:8081"},
+                                                            {"dial": "10.0.0.5:9000"},
+                                                        ],
+                                                    }
+                                                ]
+                                            }
+                                        ],
+                                    }
+                                ]
+                            },
+                        ]
+                    }
+                }
+            }
+        }
+    }
+    assert caddyconfig.upstream_ports(config) == [8081]
+    assert caddyconfig.fragment_marks(config) == {"my-app": "abc123"}
+    assert caddyconfig.admin_address("{\n\tadmin off\n}\n:80 {\n}\n") is None
+    assert caddyconfig.admin_address("{\n\temail a@b\n\tadmin localhost:2020\n}\n") == "localhost:2020"
+    assert caddyconfig.admin_address(":80 {\n\tadmin nothing\n}\n") == caddyconfig.DEFAULT_ADMIN

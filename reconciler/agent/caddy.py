@@ -1,26 +1,36 @@
 """Caddy: an app's fragment (or the main Caddyfile) written, the whole configuration validated
-from the main Caddyfile, and reloads with a timeout. All under the host-wide lock, since the
+from the main Caddyfile, and loads with a timeout. All under the host-wide lock, since the
 configuration is every app's: a file that makes it invalid is put back at once, and a reload
-Caddy refuses puts back every file this apply wrote, so every app keeps serving as before."""
+Caddy refuses puts back every file this apply wrote, so every app keeps serving as before.
+
+Caddy is never pointed at a process of the app that has not passed its health gate, whatever
+the plan says: before a write is kept and before any load, the whole configuration is adapted
+as Caddy would load it, its real upstreams are mapped to the app's units by their ports, and
+each one's gate record is checked here, on the host, at that moment. Whether to start or to
+reload Caddy is decided when the step runs, and afterwards Caddy itself is asked whether it
+runs the fragment as written (agent/caddyconfig.py).
+"""
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
+import time
 
-from . import records
+from . import caddyconfig, records
 from .context import Context
 from .files import keep_backup
-from .fsops import atomic_write, decode, fsync_dir, now, read_file, read_json, run
+from .fsops import atomic_write, decode, fsync_dir, read_file, run
 from .lock import hold_host_lock
 from .protocol import AgentError, Json
 from .systemd import systemctl, unit_state
 
 
-def caddy_validate(main: str) -> None:
-    proc = run(["caddy", "validate", "--config", main, "--adapter", "caddyfile"], timeout=60)
+def adapt(main: str, validate: bool = False) -> Json:
+    """The whole configuration as Caddy would load it (JSON), validated if asked."""
+    argv = ["caddy", "adapt", "--config", main, "--adapter", "caddyfile"]
+    proc = run([*argv, "--validate"] if validate else argv, timeout=60)
     if proc.returncode != 0:
         lines = [ln for ln in decode(proc.stderr + b"\n" + proc.stdout).splitlines() if "error" in ln.lower()]
         raise AgentError(
@@ -28,6 +38,24 @@ def caddy_validate(main: str) -> None:
             "\n".join(lines[-5:]),
             code="caddy",
         )
+    try:
+        config = json.loads(decode(proc.stdout) or "null")
+    except ValueError:
+        raise AgentError("caddy adapt printed something that is not JSON", code="caddy") from None
+    return config if isinstance(config, dict) else {}
+
+
+def check_routes(ctx: Context, config: Json, ports: Json, what: str) -> None:
+    """Refuse when the configuration sends traffic to one of the app's units whose running
+    process has no gate record."""
+    for port in caddyconfig.upstream_ports(config):
+        unit = ports.get(str(port))
+        if unit and records.gate_of(ctx.state_dir, unit)[0] is None:
+            raise AgentError(
+                f"refusing to {what}: it routes to {unit} (port {port}), whose running process has "
+                "not passed a health gate",
+                code="ungated",
+            )
 
 
 def _bytes(path: str) -> bytes | None:
@@ -35,6 +63,11 @@ def _bytes(path: str) -> bytes | None:
     if have and have.get("kind") == "file":
         return str(have["content"]).encode("utf-8", "surrogateescape")
     return None
+
+
+def _text(path: str) -> str | None:
+    data = _bytes(path)
+    return None if data is None else data.decode("utf-8", "surrogateescape")
 
 
 def _put(path: str, data: bytes | None) -> None:
@@ -47,16 +80,7 @@ def _put(path: str, data: bytes | None) -> None:
 
 
 def do_write_caddyfile(ctx: Context, a: Json) -> Json:
-    """Caddy is never pointed at a process that has not passed its health gate: the backends
-    the new file routes to are checked against the gate records here, on the host, at the
-    moment of the switch."""
     path, main = a["path"], a["main"]
-    for unit in a["routes_to"]:
-        if records.gate_of(ctx.state_dir, unit)[0] is None:
-            raise AgentError(
-                f"refusing to route Caddy to {unit}: the process it runs has not passed a health gate",
-                code="ungated",
-            )
     want = None if a.get("content") is None else a["content"].encode("utf-8", "surrogateescape")
     hold_host_lock(ctx)
     have = _bytes(path)
@@ -67,7 +91,7 @@ def do_write_caddyfile(ctx: Context, a: Json) -> Json:
     ctx.caddy_backups.setdefault(path, have)
     _put(path, want)
     try:
-        caddy_validate(main)
+        check_routes(ctx, adapt(main, validate=True), a["ports"], f"write {path}")
     except AgentError:
         _put(path, have)
         raise
@@ -88,46 +112,57 @@ def caddy_reload(path: str) -> None:
         raise AgentError("Caddy refused to load the new configuration", "\n".join(lines[-3:]), code="caddy")
 
 
-def _fragment_sha(path: str) -> str | None:
-    data = _bytes(path)
-    return None if data is None else hashlib.sha256(data).hexdigest()
+def _active(unit: str) -> bool:
+    return unit_state(unit)["active"] in ("active", "reloading")
 
 
-def _loaded(ctx: Context, fragment: str, unit: str) -> bool:
-    loaded = read_json(os.path.join(ctx.state_dir, "caddy-loaded.json"))
-    sha = _fragment_sha(fragment)
-    return isinstance(loaded, dict) and loaded.get("sha256") == sha and unit_state(unit)["active"] == "active"
-
-
-def _routes(fragment: str) -> str | None:
-    """The colour the fragment routes to (its marker line), as Caddy now serves it."""
-    data = _bytes(fragment)
-    for line in (data or b"").decode("utf-8", "replace").splitlines():
-        if line.startswith("# routes to colour: "):
-            return line.split(":", 1)[1].strip()
-    return None
+def _runs(main: str, unit: str, app: str, fragment: str, ports: Json) -> bool:
+    """Caddy, asked, runs the app's fragment as it is on disk."""
+    seen = caddyconfig.loaded(_text(main), _active(unit))
+    return caddyconfig.runs(seen, app, _text(fragment), ports)
 
 
 def do_load_caddy(ctx: Context, a: Json) -> Json:
-    """Start Caddy, or gracefully reload it; when Caddy refuses a reload it keeps serving the
-    old config, so the old files are put back (and loaded again) to keep disk and memory equal."""
-    main, fragment = a["path"], a["fragment"]
-    if a["unless_loaded"] and _loaded(ctx, fragment, a["unit"]):
-        return {"skipped": "Caddy serves this configuration already"}
+    """Start Caddy if it is down now, else reload it gracefully; when Caddy refuses a reload it
+    keeps serving the old config, so the old files are put back (and loaded again) to keep
+    disk and memory equal. Then ask Caddy whether it runs what was written."""
+    main, unit, app, fragment = a["path"], a["unit"], a["app"], a["fragment"]
+    if a["unless_loaded"] and _runs(main, unit, app, fragment, a["ports"]):
+        return {"skipped": "Caddy runs this configuration already"}
     hold_host_lock(ctx)
-    if a.get("verb") == "start":
-        systemctl("start", a["unit"])
+    check_routes(ctx, adapt(main), a["ports"], "load the Caddy configuration")
+    started = not _active(unit)
+    if started:
+        systemctl("start", unit)
     else:
-        try:
-            caddy_reload(main)
-        except AgentError as exc:
-            if ctx.caddy_backups:
-                for path, data in ctx.caddy_backups.items():
-                    _put(path, data)
-                with contextlib.suppress(AgentError):
-                    caddy_reload(main)
-                exc.message += "; the previous configuration is back in place and still serving"
-            raise
-    state = {"sha256": _fragment_sha(fragment), "routes": _routes(fragment), "at": now()}
-    atomic_write(os.path.join(ctx.state_dir, "caddy-loaded.json"), json.dumps(state).encode(), 0o644)
-    return {}
+        _reload_or_put_back(ctx, main, a["ports"])
+    for attempt in range(20):
+        if _runs(main, unit, app, fragment, a["ports"]):
+            return {"started": True} if started else {}
+        if attempt == 0 and started:
+            # Started by someone else meanwhile, with what was on disk then: load ours.
+            _reload_or_put_back(ctx, main, a["ports"])
+        time.sleep(0.1)
+    raise AgentError(
+        "Caddy does not run the configuration that was written",
+        f"its admin API reports no mark of {fragment} as it is on disk",
+        code="caddy",
+    )
+
+
+def _reload_or_put_back(ctx: Context, main: str, ports: Json) -> None:
+    """A reload Caddy refuses leaves it serving what it had: the files this apply wrote are
+    put back and loaded again (which also ends the "reloading" state Caddy before 2.10 leaves
+    its unit in), unless they route to a process without a gate record (someone else's edit,
+    or a crash since): then Caddy is left serving what it had, which is the same."""
+    try:
+        caddy_reload(main)
+    except AgentError as exc:
+        if ctx.caddy_backups:
+            for path, data in ctx.caddy_backups.items():
+                _put(path, data)
+            with contextlib.suppress(AgentError):
+                check_routes(ctx, adapt(main), ports, "load the previous configuration again")
+                caddy_reload(main)
+            exc.message += "; the previous configuration is back in place and still serving"
+        raise

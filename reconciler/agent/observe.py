@@ -10,7 +10,8 @@ import shutil
 import sys
 from typing import Any
 
-from .fsops import account, read_file, read_json, read_link
+from . import caddyconfig
+from .fsops import account, read_file, read_link
 from .lock import lock_state
 from .protocol import PROTOCOL, Json
 from .records import GATES, GOOD, MAINTENANCE, PAUSE, QUARANTINE, TASKS, StateFileError, load
@@ -86,6 +87,7 @@ def observe(spec: Json) -> Json:
     state_dir = spec["state"]
     state = records(state_dir)
     runtime, runtime_error = resolve(spec.get("images"))
+    units = systemctl_show(list(spec.get("units", [])))
     snap: Json = {
         "protocol": PROTOCOL,
         "host": {
@@ -98,7 +100,8 @@ def observe(spec: Json) -> Json:
         "globbed": globbed(spec.get("globs", [])),
         "links": {p: read_link(p) for p in spec.get("links", [])},
         "releases": releases(spec["releases"], state_dir, state["errors"]),
-        "units": systemctl_show(list(spec.get("units", []))),
+        "units": units,
+        "caddy": caddy(spec, units),
         "which": {name: shutil.which(name) for name in spec.get("commands", [])},
         "state": state,
         "lock": lock_state(state_dir),
@@ -112,10 +115,20 @@ def observe(spec: Json) -> Json:
     return snap
 
 
+def caddy(spec: Json, units: Json) -> Json:
+    """What Caddy runs, asked of its admin API (the main Caddyfile names the address)."""
+    main = spec.get("caddy_main")
+    if not main:
+        return {}
+    have = read_file(main)
+    text = str(have["content"]) if have and have.get("kind") == "file" else None
+    active = (units.get("caddy.service") or {}).get("active") in ("active", "reloading")
+    return caddyconfig.loaded(text, active)
+
+
 def records(state_dir: str) -> Json:
     """The reconciler's own records; an unreadable one is named in `errors`, not guessed at."""
     out: Json = {
-        "caddy_loaded": read_json(os.path.join(state_dir, "caddy-loaded.json")),
         "snapshots": snapshots(state_dir),
         "errors": [],
     }

@@ -21,6 +21,7 @@ import os
 from typing import Any
 
 from .fsops import atomic_write, now
+from .gates import gate_holds
 from .protocol import Json
 
 GATES = "gates.json"
@@ -130,9 +131,9 @@ def gate_of(state_dir: str, unit: str) -> tuple[Json | None, Json]:
 
     state = unit_state(unit)
     record = load(state_dir, GATES, {}).get(unit)
-    if state["active"] not in ("active", "reloading") or not state["invocation"]:
+    if not isinstance(record, dict):
         return None, state
-    if not isinstance(record, dict) or record.get("invocation") != state["invocation"]:
+    if not gate_holds(state["active"], state["invocation"], record.get("invocation")):
         return None, state
     return record, state
 

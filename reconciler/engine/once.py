@@ -400,9 +400,21 @@ def _failure_error(
 def set_maintenance(
     desired: DesiredState, executor: Executor, options: RunOptions, reporter: Reporter, on: bool, why: str
 ) -> Outcome:
-    """`reconcile maintenance on|off`: record it on the host, then converge, which renders
-    the app's Caddy fragment with or without the 503 page."""
+    """`reconcile maintenance on|off`: record it on the host and flip the switch Caddy looks
+    at on every request, in one apply, whatever state the host is in (a quarantined release, a
+    pause: maintenance changes what the site answers, never what runs). A host whose Caddy
+    runs a fragment written before the switch existed is converged once, which writes it."""
+    from dataclasses import replace
+
+    from reconciler.plan import proxy, routing
+
     who = f"{getpass.getuser()}@{socket.gethostname()}"
+    observed = observe(executor, desired)
     record = RecordMaintenance(f"asked by {who}", on=on, why=why, by=who)
-    apply_plan(desired, executor, options, reporter, Plan((record,), ""), kind="maintenance", verify=False)
-    return reconcile_once(desired, executor, options, reporter)
+    the_plan = Plan((record, *proxy.maintenance_actions(desired, observed, by_hand=on)), "")
+    forced = replace(options, force=True)
+    after = apply_plan(desired, executor, forced, reporter, the_plan, kind="maintenance", verify=False)
+    outcome = Outcome(the_plan, observed, applied=True, after=after)
+    if routing.caddy_runs(after) and desired.app not in after.caddy.marks:
+        return reconcile_once(desired, executor, options, reporter)
+    return outcome

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+from reconciler.agent.gates import gate_holds
 from reconciler.render.envfile import CONFIG_VAR
 from reconciler.render.units import RELEASE_VAR
 from reconciler.spec.model import DesiredState
@@ -149,6 +150,17 @@ class ReleaseState:
 
 
 @dataclass(frozen=True)
+class CaddyState:
+    """What Caddy runs, as Caddy itself says (its admin API; see agent/caddyconfig.py): the
+    loopback ports its reverse proxies send traffic to, and each app's fragment mark."""
+
+    answered: bool = False  # Caddy runs and its admin API answered
+    upstreams: frozenset[int] = frozenset()
+    marks: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    error: str | None = None  # why it did not answer, while it runs
+
+
+@dataclass(frozen=True)
 class UserState:
     uid: int
     has_group: bool  # a group of the same name exists (the environment file's group)
@@ -162,7 +174,6 @@ class Observed:
     releases: Mapping[str, ReleaseState]
     units: Mapping[str, UnitState]
     commands: Mapping[str, str | None]
-    caddy_loaded_sha: str | None
     quarantine: Mapping[str, QuarantineEntry]  # configuration fingerprint -> what failed
     lock_holder: Mapping[str, Any] | None
     images: frozenset[str] = frozenset()  # container images present (repo:tag, repo:tag@digest)
@@ -174,9 +185,7 @@ class Observed:
     fragments: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))  # every app's
     tasks: Mapping[str, Mapping[str, int]] = field(default_factory=lambda: MappingProxyType({}))
     maintenance: Mapping[str, str] | None = None  # switched on by hand: by, at, reason
-    # The colour Caddy routes to as it last loaded the app's fragment (the file on disk may be
-    # newer: a run killed between writing and reloading it). None: not known (an older host).
-    caddy_routes: str | None = None
+    caddy: CaddyState = CaddyState()  # what Caddy runs: its loaded configuration, not a note of ours
     good: tuple[GoodState, ...] = ()  # newest first
     state_errors: tuple[str, ...] = ()  # records on the host that could not be read
     user: int = 0  # the uid the agent ran as
@@ -202,12 +211,7 @@ class Observed:
         """The unit's process now running passed its health gate (recorded on the host)."""
         unit = self.unit(name)
         record = self.gates.get(name)
-        return (
-            unit.is_active
-            and bool(unit.invocation)
-            and record is not None
-            and (record.invocation == unit.invocation)
-        )
+        return gate_holds(unit.active, unit.invocation, record.invocation if record else None)
 
     def quarantined(self, config: str, version: str) -> QuarantineEntry | None:
         entry = self.quarantine.get(config)
@@ -235,7 +239,9 @@ def request_for(desired: DesiredState) -> dict[str, Any]:
             *(desired.colour_env_file(c) for c in colours),
             desired.proxy.caddyfile,
             desired.proxy.fragment(desired.app),
+            desired.proxy.maintenance_flag(desired.app),
         ],
+        "caddy_main": desired.proxy.caddyfile,
         "links": [
             layout.current,
             layout.previous,
@@ -289,7 +295,6 @@ def parse(raw: Mapping[str, Any]) -> Observed:
         for name, v in raw["units"].items()
     }
     state = raw.get("state") or {}
-    loaded = state.get("caddy_loaded") or {}
     lock = raw.get("lock") or {}
     good, good_errors = _goods(state.get("good") or [])
     return Observed(
@@ -299,8 +304,7 @@ def parse(raw: Mapping[str, Any]) -> Observed:
         releases=_freeze(releases),
         units=_freeze(units),
         commands=_freeze(raw.get("which") or {}),
-        caddy_loaded_sha=loaded.get("sha256") if isinstance(loaded, dict) else None,
-        caddy_routes=loaded.get("routes") if isinstance(loaded, dict) else None,
+        caddy=_caddy(raw.get("caddy") or {}),
         quarantine=_freeze(_quarantine(state.get("quarantine") or {})),
         lock_holder=_freeze(lock.get("holder") or {}) if lock.get("held") else None,
         images=frozenset(raw.get("images") or ()),
@@ -329,6 +333,15 @@ def parse(raw: Mapping[str, Any]) -> Observed:
         ),
         paused=pause_of(state.get("paused")),
         fingerprint=str(raw.get("fingerprint", "")),
+    )
+
+
+def _caddy(raw: Mapping[str, Any]) -> CaddyState:
+    return CaddyState(
+        answered=bool(raw.get("answered")),
+        upstreams=frozenset(int(p) for p in raw.get("upstreams") or ()),
+        marks=_freeze({str(k): str(v) for k, v in (raw.get("marks") or {}).items()}),
+        error=raw.get("error"),
     )
 
 

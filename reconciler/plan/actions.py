@@ -15,7 +15,7 @@ from typing import Any, ClassVar, Literal, TypeVar
 
 from reconciler.observe.snapshot import GateParams
 
-# What the agent does when an action fails (see reconciler/agent/apply.py):
+# What the agent does when an action fails (decided in plan/policy.py, done in agent/apply.py):
 #   report      stop here, say what failed
 #   rollback    run the request's rollback: back to the host's last good state
 #   quarantine  the same, after quarantining the desired configuration (it failed its gate)
@@ -339,6 +339,7 @@ class CheckHealth(Action):
     expect_version: str | None = None
     any_status: bool = False  # a dev server is up when it answers at all (< 500)
     unless_gated: bool = False  # skipped when the running process passed already
+    idle: bool = False  # the unit serves nothing: a failure stops it (plan/policy.py)
     quarantine: Mapping[str, str] | None = None  # {key, version}: what a failing idle gate marks
     phase: Phase = field(default=Phase.VERIFY, init=False)
     kind: ClassVar[str] = "check_health"
@@ -378,12 +379,15 @@ class CheckHealth(Action):
 @dataclass(frozen=True)
 class WriteCaddyfile(Action):
     """Write (or, content None, remove) a Caddy file, then validate the whole configuration
-    from the main Caddyfile, under the host-wide lock; an invalid result is undone at once."""
+    from the main Caddyfile, under the host-wide lock; an invalid result is undone at once, and
+    so is one whose real upstreams include one of the app's units without a gate record."""
 
     path: str
     content: str | None
     main: str  # the main Caddyfile: what Caddy loads, and what is validated
-    routes_to: tuple[str, ...] = ()  # backends it sends traffic to: the agent checks their gates
+    # The app's units by the port they listen on ("8081" -> unit): how the agent maps the
+    # upstreams of the whole configuration, as Caddy adapts it, to units whose gates it checks.
+    ports: Mapping[str, str] = field(default_factory=dict)
     backup: bool = False  # keep a dated copy of what it replaces
     phase: Phase = field(default=Phase.PROXY, init=False)
     kind: ClassVar[str] = "write_caddyfile"
@@ -396,13 +400,17 @@ class WriteCaddyfile(Action):
 
 @dataclass(frozen=True)
 class LoadCaddy(Action):
-    """Graceful reload (or start) of Caddy; on refusal the old file is put back."""
+    """Make Caddy run the files on disk: the agent starts it if it is down when the step runs,
+    else reloads it gracefully, and checks afterwards (asking Caddy) that it runs the app's
+    fragment as written. Before loading, the agent checks the gates of every unit of the app
+    that the configuration routes to. On refusal the files this apply wrote are put back."""
 
-    verb: str  # reload | start
     path: str  # the main Caddyfile
     unit: str
-    fragment: str  # the app's own fragment: what "loaded" is recorded for
-    unless_loaded: bool = False  # skipped when Caddy runs and last loaded this very fragment
+    fragment: str  # the app's own fragment
+    app: str  # whose fragment mark the agent reads back from Caddy
+    ports: Mapping[str, str] = field(default_factory=dict)  # as WriteCaddyfile's
+    unless_loaded: bool = False  # skipped when Caddy runs this very fragment already
     phase: Phase = field(default=Phase.PROXY, init=False)
     kind: ClassVar[str] = "load_caddy"
 
@@ -411,7 +419,7 @@ class LoadCaddy(Action):
         return self.unit
 
     def summary(self) -> dict[str, str]:
-        return {"action": self.verb, "target": self.unit, "reason": self.reason}
+        return {"action": "reload", "target": self.unit, "reason": self.reason}
 
 
 @dataclass(frozen=True)

@@ -1,62 +1,19 @@
-"""The configuration fingerprint, and the environment files that carry it.
+"""The environment files that carry the configuration fingerprint (plan/identity.py), and
+how a process's configuration differs from the desired one, in words that never show a value.
 
-A fingerprint names everything about the desired state that decides whether a process is
-healthy: the release (and image), the command, the user, ports, health settings, the
-frontend and every env value. Gate records, good states and quarantine entries are keyed by
-it, so a failing env change quarantines that configuration and never the healthy release
-underneath, and a fixed file is simply another configuration.
+Gate records, good states and quarantine entries are keyed by the fingerprint, so a failing
+env change quarantines that configuration and never the healthy release underneath, and a
+fixed file is simply another configuration.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-from dataclasses import asdict
-
 from reconciler.observe.snapshot import Observed
 from reconciler.plan.actions import Action, WriteFile
 from reconciler.plan.adopt import is_foreign
+from reconciler.plan.identity import env_text
 from reconciler.render import envfile
 from reconciler.spec.model import DesiredState
-
-
-def fingerprint(desired: DesiredState) -> str:
-    rel = desired.release
-    canonical = {
-        "app": desired.app,
-        "strategy": desired.strategy,
-        "release": {
-            "version": rel.version,
-            "image": rel.image,
-            "digest": rel.digest,
-            "image_root": rel.image_root,
-            "sha256": rel.sha256,
-        },
-        "backend": asdict(desired.backend),
-        "frontend": _frontend(desired),
-        "health": asdict(desired.health),
-        "blue_green": {"blue": desired.blue_green.blue_port, "green": desired.blue_green.green_port},
-        "env": envfile.body(desired.env),
-        "tasks": asdict(rel.tasks),
-        "shared": list(desired.shared),
-    }
-    return hashlib.sha256(json.dumps(canonical, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def _frontend(desired: DesiredState) -> dict[str, object]:
-    """The frontend as far as a gate judges it. A static frontend's own image is left out: no
-    gate can fail because of it (its files are checked before Caddy serves them), so a bump
-    of it alone is not a new configuration and restarts no backend. A dev server's image is
-    in: its gate judges it, and what fails must be told from what passed."""
-    fe = asdict(desired.frontend)
-    if desired.frontend.mode == "static" or desired.frontend.image is None:
-        for key in ("image", "digest", "image_root"):
-            fe.pop(key)
-    return fe
-
-
-def env_text(desired: DesiredState) -> str:
-    return envfile.render(desired.app, desired.env, fingerprint(desired))
 
 
 def env_names(desired: DesiredState, names: list[str]) -> str:
@@ -76,8 +33,8 @@ def config_change(desired: DesiredState, observed: Observed, path: str, running_
     return "started with another configuration (release, command, health settings or environment)"
 
 
-def env_file_actions(desired: DesiredState, observed: Observed, path: str) -> list[Action]:
-    text = env_text(desired)
+def env_file_actions(desired: DesiredState, observed: Observed, path: str, config: str) -> list[Action]:
+    text = env_text(desired, config)
     have = observed.file(path)
     if have is not None and have.content == text and have.mode == 0o640:
         return []

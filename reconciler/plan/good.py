@@ -5,10 +5,11 @@ Caddyfile, the gates) so going back restores the configuration too, not only the
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from reconciler.observe.snapshot import GateParams, GoodState, Observed, RecordedFile
+from reconciler.observe.snapshot import GateParams, GoodState, Observed, RecordedFile, unit_path
 from reconciler.plan.actions import Action, CheckHealth, RecordGood
+from reconciler.render.units import parse as parse_unit
 from reconciler.spec.model import DesiredState
 
 
@@ -78,3 +79,47 @@ def baseline(
             recorded[path] = None
     targets = {path: link.target for path in links if (link := observed.link(path)) and link.target}
     return GoodState(config, version, None, strategy, recorded, targets, gates, fragment)
+
+
+def serving_baseline(desired: DesiredState, observed: Observed) -> GoodState | None:
+    """What serves now, as a state to go back to: the unit Caddy routes the app's traffic to
+    (the backend, or a colour, whatever the desired strategy is), with its files as they are
+    on disk. For a host that has no good state recorded (set up by hand, or by an older
+    reconciler), and for recording one a killed run did not get to."""
+    from reconciler.plan import releases, routing, units
+
+    d = desired
+    name = routing.serving_unit(d, observed)
+    if name is None:
+        return None
+    unit = observed.unit(name)
+    version = releases.running_release(unit)
+    if version is None or (unit.release is not None and version not in observed.releases):
+        return None
+    text = observed.content(unit_path(d, name)) or ""
+    env_files = [v.lstrip("-") for k, v in parse_unit(text).get("Service", []) if k == "EnvironmentFile"]
+    colour = next((c for c in routing.COLOURS if d.colour_unit(c) == name), None)
+    if colour is not None:
+        if version not in observed.releases:
+            return None
+        gate = units.backend_gate(d, name, d.blue_green.port(colour), version)
+        names, links, strategy = [name], [d.colour_link(colour), d.layout.current], "blue-green"
+    else:
+        gate = units.backend_gate(d, name, d.backend.port, version)
+        if version not in observed.releases:  # not one of ours: it names no version we know
+            gate = replace(gate, expect_version=None)
+            version = f"the setup found on the host ({unit.cwd})"
+        names = [n for n in (name, d.frontend_unit) if observed.unit(n).is_active]
+        env_files = sorted({*env_files, d.layout.env_file})
+        links = [d.layout.current]
+        strategy = d.strategy if d.strategy != "blue-green" else "symlink-swap"
+    return baseline(
+        d,
+        observed,
+        version=version,
+        config=unit.config or "",
+        files=[*(unit_path(d, n) for n in names), *env_files],
+        links=links,
+        gates={name: gate.params()},
+        strategy=strategy,
+    )

@@ -12,15 +12,8 @@ from collections.abc import Iterable
 from dataclasses import replace
 
 from reconciler.observe.snapshot import Observed
-from reconciler.plan import images, proxy, releases, rollback
-from reconciler.plan.actions import (
-    Action,
-    CheckHealth,
-    DaemonReload,
-    Phase,
-    Plan,
-    RecordQuarantine,
-)
+from reconciler.plan import images, policy, proxy, releases, rollback, routing
+from reconciler.plan.actions import Action, DaemonReload, Phase, Plan, RecordQuarantine
 from reconciler.plan.adopt import adopted
 from reconciler.plan.adopt import blockers as adopt_blockers
 from reconciler.plan.strategies import Strategy, for_desired
@@ -32,7 +25,8 @@ def plan(
 ) -> Plan:
     """`adopt`: files this app's files would replace that the reconciler did not write are
     replaced (with a dated backup) instead of stopping the plan."""
-    strategy = for_desired(desired)
+    runtime = images.runtime_of(desired, observed) if desired.release.image else None
+    strategy = for_desired(desired, runtime)
     fp = strategy.config
     version = desired.release.version
     blockers = tuple(_blockers(desired, observed, adopt))
@@ -54,7 +48,8 @@ def plan(
         )
     actions += releases.prune(desired, observed, actions)
     actions += images.prune_frontends(desired, observed, actions)
-    ordered = tuple(_on_failure(sorted(_merge_daemon_reloads(actions), key=lambda a: a.phase)))
+    actions += proxy.maintenance_actions(desired, observed)
+    ordered = tuple(policy.with_policy(sorted(_merge_daemon_reloads(actions), key=lambda a: a.phase)))
     back = rollback.for_failure(desired, observed, strategy, ordered)
     return Plan(ordered, observed.fingerprint, rollback=back, config=fp, adopting=adopted(ordered))
 
@@ -67,12 +62,14 @@ def _keep_last_good(desired: DesiredState, observed: Observed, strategy: Strateg
     actions: list[Action] = []
     if good is not None:
         actions = rollback.restore(desired, observed, good, failing=fp, only_needed=True)
+    actions += proxy.maintenance_actions(desired, observed)
     ordered = tuple(sorted(_merge_daemon_reloads(actions), key=lambda a: a.phase))
     return Plan(ordered, observed.fingerprint, quarantined=why, config=fp)
 
 
 def _blockers(desired: DesiredState, observed: Observed, adopt: bool) -> Iterable[str]:
     yield from proxy.blockers(desired, observed, adopt)
+    yield from routing.blockers(desired, observed)
     if not adopt:
         yield from adopt_blockers(desired, observed)
     if not observed.commands.get("systemctl"):
@@ -126,30 +123,9 @@ def _merge_daemon_reloads(actions: list[Action]) -> list[Action]:
     return out
 
 
-# Phases from the first write to the proxy switch: a failure there leaves the host between
-# two states, so the agent goes back to the last good one.
-_UNDONE_ON_FAILURE = range(Phase.WRITE, Phase.PROXY + 1)
-
-
-def _on_failure(actions: list[Action]) -> Iterable[Action]:
-    """A failing gate quarantines the desired configuration and rolls back: only a gate proves
-    a configuration unhealthy, so nothing else quarantines (a start refused by systemd may be
-    the host's fault). Any other failure between the first write and the proxy switch rolls
-    back; failures while staging, retiring, pruning or recording are reported."""
-    for action in actions:
-        if action.on_failure != "report":
-            yield action  # set on purpose (an idle colour's gate)
-        elif isinstance(action, CheckHealth):
-            yield action.failing("quarantine")
-        elif action.phase in _UNDONE_ON_FAILURE:
-            yield action.failing("rollback")
-        else:
-            yield action
-
-
 def serving_release(desired: DesiredState, observed: Observed) -> str | None:
-    """The release that serves traffic on this host, judged from the running processes."""
-    return for_desired(desired).serving(observed)
+    """The release that serves traffic on this host: the one the backend Caddy routes to runs."""
+    return routing.serving_release(desired, observed)
 
 
 def serving_since(desired: DesiredState, observed: Observed) -> str | None:

@@ -5,23 +5,18 @@ anything is reloaded."""
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable
 
 from reconciler.observe.snapshot import CADDY_UNIT, Observed
-from reconciler.plan.actions import Action, LoadCaddy, Phase, Systemctl, WriteCaddyfile
+from reconciler.plan import routing
+from reconciler.plan.actions import Action, LoadCaddy, Phase, RemoveFile, Systemctl, WriteCaddyfile, WriteFile
 from reconciler.render import caddyfile, caddymain
 from reconciler.spec.model import DesiredState
 
 
 def render_fragment(
-    desired: DesiredState,
-    backend_port: int,
-    static_root: str,
-    colour: str | None = None,
-    maintenance: bool = False,
+    desired: DesiredState, backend_port: int, static_root: str, colour: str | None = None
 ) -> str:
-    """`maintenance`: switched on by hand on the host (`reconcile maintenance on`)."""
     static = desired.frontend.mode == "static"
     proxy = desired.proxy
     return caddyfile.render(
@@ -34,7 +29,7 @@ def render_fragment(
             frontend_port=None if static else desired.frontend.dev_port,
             colour=colour,
             ports=claimed_ports(desired),
-            maintenance=proxy.maintenance or maintenance,
+            maintenance_flag=proxy.maintenance_flag(desired.app),
             maintenance_page=proxy.maintenance_page,
         )
     )
@@ -62,13 +57,40 @@ def main_text(desired: DesiredState, observed: Observed) -> str | None:
     return None if want == have else want
 
 
-def caddy_actions(
-    desired: DesiredState, observed: Observed, fragment: str, routes_to: tuple[str, ...]
-) -> list[Action]:
+def ports(desired: DesiredState, observed: Observed) -> dict[str, str]:
+    """The app's units by port, as the agent's Caddy steps take them."""
+    return {str(p): u for p, u in sorted(routing.unit_ports(desired, observed).items())}
+
+
+def load(desired: DesiredState, observed: Observed, why: str, *, unless_loaded: bool = False) -> LoadCaddy:
+    return LoadCaddy(
+        why,
+        path=desired.proxy.caddyfile,
+        unit=CADDY_UNIT,
+        fragment=desired.proxy.fragment(desired.app),
+        app=desired.app,
+        ports=ports(desired, observed),
+        unless_loaded=unless_loaded,
+    )
+
+
+def write(
+    desired: DesiredState, observed: Observed, why: str, path: str, content: str | None, **kw: bool
+) -> WriteCaddyfile:
+    return WriteCaddyfile(
+        why, path=path, content=content, main=desired.proxy.caddyfile, ports=ports(desired, observed), **kw
+    )
+
+
+def caddy_actions(desired: DesiredState, observed: Observed, fragment: str) -> list[Action]:
     proxy = desired.proxy
     main, path = proxy.caddyfile, proxy.fragment(desired.app)
     caddy = observed.unit(CADDY_UNIT)
     out: list[Action] = []
+    have = observed.content(path)
+    if have != fragment:
+        why = f"{path} {text_change(have, fragment)}"
+        out.append(write(desired, observed, why, path, fragment))
     new_main = main_text(desired, observed)
     if new_main is not None:
         foreign = _foreign_main(desired, observed)
@@ -83,28 +105,57 @@ def caddy_actions(
             why = f"{main} does not import the apps' fragments"
         else:
             why = f"{main} does not exist"
-        out.append(WriteCaddyfile(why, path=main, content=new_main, main=main, backup=foreign))
-    have = observed.content(path)
-    if have != fragment:
-        why = f"{path} {text_change(have, fragment)}"
-        out.append(WriteCaddyfile(why, path=path, content=fragment, routes_to=routes_to, main=main))
-    loaded = hashlib.sha256(fragment.encode()).hexdigest()
-    if out and caddy.is_active:
-        out.append(
-            LoadCaddy(
-                "the Caddy configuration changed", verb="reload", path=main, unit=CADDY_UNIT, fragment=path
-            )
-        )
-    elif caddy.is_active and observed.caddy_loaded_sha != loaded:
-        why = f"Caddy has not loaded {path} since it was written"
-        out.append(LoadCaddy(why, verb="reload", path=main, unit=CADDY_UNIT, fragment=path))
+        # The fragment goes first, so that when the main file starts importing it, it already
+        # routes where it should; a main file that serves the site itself (adopted) goes first,
+        # or the two would serve one address.
+        main_write = write(desired, observed, why, main, new_main, backup=foreign)
+        out = [main_write, *out] if foreign else [*out, main_write]
     if not caddy.is_active:
-        why = f"{CADDY_UNIT} is {caddy.active}"
-        out.append(LoadCaddy(why, verb="start", path=main, unit=CADDY_UNIT, fragment=path))
+        out.append(load(desired, observed, f"{CADDY_UNIT} is {caddy.active}: it is started"))
+    elif out:
+        out.append(load(desired, observed, "the Caddy configuration changed"))
+    elif not routing.loaded(desired, observed, fragment):
+        out.append(load(desired, observed, f"Caddy does not run {path} as it is on disk"))
     if not caddy.is_enabled:
         why = f"{CADDY_UNIT} is {caddy.enabled or 'not enabled'}"
         out.append(Systemctl(why, verb="enable", unit=CADDY_UNIT).at(Phase.PROXY))
     return out
+
+
+def maintenance_actions(
+    desired: DesiredState, observed: Observed, by_hand: bool | None = None
+) -> list[Action]:
+    """The maintenance switch (a file Caddy looks for on every request, see render/caddyfile.py)
+    is on exactly while the desired state or a hand (`reconcile maintenance on`) says so.
+    Part of every plan, whatever else the host is doing: a quarantined release, a held
+    rollback, a run with nothing else to do. `by_hand`: the hand record about to be written."""
+    hand = observed.maintenance is not None if by_hand is None else by_hand
+    on = desired.proxy.maintenance or hand
+    flag = desired.proxy.maintenance_flag(desired.app)
+    have = observed.file(flag)
+    why = "proxy.maintenance is true" if desired.proxy.maintenance else "maintenance was switched on by hand"
+    if on and have is None:
+        content = f"maintenance is on: {why}\n"
+        return [WriteFile(why, path=flag, content=content, mode=0o644).at(Phase.STAGE)]
+    if not on and have is not None:
+        return [RemoveFile("maintenance is off", path=flag).at(Phase.STAGE)]
+    return []
+
+
+def upgrade_fragment(desired: DesiredState, text: str) -> str:
+    """A fragment recorded by an older reconciler, with the maintenance switch and the mark
+    every fragment carries now (a rollback to it must not lose maintenance)."""
+    if caddyfile.mark_of(text, desired.app) is not None or desired.proxy.site + " {" not in text:
+        return text
+    site = caddyfile.Site(
+        app=desired.app,
+        address=desired.proxy.site,
+        backend_port=0,
+        health_path=desired.backend.health,
+        maintenance_flag=desired.proxy.maintenance_flag(desired.app),
+        maintenance_page=None,
+    )
+    return caddyfile.with_switch(text, site)
 
 
 def _foreign_main(desired: DesiredState, observed: Observed) -> bool:

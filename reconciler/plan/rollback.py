@@ -14,17 +14,15 @@ The same function serves twice:
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable
 from dataclasses import replace
 
-from reconciler.observe.snapshot import CADDY_UNIT, GoodState, Observed, unit_path
-from reconciler.plan import images
+from reconciler.observe.snapshot import GoodState, Observed, unit_path
+from reconciler.plan import images, policy, proxy, routing
 from reconciler.plan.actions import (
     Action,
     CheckHealth,
     DaemonReload,
-    LoadCaddy,
     Phase,
     RecordGood,
     RemoveFile,
@@ -33,10 +31,10 @@ from reconciler.plan.actions import (
     SetSymlink,
     SnapshotDatabase,
     Systemctl,
-    WriteCaddyfile,
     WriteFile,
 )
 from reconciler.plan.data import snapshot_path
+from reconciler.plan.good import serving_baseline
 from reconciler.plan.strategies import Strategy
 from reconciler.render import envfile, units
 from reconciler.spec.model import DesiredState
@@ -49,27 +47,20 @@ def serving_state(desired: DesiredState, observed: Observed, strategy: Strategy)
     on disk (an interrupted run may have left others), and if this reconciler started them
     (they carry a configuration) each passed its gate. A process someone else started (a host
     set up by hand, or by an older reconciler) carries none and was never gated."""
-    base = strategy.baseline(observed)
+    base = serving_baseline(desired, observed)
     if base is None or not _files_run(desired, observed, base):
         return None
     fragment = base.files.get(desired.proxy.fragment(desired.app))
-    on_disk = hashlib.sha256(fragment.content.encode()).hexdigest() if fragment is not None else None
-    if on_disk is not None and on_disk != observed.caddy_loaded_sha:
-        # A run killed between writing the fragment and reloading Caddy left a newer one on
-        # disk than the one serving: restoring "what serves" from disk would route to what the
-        # killed run meant to switch to. The recorded good states hold what was served.
+    if fragment is not None and not routing.loaded(desired, observed, fragment.content):
+        # Caddy does not run the fragment on disk (a run killed between writing it and
+        # reloading Caddy, or a configuration loaded by someone else): restoring "what serves"
+        # from disk would route elsewhere than what serves. The recorded good states hold
+        # what was served.
         return None
     if base.config and not all(observed.gated(u) for u in base.gates):
         return None
     if base.config and observed.quarantined(base.config, base.version):
         return None
-    routed = (
-        observed.caddy_loaded_sha is not None
-        and observed.unit(CADDY_UNIT).is_active
-        and strategy.serving(observed) == base.version
-    )
-    if base.config and not routed:
-        return None  # gated, but Caddy does not route to it: it does not serve
     return base
 
 
@@ -217,36 +208,30 @@ def _caddy(
     desired: DesiredState, observed: Observed, good: GoodState, why: str, only_needed: bool
 ) -> list[Action]:
     """The app's fragment as it was (and, for a host adopted from hand-made files, the main
-    Caddyfile as it was, the fragment removed first so every step validates)."""
+    Caddyfile as it was, the fragment removed first so every step validates). A fragment
+    recorded by an older reconciler gets the maintenance switch every fragment has now."""
     main, fragment = desired.proxy.caddyfile, desired.proxy.fragment(desired.app)
     wanted = {p: good.files[p] for p in (fragment, main) if p in good.files}
     if fragment not in wanted:
         return []
+    contents = {p: None if f is None else f.content for p, f in wanted.items()}
+    if contents[fragment] is not None:
+        contents[fragment] = proxy.upgrade_fragment(desired, str(contents[fragment]))
     writes: list[Action] = []
-    for path, f in sorted(wanted.items(), key=lambda item: item[1] is not None):  # removals first
-        content = None if f is None else f.content
+    for path, content in sorted(contents.items(), key=lambda item: item[1] is not None):  # removals first
         if only_needed and observed.content(path) == content:
             continue
-        routes = tuple(good.gates) if path == fragment and content is not None else ()
-        writes.append(WriteCaddyfile(why, path=path, content=content, main=main, routes_to=routes))
-    caddy = observed.unit(CADDY_UNIT)
-    recorded = wanted[fragment]
-    sha = hashlib.sha256(recorded.content.encode()).hexdigest() if recorded else None
-    loaded = caddy.is_active and observed.caddy_loaded_sha == sha
-    if only_needed and not writes and loaded:
+        writes.append(proxy.write(desired, observed, why, path, content))
+    if only_needed and not writes and routing.loaded(desired, observed, contents[fragment]):
         return []
-    verb = "reload" if caddy.is_active else "start"
-    return [
-        *writes,
-        LoadCaddy(why, verb=verb, path=main, unit=CADDY_UNIT, fragment=fragment, unless_loaded=True),
-    ]
+    return [*writes, proxy.load(desired, observed, why, unless_loaded=True)]
 
 
 def for_failure(
     desired: DesiredState, observed: Observed, strategy: Strategy, actions: tuple[Action, ...]
 ) -> Rollback | None:
     """The rollback an apply carries, when any of its actions would call for one."""
-    if not any(a.on_failure in ("rollback", "quarantine") for a in actions):
+    if not any(policy.undoes(a) for a in actions):
         return None
     failing = strategy.config
     disturbed = sorted(
@@ -258,11 +243,7 @@ def for_failure(
         # Nothing to go back to. A colour that failed never got traffic: do not leave it looping.
         colours = {desired.colour_unit(c) for c in COLOURS}
         stops = [
-            Systemctl(
-                "it failed, and there is no earlier state to go back to",
-                verb="stop",
-                unit=u,
-            )
+            Systemctl("it failed, and there is no earlier state to go back to", verb="stop", unit=u)
             for u in disturbed
             if u in colours
         ]

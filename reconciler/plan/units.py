@@ -18,54 +18,6 @@ from reconciler.spec.model import DesiredState
 NOT_GATED = "no passed health gate is recorded for the process now running"
 
 
-def backend_spec(
-    desired: DesiredState,
-    release_dir: str,
-    port: int,
-    env_file: str,
-    role: str = "backend",
-    runtime: str = "podman",
-) -> units.ServiceSpec:
-    rel = desired.release
-    return units.ServiceSpec(
-        app=desired.app,
-        role=role,
-        argv=desired.backend.command,
-        workdir=rel.image_root if rel.image else release_dir,
-        env_file=env_file,
-        user=desired.backend.user,
-        state_directory=desired.app,
-        port=port,
-        image=rel.image,
-        release=rel.version,
-        env_names=tuple(sorted(v.name for v in desired.env)),
-        stop_timeout=desired.backend.stop_timeout,
-        stop_signal=desired.backend.stop_signal,
-        shared=tuple((f"{desired.layout.shared}/{p}", f"{rel.image_root}/{p}") for p in desired.shared)
-        if rel.image
-        else (),
-        runtime=runtime,
-    )
-
-
-def frontend_text(desired: DesiredState, release_dir: str, runtime: str = "podman") -> str:
-    """The dev server's unit: run from the release folder, or as a container of its own image.
-    A container of its own image names no release, so a backend bump leaves it running."""
-    fe = desired.frontend
-    return units.render_service(
-        units.ServiceSpec(
-            app=desired.app,
-            role="frontend",
-            argv=fe.dev_command,
-            workdir=fe.image_root if fe.image else release_dir,
-            user=desired.backend.user,
-            release=None if fe.image else desired.release.version,
-            image=fe.image,
-            runtime=runtime,
-        )
-    )
-
-
 def unit_file_actions(desired: DesiredState, observed: Observed, name: str, text: str) -> list[Action]:
     path = unit_path(desired, name)
     have = observed.content(path)

@@ -4,6 +4,15 @@ Each app owns one fragment, imported by the main Caddyfile (see caddymain), so s
 share one Caddy. A fragment says in a comment which site and ports it claims, so another
 app's planner can refuse a collision before anything changes.
 
+Two things in it are there for the reconciler to read back from Caddy itself:
+
+- a mark, `vars reconciler_fragment_<app> <digest>`: Caddy keeps it in the configuration it
+  loaded, so whether it runs the fragment on disk is asked of Caddy (agent/caddyconfig.py);
+- a maintenance switch: a file matcher on `<apps>/<app>.maintenance`. While that file exists
+  everything but the health path answers 503, with no reload and whatever else the host is
+  doing (a quarantined release, a rollback, a pause): maintenance changes the answer, never
+  what runs.
+
 Every value placed here was validated by the schema (site address, paths, ports), so no
 quoting is needed and none is attempted.
 """
@@ -11,6 +20,8 @@ quoting is needed and none is attempted.
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from reconciler.agent.caddyconfig import MARK, fragment_digest
 
 HEADER = "# Managed by reconciler ({app}): edits here are reverted on the next run.\n"
 
@@ -25,17 +36,19 @@ class Site:
     frontend_port: int | None = None  # a dev server to proxy to
     colour: str | None = None  # blue-green: which colour this config routes to
     ports: tuple[int, ...] = ()  # every port the app's processes listen on (claimed)
-    maintenance: bool = False  # 503 with Retry-After for everything but the health path
+    # The file whose presence switches maintenance on (503 for all but the health path).
+    maintenance_flag: str = "/etc/caddy/apps/app.maintenance"
     maintenance_page: str | None = None  # a file under static_root, else a plain default
 
 
-def _proxy(port: int) -> list[str]:
+def _proxy(port: int, depth: int = 2) -> list[str]:
     # While a backend restarts, Caddy retries the dial instead of answering 502 at once.
+    tab = "\t" * depth
     return [
-        f"\t\treverse_proxy 127.0.0.1:{port} {{",
-        "\t\t\tlb_try_duration 5s",
-        "\t\t\tlb_try_interval 100ms",
-        "\t\t}",
+        f"{tab}reverse_proxy 127.0.0.1:{port} {{",
+        f"{tab}\tlb_try_duration 5s",
+        f"{tab}\tlb_try_interval 100ms",
+        f"{tab}}}",
     ]
 
 
@@ -74,36 +87,75 @@ def claims_of(text: str | None) -> Claims | None:
 
 
 def render(site: Site) -> str:
-    lines = [HEADER.format(app=site.app).rstrip("\n")]
+    head = [HEADER.format(app=site.app).rstrip("\n")]
     ports = ",".join(str(p) for p in sorted(set(site.ports or (site.backend_port,))))
-    lines.append(f"{CLAIMS_MARK}site={site.address} ports={ports}")
+    head.append(f"{CLAIMS_MARK}site={site.address} ports={ports}")
     if site.colour:
-        lines.append(COLOUR_MARK + site.colour)
-    lines += [f"{site.address} {{", "\tencode gzip"]
-    matchers = [site.health_path] if site.maintenance else ["/api/*", site.health_path]
-    for matcher in matchers:
-        lines += [f"\thandle {matcher} {{", *_proxy(site.backend_port), "\t}"]
-    lines.append("\thandle {")
-    if site.maintenance:
-        lines += _maintenance(site)
-    elif site.static_root is not None:
-        lines += [f"\t\troot * {site.static_root}", "\t\tfile_server"]
+        head.append(COLOUR_MARK + site.colour)
+    app = ["\tencode gzip", *_maintenance_switch(site), "\thandle {"]
+    for matcher in ("/api/*", site.health_path):
+        app += [f"\t\thandle {matcher} {{", *_proxy(site.backend_port, depth=3), "\t\t}"]
+    app.append("\t\thandle {")
+    if site.static_root is not None:
+        app += [f"\t\t\troot * {site.static_root}", "\t\t\tfile_server"]
     elif site.frontend_port is not None:
-        lines += _proxy(site.frontend_port)
-    lines += ["\t}", "}"]
-    return "\n".join(lines) + "\n"
+        app += _proxy(site.frontend_port, depth=3)
+    app += ["\t\t}", "\t}"]
+    unmarked = "\n".join([*head, f"{site.address} {{", *app, "}"]) + "\n"
+    mark = f"\tvars {MARK}{site.app} {fragment_digest(unmarked)}"
+    return "\n".join([*head, f"{site.address} {{", mark, *app, "}"]) + "\n"
 
 
-def _maintenance(site: Site) -> list[str]:
-    """503 with Retry-After, for browsers and for clients that retry on their own."""
-    lines = ["\t\theader Retry-After 120"]
+def mark_of(text: str | None, app: str) -> str | None:
+    """The digest a fragment's mark line carries (None: no mark)."""
+    prefix = f"\tvars {MARK}{app} "
+    for line in (text or "").splitlines():
+        if line.startswith(prefix):
+            return line[len(prefix) :].strip()
+    return None
+
+
+def _maintenance_switch(site: Site) -> list[str]:
+    """503 with Retry-After, for browsers and for clients that retry on their own, while the
+    flag file exists; the health path still reaches the backend, so gates work meanwhile."""
+    folder, _, name = site.maintenance_flag.rpartition("/")
+    lines = [
+        "\t@maintenance {",
+        "\t\tfile {",
+        f"\t\t\troot {folder or '/'}",
+        f"\t\t\ttry_files /{name}",
+        "\t\t}",
+        f"\t\tnot path {site.health_path}",
+        "\t}",
+        "\thandle @maintenance {",
+        "\t\theader Retry-After 120",
+    ]
     if site.maintenance_page and site.static_root:
-        return [
-            *lines,
+        lines += [
             f"\t\troot * {site.static_root}",
             f"\t\trewrite * /{site.maintenance_page}",
             "\t\tfile_server {",
             "\t\t\tstatus 503",
             "\t\t}",
         ]
-    return [*lines, f'\t\trespond "{MAINTENANCE_TEXT}" 503']
+    else:
+        lines.append(f'\t\trespond "{MAINTENANCE_TEXT}" 503')
+    return [*lines, "\t}"]
+
+
+def with_switch(text: str, site: Site) -> str:
+    """An older fragment (no mark, no maintenance switch) with both added, everything it
+    routed kept as it was, one level down."""
+    lines = text.splitlines()
+    opening = f"{site.address} {{"
+    if opening not in lines or "}" not in lines:
+        return text
+    start = lines.index(opening)
+    end = len(lines) - 1 - lines[::-1].index("}")
+    head, body, tail = lines[: start + 1], lines[start + 1 : end], lines[end:]
+    top = [ln for ln in body if ln.strip() == "encode gzip"]
+    rest = [f"\t{ln}" if ln else ln for ln in body if ln.strip() != "encode gzip"]
+    inner = [*top, *_maintenance_switch(site), "\thandle {", *rest, "\t}"]
+    unmarked = "\n".join([*head, *inner, *tail]) + "\n"
+    mark = f"\tvars {MARK}{site.app} {fragment_digest(unmarked)}"
+    return "\n".join([*head, mark, *inner, *tail]) + "\n"

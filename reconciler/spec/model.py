@@ -146,6 +146,10 @@ class Proxy:
     def fragment(self, app: str) -> str:
         return f"{self.apps_dir}/{app}.caddy"
 
+    def maintenance_flag(self, app: str) -> str:
+        """While this file exists the app's site answers 503 (see render/caddyfile.py)."""
+        return f"{self.apps_dir}/{app}.maintenance"
+
 
 EVENTS = ("deploy", "rollback", "failure", "quarantine", "drift_corrected", "backoff", "gave_up")
 

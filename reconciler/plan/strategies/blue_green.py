@@ -11,14 +11,24 @@ stop, crashes, or runs a configuration that failed.
 
 from __future__ import annotations
 
-import hashlib
 import posixpath
 
-from reconciler.observe.snapshot import GoodState, Observed, unit_path
-from reconciler.plan import config, data, good, images, proxy, releases, tasks, units
+from reconciler.observe.snapshot import Observed, unit_path
+from reconciler.plan import (
+    config,
+    data,
+    good,
+    identity,
+    images,
+    proxy,
+    releases,
+    routing,
+    services,
+    tasks,
+    units,
+)
 from reconciler.plan.actions import Action, CheckHealth, Phase, SetSymlink, Systemctl
 from reconciler.plan.units import retire_unit
-from reconciler.render import caddyfile
 from reconciler.render import units as unit_files
 from reconciler.spec.model import DesiredState
 
@@ -30,33 +40,20 @@ def other(colour: str) -> str:
 
 
 def routed_colour(desired: DesiredState, observed: Observed) -> str | None:
-    """The colour Caddy serves: as it last loaded the fragment, which a run killed between
-    writing and reloading it leaves newer on disk than what is served."""
-    text = observed.content(desired.proxy.fragment(desired.app))
-    loaded = text is not None and hashlib.sha256(text.encode()).hexdigest() == observed.caddy_loaded_sha
-    colour = (
-        caddyfile.routed_colour(text) if loaded or observed.caddy_routes is None else observed.caddy_routes
-    )
-    return colour if colour in COLOURS else None
+    """The colour Caddy sends traffic to now, as Caddy says (None: neither, or both)."""
+    routed = routing.routed_colours(desired, observed)
+    return routed[0] if len(routed) == 1 else None
 
 
 class BlueGreen:
-    def __init__(self, desired: DesiredState) -> None:
+    def __init__(self, desired: DesiredState, runtime: str | None = None) -> None:
         self.desired = desired
-        self.config = config.fingerprint(desired)
+        self.runtime = identity.runtime_for(desired, runtime) or "podman"
+        self.config = identity.fingerprint(desired, runtime)
         self.release_dir = releases.release_dir(desired, desired.release.version)
 
-    def text(self, colour: str, runtime: str = "podman") -> str:
-        d = self.desired
-        spec = units.backend_spec(
-            d,
-            d.colour_link(colour),
-            d.blue_green.port(colour),
-            d.colour_env_file(colour),
-            f"backend ({colour})",
-            runtime,
-        )
-        return unit_files.render_service(spec)
+    def text(self, colour: str) -> str:
+        return services.colour_text(self.desired, colour, self.runtime)
 
     def gate(self, colour: str, version: str | None = None) -> CheckHealth:
         d = self.desired
@@ -68,41 +65,40 @@ class BlueGreen:
         return (
             unit.is_active
             and unit.config == self.config
-            and unit.environ.get(unit_files.HASH_VAR)
-            == unit_files.marker_of(self.text(colour, images.runtime_of(self.desired, observed)))
+            and unit.environ.get(unit_files.HASH_VAR) == unit_files.marker_of(self.text(colour))
             and releases.link_points_to(observed, self.desired.colour_link(colour)) == self.release_dir
         )
 
     def choose_colour(self, observed: Observed) -> str:
-        routed = routed_colour(self.desired, observed)
+        """A colour that already runs the desired state (the routed one first: nothing to do);
+        else one Caddy does not route to. Never a routed colour that must be restarted (with
+        both routed and neither running it, routing.blockers stops the plan)."""
+        routed = routing.routed_colours(self.desired, observed)
         running = [c for c in COLOURS if self.runs_desired(observed, c)]
-        if routed in running:
-            return str(routed)
-        if running:
-            return running[0]
-        if routed is not None:
-            return other(routed)
-        for colour in COLOURS:  # nothing routed yet: prefer a colour that is not running
+        for colour in (*[c for c in running if c in routed], *running):
+            return colour
+        idle = [c for c in COLOURS if c not in routed]
+        for colour in idle:  # prefer a colour that is not running
             if not observed.unit(self.desired.colour_unit(colour)).is_active:
                 return colour
-        return "blue"
+        return idle[0] if idle else "blue"
 
-    def caddy_text(self, colour: str, maintenance: bool = False) -> str:
+    def caddy_text(self, colour: str) -> str:
         d = self.desired
         static_root = images.static_root(d, d.colour_link(colour))
-        return proxy.render_fragment(d, d.blue_green.port(colour), static_root, colour, maintenance)
+        return proxy.render_fragment(d, d.blue_green.port(colour), static_root, colour)
 
     def actions(self, observed: Observed) -> list[Action]:
         d = self.desired
         target = self.choose_colour(observed)
-        routed = routed_colour(d, observed)
+        routed = routing.routed_colours(d, observed)
         name, env_file = d.colour_unit(target), d.colour_env_file(target)
-        text = self.text(target, images.runtime_of(d, observed))
+        text = self.text(target)
         out: list[Action] = releases.upload_if_missing(d, observed)
         out += releases.shared_actions(d, observed)
         out += images.frontend_actions(d, observed)
         out += units.unit_file_actions(d, observed, name, text)
-        out += config.env_file_actions(d, observed, env_file)
+        out += config.env_file_actions(d, observed, env_file, self.config)
         out += _point(
             d,
             observed,
@@ -114,18 +110,18 @@ class BlueGreen:
             d, observed, name, text, self.gate(target), config=self.config, env_file=env_file
         )
         out += self._left_behind(observed, other(target), routed)
-        serving = self.serving(observed)
-        leaving = {serving} if serving and routed != target else set()
+        serving = routing.serving_release(d, observed)
+        leaving = {serving} if serving and routed != (target,) else set()
         out += data.data_actions(d, observed, [d.colour_unit(c) for c in COLOURS], leaving)
-        spec = units.backend_spec(d, self.release_dir, d.blue_green.port(target), env_file)
+        spec = services.backend_spec(d, self.release_dir, d.blue_green.port(target), env_file)
         out += tasks.task_actions(d, observed, spec, self.config, serving, out)
-        fragment = self.caddy_text(target, observed.maintenance is not None)
-        out += proxy.caddy_actions(d, observed, fragment, routes_to=(name,))
+        fragment = self.caddy_text(target)
+        out += proxy.caddy_actions(d, observed, fragment)
         out += _bookkeeping_links(d, observed, self.release_dir)
         out += retire_unit(d, observed, d.backend_unit, "the strategy is blue-green")
         out += retire_unit(d, observed, d.frontend_unit, "the frontend is served as static files")
         parts = good.GoodParts(
-            files={unit_path(d, name): text, env_file: config.env_text(d)},
+            files={unit_path(d, name): text, env_file: identity.env_text(d, self.config)},
             links={
                 d.colour_link(target): releases.relative(d, self.release_dir),
                 d.layout.current: releases.relative(d, self.release_dir),
@@ -136,7 +132,7 @@ class BlueGreen:
         out += good.record_actions(d, observed, parts, self.config)
         return out
 
-    def _left_behind(self, observed: Observed, colour: str, routed: str | None) -> list[Action]:
+    def _left_behind(self, observed: Observed, colour: str, routed: tuple[str, ...]) -> list[Action]:
         """The colour not chosen: never restarted or rewritten; it stays warm as it is, gated
         if its process has no gate record, and is stopped when it must not run."""
         d = self.desired
@@ -159,47 +155,19 @@ class BlueGreen:
         if entry is not None:
             why = f"idle colour {colour} runs a configuration that failed ({unit.release}: {entry.reason})"
             return [Systemctl(why, verb="stop", unit=name)]
-        if colour != routed and not observed.gated(name):
+        if colour not in routed and not observed.gated(name):
             version = unit.release or ""
             gate = units.with_reason(self.gate(colour, version), f"{units.NOT_GATED} (idle colour {colour})")
             quarantine = {"key": unit.config or "", "version": version} if unit.config else None
             return [_soft(gate, quarantine)]
         return []
 
-    def serving(self, observed: Observed) -> str | None:
-        colour = routed_colour(self.desired, observed)
-        if colour is None:
-            return None
-        return releases.running_release(observed.unit(self.desired.colour_unit(colour)))
-
-    def baseline(self, observed: Observed) -> GoodState | None:
-        """The routed colour as it is on disk, when nothing better is recorded."""
-        d = self.desired
-        colour = routed_colour(d, observed)
-        if colour is None:
-            return None
-        unit = observed.unit(d.colour_unit(colour))
-        version = releases.running_release(unit)
-        if version is None or version not in observed.releases:
-            return None
-        text = observed.content(unit_path(d, unit.name)) or ""
-        env_files = [v for k, v in unit_files.parse(text).get("Service", []) if k == "EnvironmentFile"]
-        return good.baseline(
-            d,
-            observed,
-            version=version,
-            config=unit.config or "",
-            files=[unit_path(d, unit.name), *(p.lstrip("-") for p in env_files)],
-            links=[d.colour_link(colour), d.layout.current],
-            gates={unit.name: self.gate(colour, version).params()},
-            strategy=d.strategy,
-        )
-
 
 def _soft(gate: CheckHealth, quarantine: dict[str, str] | None) -> CheckHealth:
+    """The gate of a colour that serves nothing: a failure stops it (plan/policy.py)."""
     from dataclasses import replace
 
-    return replace(gate, quarantine=quarantine).at(Phase.RETIRE).failing("stop")
+    return replace(gate, quarantine=quarantine, idle=True).at(Phase.RETIRE)
 
 
 def _point(

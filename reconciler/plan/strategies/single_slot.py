@@ -5,32 +5,38 @@ change restarts the backend in place, gates it, then points Caddy at the new fro
 from __future__ import annotations
 
 import posixpath
-from dataclasses import replace
 
-from reconciler.observe.snapshot import GoodState, Observed, unit_path
-from reconciler.plan import config, data, good, images, proxy, releases, tasks, units
+from reconciler.observe.snapshot import Observed, unit_path
+from reconciler.plan import (
+    config,
+    data,
+    good,
+    identity,
+    images,
+    proxy,
+    releases,
+    routing,
+    services,
+    tasks,
+    units,
+)
 from reconciler.plan.actions import Action, CheckHealth, SetSymlink
 from reconciler.plan.units import retire_file, retire_unit
-from reconciler.render import units as unit_files
 from reconciler.spec.model import DesiredState
 
 COLOURS = ("blue", "green")
 
 
 class SingleSlot:
-    def __init__(self, desired: DesiredState) -> None:
+    def __init__(self, desired: DesiredState, runtime: str | None = None) -> None:
         self.desired = desired
-        self.config = config.fingerprint(desired)
+        self.runtime = identity.runtime_for(desired, runtime) or "podman"
+        self.config = identity.fingerprint(desired, runtime)
         self.release_dir = releases.release_dir(desired, desired.release.version)
 
-    def texts(self, runtime: str = "podman") -> dict[str, str]:
+    def texts(self) -> dict[str, str]:
         """Unit name -> file content, for the units this desired state runs."""
-        d = self.desired
-        spec = units.backend_spec(d, self.release_dir, d.backend.port, d.layout.env_file, runtime=runtime)
-        out = {d.backend_unit: unit_files.render_service(spec)}
-        if d.frontend.mode == "dev-server":
-            out[d.frontend_unit] = units.frontend_text(d, self.release_dir, runtime)
-        return out
+        return services.slot_texts(self.desired, self.runtime)
 
     def gates(self) -> dict[str, CheckHealth]:
         d = self.desired
@@ -39,20 +45,20 @@ class SingleSlot:
             out[d.frontend_unit] = units.frontend_gate(d)
         return out
 
-    def caddy_text(self, maintenance: bool = False) -> str:
+    def caddy_text(self) -> str:
         d = self.desired
         static_root = images.static_root(d, self.release_dir)
-        return proxy.render_fragment(d, d.backend.port, static_root, maintenance=maintenance)
+        return proxy.render_fragment(d, d.backend.port, static_root)
 
     def actions(self, observed: Observed) -> list[Action]:
         d = self.desired
-        texts, gates = self.texts(images.runtime_of(d, observed)), self.gates()
+        texts, gates = self.texts(), self.gates()
         out: list[Action] = releases.upload_if_missing(d, observed)
         out += releases.shared_actions(d, observed)
         out += images.frontend_actions(d, observed)
         for name, text in texts.items():
             out += units.unit_file_actions(d, observed, name, text)
-        out += config.env_file_actions(d, observed, d.layout.env_file)
+        out += config.env_file_actions(d, observed, d.layout.env_file, self.config)
         out += self._switch_current(observed)
         for name, text in texts.items():
             is_backend = name == d.backend_unit
@@ -65,12 +71,14 @@ class SingleSlot:
                 config=self.config if is_backend else None,
                 env_file=d.layout.env_file if is_backend else None,
             )
-        running = releases.running_release(observed.unit(d.backend_unit))
+        running = routing.serving_release(d, observed) or releases.running_release(
+            observed.unit(d.backend_unit)
+        )
         out += data.data_actions(d, observed, [d.backend_unit], {running} if running else set())
-        spec = units.backend_spec(d, self.release_dir, d.backend.port, d.layout.env_file)
+        spec = services.backend_spec(d, self.release_dir, d.backend.port, d.layout.env_file)
         out += tasks.task_actions(d, observed, spec, self.config, running, out)
-        fragment = self.caddy_text(observed.maintenance is not None)
-        out += proxy.caddy_actions(d, observed, fragment, routes_to=tuple(gates))
+        fragment = self.caddy_text()
+        out += proxy.caddy_actions(d, observed, fragment)
         if d.frontend.mode != "dev-server":
             out += retire_unit(d, observed, d.frontend_unit, "the frontend is served as static files")
         for colour in COLOURS:
@@ -79,7 +87,7 @@ class SingleSlot:
             out += retire_file(observed, d.colour_env_file(colour), why)
         parts = good.GoodParts(
             files={unit_path(d, name): text for name, text in texts.items()}
-            | {d.layout.env_file: config.env_text(d)},
+            | {d.layout.env_file: identity.env_text(d, self.config)},
             links={d.layout.current: releases.relative(d, self.release_dir)},
             gates=gates,
             caddy_text=fragment,
@@ -117,30 +125,3 @@ class SingleSlot:
             )
         )
         return out
-
-    def serving(self, observed: Observed) -> str | None:
-        return releases.running_release(observed.unit(self.desired.backend_unit))
-
-    def baseline(self, observed: Observed) -> GoodState | None:
-        """The backend that serves now, as it is on disk, when nothing better is recorded: a
-        host set up by hand, or by an older reconciler."""
-        d = self.desired
-        backend = observed.unit(d.backend_unit)
-        version = releases.running_release(backend)
-        if version is None or (backend.release is not None and version not in observed.releases):
-            return None
-        names = [n for n in (d.backend_unit, d.frontend_unit) if observed.unit(n).is_active]
-        gate = units.backend_gate(d, d.backend_unit, d.backend.port, version)
-        if version not in observed.releases:  # not one of ours: it names no version we know
-            gate = replace(gate, expect_version=None)
-            version = f"the setup found on the host ({backend.cwd})"
-        return good.baseline(
-            d,
-            observed,
-            version=version,
-            config=backend.config or "",
-            files=[*(unit_path(d, n) for n in names), d.layout.env_file],
-            links=[d.layout.current],
-            gates={d.backend_unit: gate.params()},
-            strategy=d.strategy,
-        )
