@@ -27,7 +27,7 @@ from reconciler.errors import (
 from reconciler.executors.base import Executor
 from reconciler.executors.connect import executor_for
 from reconciler.executors.ssh_options import SSHOptions
-from reconciler.spec.load import load
+from reconciler.spec.load import Checks, load
 from reconciler.spec.model import DesiredState
 
 if TYPE_CHECKING:
@@ -108,16 +108,11 @@ def validated_cache() -> Path:
 
 
 def load_desired(args: argparse.Namespace) -> DesiredState:
-    desired = load(args.file, target_override=args.target, cache_dir=validated_cache())
-    problems = []
-    if getattr(args, "require_checksum", False) and desired.release.sha256 is None:
-        why = "required by --require-checksum: add the artifact's checksum (sha256sum FILE)"
-        problems.append(InputProblem(str(args.file), None, None, "release.sha256", why))
+    checks = Checks(require_checksum=getattr(args, "require_checksum", False), limit=tuple(args.limit))
+    desired = load(args.file, target_override=args.target, cache_dir=validated_cache(), checks=checks)
     if getattr(args, "require_committed", False) and gitinfo.revision_of(desired.file).dirty:
-        why = "has uncommitted changes, refused by --require-committed: commit it first"
-        problems.append(InputProblem(str(args.file), None, None, "", why))
-    if problems:
-        raise InvalidDesiredState(problems)
+        why = "has uncommitted changes, refused by --require-committed"
+        raise InvalidDesiredState([InputProblem(str(args.file), None, None, "", why, "commit it first")])
     return desired
 
 
