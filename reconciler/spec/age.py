@@ -1,8 +1,10 @@
 """Secrets committed to git, encrypted with age: `{from_age: secrets/prod.env.age}` in `env`.
 
 The file is decrypted in memory on the machine running reconcile, with the identity (an
-`age-keygen` secret key) from $RECONCILER_AGE_IDENTITY (the key itself) or
-$RECONCILER_AGE_IDENTITY_FILE (a file holding it). Nothing decrypted is ever written to disk
+`age-keygen` secret key) found first in: $RECONCILER_AGE_IDENTITY (the key itself, e.g. a CI
+secret), the file named by $RECONCILER_AGE_IDENTITY_FILE, or the file
+$XDG_CONFIG_HOME/reconciler/age.key (~/.config/reconciler/age.key when XDG_CONFIG_HOME is
+unset), where the README's `age-keygen -o` puts it. Nothing decrypted is ever written to disk
 here: the values travel like `from_file` values, secret, to the host's EnvironmentFile only.
 `key: NAME` picks one variable out of a decrypted dotenv file (NAME=value lines); without it
 the whole decrypted text is the value.
@@ -23,6 +25,16 @@ IDENTITY_FILE_VAR = "RECONCILER_AGE_IDENTITY_FILE"
 MAX_FILE = 1 << 20  # an encrypted env file, not a data set
 _HEADERS = (b"age-encryption.org/v1\n", b"-----BEGIN AGE ENCRYPTED FILE-----")
 _NOT_AGE = "encrypt it with `age -r RECIPIENT` (`age-keygen -y KEYFILE` prints the recipient)"
+
+
+def default_identity_file(environ: Mapping[str, str]) -> Path:
+    """$XDG_CONFIG_HOME/reconciler/age.key, or ~/.config/reconciler/age.key: where the README's
+    `age-keygen -o` line puts the key."""
+    config = environ.get("XDG_CONFIG_HOME", "")
+    if not config or not config.startswith("/"):  # the XDG spec ignores a relative value
+        home = environ.get("HOME") or str(Path.home())
+        config = f"{home}/.config"
+    return Path(config) / "reconciler" / "age.key"
 
 
 def check_without_key(path: Path) -> Said | None:
@@ -112,11 +124,14 @@ class AgeFiles:
         return self.identities
 
     def _load_identities(self) -> tuple[list[object], str | Said]:
+        """The first of $RECONCILER_AGE_IDENTITY, $RECONCILER_AGE_IDENTITY_FILE and the default
+        key file that is there; one that is set but unusable is an error, not skipped."""
+        default = default_identity_file(self.environ)
         if self.environ.get(IDENTITY_VAR):
             text, where = self.environ[IDENTITY_VAR], f"${IDENTITY_VAR}"
-        elif self.environ.get(IDENTITY_FILE_VAR):
-            name = self.environ[IDENTITY_FILE_VAR]
-            where = f"${IDENTITY_FILE_VAR} ({name})"
+        elif self.environ.get(IDENTITY_FILE_VAR) or default.exists():
+            name = self.environ.get(IDENTITY_FILE_VAR) or str(default)
+            where = f"${IDENTITY_FILE_VAR} ({name})" if self.environ.get(IDENTITY_FILE_VAR) else name
             try:
                 text = Path(name).expanduser().read_text(encoding="utf-8")
             except (OSError, UnicodeDecodeError) as exc:
@@ -127,8 +142,9 @@ class AgeFiles:
         else:
             return [], Said(
                 "no identity to decrypt it with",
-                f"set {IDENTITY_VAR} (the secret key) or {IDENTITY_FILE_VAR} (a file holding it) where "
-                "reconcile runs",
+                f"looked in ${IDENTITY_VAR} (the secret key), ${IDENTITY_FILE_VAR} (a file holding it) "
+                f"and {default}, in that order: put the key in one of them "
+                f"(age-keygen -o {default})",
             )
         from pyrage import IdentityError, x25519
 
