@@ -24,7 +24,8 @@ examples:
   reconcile --once --json             the same, printing one JSON object
   reconcile                           keep converging: on file changes and on drift
   reconcile status                    what the host serves, its recent runs, pause, quarantine
-  reconcile validate                  check desired-state.yaml without touching any host
+  reconcile validate                  check desired-state.yaml, its secrets and artifact, no host
+  reconcile validate --offline        the same without secrets, keys or artifacts (CI on a PR)
   reconcile maintenance on --reason "db repair"   answer 503 with a maintenance page; `off` ends it
   reconcile pause --reason TEXT       stop every run from changing the host (an incident)
   reconcile resume                    let runs converge it again

@@ -61,10 +61,15 @@ def fail(
 ) -> int:
     if outcome is None and isinstance(exc.outcome, Outcome):
         outcome = exc.outcome
+    if isinstance(exc, InvalidDesiredState) and not args.json:
+        for warning in exc.warnings:
+            print(f"warning: {warning}", file=sys.stderr)
     if args.json:
         extra: dict[str, Any] = serving_fields(desired, outcome) if desired and outcome else {}
         if outcome and outcome.rolled_back_to:
             extra["rolled_back_to"] = outcome.rolled_back_to
+        if isinstance(exc, InvalidDesiredState):
+            extra["problems"] = [p.as_json() for p in [*exc.problems, *exc.warnings]]
         print(
             json_result(
                 desired=desired,
@@ -116,12 +121,19 @@ def load_desired(args: argparse.Namespace) -> DesiredState:
     return desired
 
 
+def print_warnings(desired: DesiredState) -> None:
+    """Settings that do nothing, said once per command (watch mode: once per revision)."""
+    for warning in desired.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+
+
 def once(args: argparse.Namespace) -> int:
     setup_logging(args)
     try:
         desired = load_desired(args)
     except InvalidDesiredState as exc:
         return fail(args, exc)
+    print_warnings(desired)
     options = RunOptions(
         dry_run=args.dry_run,
         retry_quarantined=args.retry_quarantined,
