@@ -530,11 +530,11 @@ def test_a_run_prints_the_warnings_too(folder: Path, capsys: pytest.CaptureFixtu
 # --- the command line -----------------------------------------------------------------------------
 
 
-def test_help_lists_offline_validation(capsys: pytest.CaptureFixture[str]) -> None:
+def test_help_lists_init_and_offline_validation(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         main(["--help"])
     text = capsys.readouterr().out
-    assert "reconcile validate --offline" in text
+    assert "reconcile init --app NAME" in text and "reconcile validate --offline" in text
     with pytest.raises(SystemExit):
         main(["validate", "--help"])
     assert "--offline" in capsys.readouterr().out

@@ -1,6 +1,6 @@
 """The subcommands that read or record on the host: status, pause, resume, and maintenance
-(which records, then converges so Caddy answers with the maintenance page); validate, which
-touches no host, is dispatched from here to its own module."""
+(which records, then converges so Caddy answers with the maintenance page); validate and init,
+which touch no host, are dispatched from here to their own modules."""
 
 from __future__ import annotations
 
@@ -19,6 +19,10 @@ from reconciler.spec.model import DesiredState
 
 
 def run_subcommand(name: str, argv: list[str], add_common: Callable[[argparse.ArgumentParser], None]) -> int:
+    if name == "init":
+        from reconciler.cli.init import run_init
+
+        return run_init(argv)
     parser = argparse.ArgumentParser(prog=f"reconcile {name}")
     add_common(parser)
     if name == "validate":
