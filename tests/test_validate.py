@@ -577,3 +577,51 @@ def test_watch_mode_says_the_warnings_once_per_revision(
     logged = [kw["warnings"] for level, event, kw in said if event == "settings that do nothing"]
     assert [len(w) for w in logged] == [1, 2], logged  # type: ignore[arg-type]
     assert all(level == "warning" for level, event, _ in said if event == "settings that do nothing")
+
+
+README_EXAMPLE = """\
+app: choiros
+target: ssh://root@203.0.113.10
+release:
+  version: "1.4.2"
+  source: dist/choiros-1.4.2.tar.gz
+backend:
+  command: bin/backend --port {port}
+  port: 80
+environment:
+  CORS_ALLOW_ORIGINS: https://choir.example
+blue_green:
+  idle: stop
+data:
+  sqlite: /var/lib/choiros/choiros.db
+env:
+  DATABASE_PATH: /var/lib/choiros/app.db
+  API_TOKEN: ${DEPLOY_API_TOKEN}
+"""
+
+
+def test_the_readme_shows_what_validate_prints(
+    folder: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("DEPLOY_API_TOKEN", raising=False)
+    (folder / "dist").mkdir()
+    tarball(release_tree(folder / "build"), folder / "dist" / "choiros-1.4.2.tar.gz")
+    write(folder, README_EXAMPLE)
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    shown = readme.split("a leftover block (the release was built):\n\n```\n", 1)[1].split("```", 1)[0]
+    code, _, err = run(capsys, "validate")
+    assert code == 1 and err == shown
+    code, _, err = run(capsys, "validate", "--offline")
+    assert code == 1 and "skipped (--offline): environment variables not read: DEPLOY_API_TOKEN" in err
+    assert "`skipped (--offline): environment variables not read: DEPLOY_API_TOKEN`" in readme
+    answer = json.loads(run(capsys, "validate", "--json")[1])
+    assert (answer["errors"], answer["warnings"]) == (4, 1)
+    assert answer["problems"][0] == {
+        "file": "desired-state.yaml",
+        "line": 8,
+        "column": 9,
+        "field": "backend.port",
+        "message": "port 80 is already used by the proxy site",
+        "hint": "choose another port",
+        "severity": "error",
+    }
