@@ -172,3 +172,27 @@ def test_init_asks_for_a_name_when_the_folder_gives_none(
         code == 1
         and err == "error: cannot make an app name out of the folder '2024 release'; pass --app NAME\n"
     )
+
+
+def test_init_does_not_replace_a_file_written_while_it_ran(
+    folder: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Between init's look for the file and its write, an editor (or another init) writes it:
+    that file stays, whole."""
+    import reconciler.cli.init as init
+
+    path = folder / "desired-state.yaml"
+    real = init.check_bytes
+
+    def and_meanwhile(*args: object, **kwargs: object) -> object:
+        path.write_text("app: theirs\n")  # after the text is made, before it is written
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(init, "check_bytes", and_meanwhile)
+    monkeypatch.setattr(Path, "exists", lambda self: False)  # the look happened before the write
+    code, _, err = run(capsys, "init", "--app", "choiros")
+    assert (
+        code == 1 and err == "error: desired-state.yaml exists; nothing was written (--force overwrites it)\n"
+    )
+    assert path.read_text() == "app: theirs\n"
+    assert sorted(p.name for p in folder.iterdir()) == ["desired-state.yaml"], "the temporary file was left"

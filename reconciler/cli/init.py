@@ -9,6 +9,7 @@ frontend with blue-green, or with an image) is refused here too, naming the opti
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
 import sys
@@ -233,17 +234,29 @@ def run_init(argv: list[str]) -> int:
             hint = f"; {problem.hint}" if problem.hint else ""
             print(f"error: {option}: {problem.message}{hint}", file=sys.stderr)
         return 1
+    exists = f"error: {file} exists; nothing was written (--force overwrites it)"
     if file.exists() and not args.force:
-        print(f"error: {file} exists; nothing was written (--force overwrites it)", file=sys.stderr)
+        print(exists, file=sys.stderr)
         return 1
+    tmp = file.with_name(f".{file.name}.init-{os.getpid()}")
     try:
         file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = file.with_name(f".{file.name}.init-{os.getpid()}")
         tmp.write_text(text, encoding="utf-8")
-        tmp.replace(file)  # whole or not at all
+        if args.force:
+            tmp.replace(file)  # whole or not at all
+        else:
+            # A link fails if the name appeared since the check above: a file another run or
+            # an editor wrote in between is never replaced.
+            os.link(tmp, file)
+    except FileExistsError:
+        print(exists, file=sys.stderr)
+        return 1
     except OSError as exc:
         print(f"error: cannot write {file}: {exc.strerror}", file=sys.stderr)
         return 1
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
     print(_next_steps(choices, file))
     return 0
 
