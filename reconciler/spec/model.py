@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
+
+from reconciler.errors import InputProblem
 
 Strategy = Literal["restart", "symlink-swap", "blue-green"]
 FrontendMode = Literal["static", "dev-server"]
@@ -221,6 +224,27 @@ class DesiredState:
     shared: tuple[str, ...] = ()  # folders kept once under <root>/shared, linked into releases
     notify: tuple[Webhook, ...] = ()
     registry_auth: RegistryAuth | None = None
+    # Where each field was written (path -> 1-based line, column), so a problem found later
+    # (an artifact at upload time, a --limit) is located like the loader's.
+    marks: Mapping[tuple[str | int, ...], tuple[int, int]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
+    # Settings that do nothing, found by the loader: reported, never refused.
+    warnings: tuple[InputProblem, ...] = field(default=(), compare=False, repr=False)
+
+    def problem(
+        self, field: str | tuple[str | int, ...], message: str, hint: str = "", *, warning: bool = False
+    ) -> InputProblem:
+        """A problem with a field (dotted, or a path), at the field or the nearest mapping
+        that holds it."""
+        path: tuple[str | int, ...] = tuple(field.split(".")) if isinstance(field, str) else field
+        shown = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path).lstrip(".")
+        while path and path not in self.marks:
+            path = path[:-1]
+        mark = self.marks.get(path)
+        line, column = (mark[0], mark[1]) if mark else (None, None)
+        severity = "warning" if warning else "error"
+        return InputProblem(str(self.file), line, column, shown, message, hint, severity)
 
     @property
     def is_fleet(self) -> bool:
