@@ -364,7 +364,7 @@ def _failure_error(
             f"{message}\nrolled back to {good} on the host: its last good state passed its health "
             f"gate and serves again.{note}",
             hint=_naming_hint(desired, failure)
-            + "fix the release or the configuration and deploy again"
+            or "fix the release or the configuration and deploy again"
             + (" (or retry this one with --retry-quarantined)" if quarantined else ""),
         )
         error.rolled_back_to = good
@@ -384,10 +384,14 @@ def _failure_error(
         error2.after = after
         return error2
     if quarantined:
-        hint = _naming_hint(desired, failure) + (
-            f"nothing was rolled back: no earlier release passed its gates on this host; {version} "
-            "with this configuration is quarantined: fix it and deploy again (a changed file is a "
-            "new configuration), or retry with --retry-quarantined"
+        hint = (
+            f"nothing was rolled back: no earlier release passed its gates on this host, and {version} "
+            "with this configuration is quarantined. "
+            + (
+                _naming_hint(desired, failure)
+                or "Fix it and deploy again (a changed file is a new configuration), or retry with "
+                "--retry-quarantined"
+            )
         )
     elif index:
         hint = f"actions 1-{index} were applied and stay applied; fix the cause and run again to converge"
@@ -405,20 +409,23 @@ GATE_CODES = ("health", "version")
 
 def _naming_hint(desired: DesiredState, failure: dict[str, Any]) -> str:
     """For a release that answered its health path but never named its version: how to say
-    where it does, or that it does not."""
+    where it does, or that it does not ("" for any other failure)."""
     if failure.get("code") != "version":
         return ""
     at = desired.health.version_at
     if at is None:
         where = (
-            "if the app names its version elsewhere in that answer, say where with "
-            "health.version_at: {json: path.to.version} or {header: X-App-Version}"
+            "If the app names its version elsewhere in that answer (see the last answer above), "
+            "say where with health.version_at: {json: path.to.version} or {header: X-App-Version}"
         )
     else:
-        where = f"check that health.version_at ({at[0]}: {at[1]}) is where the app names its version"
+        where = (
+            f"Check that health.version_at ({at[0]}: {at[1]}) is where the app names its version "
+            "(see the last answer above)"
+        )
     return (
-        f"{where}; if the answer does not name it at all, set health.expect_version: false "
-        f"(see the last answer above). Then "
+        f"{where}; if its answer does not name the version at all, set health.expect_version: "
+        "false. Either change is a new configuration: run again, no --retry-quarantined needed"
     )
 
 

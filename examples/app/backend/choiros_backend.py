@@ -240,8 +240,12 @@ class WebSocket:
         elif length == 127:
             (length,) = struct.unpack("!Q", self._read(8))
         if not second & 0x80:
+            # RFC 6455 5.1: a server must close on an unmasked frame. Caddy 2.6.2 sends its
+            # close frame unmasked when a reload ends a proxied socket; a Rust backend on
+            # tungstenite refuses it the same way.
+            what = "close frame" if first & 0x0F == OP_CLOSE else "frame"
             self.close(1002, "client frames must be masked")
-            raise WebSocketClosed(1002, "unmasked frame")
+            raise WebSocketClosed(1002, f"unmasked {what}")
         if length > WS_MAX_MESSAGE:
             self.close(1009, "message too big")
             raise WebSocketClosed(1009, "message too big")
