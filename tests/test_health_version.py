@@ -131,3 +131,46 @@ def test_the_version_itself_is_found_wherever_it_is(version: str, data: st.DataO
     assert names(f"ok app/{version} up".encode(), version)
     assert names(b"ok", version, [("X-App-Version", version)])
     assert names({"a": [{"version": version}]}, version, at={"json": "a.0.version"})
+
+
+# --- what the controller says when the version is never named ----------------------------------
+
+
+def _desired(health: str = ""):  # type: ignore[no-untyped-def]
+    from pathlib import Path
+
+    from reconciler.spec.load import load_bytes
+
+    text = (
+        'app: choiros\ntarget: local\nrelease: {version: "0.64.8", source: dist}\n'
+        "backend: {command: bin/backend, port: 8080, health: /-/versions.json}\n" + health
+    )
+    return load_bytes(text.encode(), "desired-state.yaml", base_dir=Path("/"))
+
+
+def _error(desired, code: str, rolled_back: dict | None):  # type: ignore[no-untyped-def]
+    from reconciler.engine.once import _failure_error
+    from reconciler.plan.actions import CheckHealth, Plan
+
+    gate = CheckHealth(
+        "started", url="http://127.0.0.1:8080/-/versions.json", unit="u", timeout=1, interval=1, passes=1
+    )
+    failure = {"index": 0, "error": "never named it", "code": code, "on_failure": "quarantine"}
+    return _failure_error(desired, Plan((gate,), ""), failure, rolled_back, None)
+
+
+def test_the_error_says_how_to_name_the_place_and_promises_no_rollback_on_a_first_deploy() -> None:
+    first = _error(_desired(), "version", {"ok": True, "to": None})
+    assert type(first).__name__ == "HealthCheckFailed"
+    assert first.hint.startswith("nothing was rolled back: no earlier release passed its gates")
+    assert "health.version_at: {json: path.to.version} or {header: X-App-Version}" in first.hint
+    assert "health.expect_version: false" in first.hint
+    named = _error(
+        _desired("health: {version_at: {json: python.version}}\n"), "version", {"ok": True, "to": None}
+    )
+    assert "Check that health.version_at (json: python.version)" in named.hint
+    back = _error(_desired(), "version", {"ok": True, "to": "0.64.7"})
+    assert type(back).__name__ == "RolledBack" and "rolled back to 0.64.7" in str(back)
+    assert "health.version_at" in back.hint and "nothing was rolled back" not in back.hint
+    unhealthy = _error(_desired(), "health", {"ok": True, "to": None})
+    assert "version_at" not in unhealthy.hint, "only a version that was never named gets that hint"
