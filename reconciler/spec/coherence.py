@@ -154,6 +154,14 @@ def ineffective(doc: SourceDoc) -> list[InputProblem]:
                 "is served from the static frontend; in dev-server mode the plain maintenance page is shown",
                 "remove it, or set frontend.mode: static",
             )
+    health: dict[str, Any] = data["health"] if isinstance(data.get("health"), dict) else {}
+    if health.get("version_at") is not None and health.get("expect_version") is False:
+        warn(
+            ("health", "version_at"),
+            "says where the answer names the version, and health.expect_version is false: it is "
+            "not looked at",
+            "remove it, or set health.expect_version: true",
+        )
     db: dict[str, Any] = data["data"] if isinstance(data.get("data"), dict) else {}
     if db.get("restore_on_rollback") is True and db.get("snapshot") is False:
         warn(

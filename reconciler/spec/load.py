@@ -338,6 +338,8 @@ def build(
             image=fe.get("image"),
             digest=fe.get("digest"),
             image_root=fe.get("image_root", "/app"),
+            spa=bool(fe.get("spa", False)),
+            immutable_paths=tuple(fe.get("immutable_paths", ["/assets/*"])),
         ),
         health=Health(
             timeout=float(health.get("timeout", 30)),
@@ -345,9 +347,12 @@ def build(
             passes=int(health.get("passes", 2)),
             stable=float(health.get("stable", 1.0)),
             expect_version=bool(health.get("expect_version", True)),
+            version_at=next(iter(health["version_at"].items())) if health.get("version_at") else None,
         ),
         proxy=Proxy(
             site=proxy.get("site", ":80"),
+            backend_paths=tuple(proxy.get("backend_paths", ["/api/*"])),
+            private_paths=tuple(proxy.get("private_paths", [])),
             caddyfile=proxy.get("caddyfile", "/etc/caddy/Caddyfile"),
             maintenance=bool(proxy.get("maintenance", False)),
             maintenance_page=proxy.get("maintenance_page"),

@@ -95,6 +95,9 @@ class Frontend:
     image: str | None = None  # the frontend's own image (static files, or the dev server)
     digest: str | None = None
     image_root: str = "/app"
+    # Static mode: what Caddy does with the files (no process runs them; see render/caddyfile).
+    spa: bool = False  # a missing file is answered with /index.html: client-side routes reload
+    immutable_paths: tuple[str, ...] = ("/assets/*",)  # fingerprinted: cached for a year
 
 
 @dataclass(frozen=True)
@@ -114,6 +117,9 @@ class Health:
     passes: int = 2
     stable: float = 1.0
     expect_version: bool = True
+    # Where the answer names the version: ("json", "a.b") or ("header", "X-App-Version");
+    # None: anywhere (see reconciler/agent/version.py).
+    version_at: tuple[str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -138,6 +144,8 @@ class Data:
 @dataclass(frozen=True)
 class Proxy:
     site: str = ":80"
+    backend_paths: tuple[str, ...] = ("/api/*",)  # Caddy path patterns sent to the backend
+    private_paths: tuple[str, ...] = ()  # answered 404 through the site
     caddyfile: str = "/etc/caddy/Caddyfile"  # the main one; the app owns only its fragment
     maintenance: bool = False
     maintenance_page: str | None = None  # inside the release's static folder

@@ -132,6 +132,12 @@ def _explain(doc: SourceDoc, err: Any) -> list[InputProblem]:
         return [doc.problem((*path, key), f"bad name {key!r}", f"expected {_expected(err)}", key=True)]
     if kind == "if":
         return []  # the failing "then" branch reports the useful part
+    if kind == "uniqueItems" and isinstance(err.instance, list):
+        seen: list[Any] = []
+        for i, item in enumerate(err.instance):
+            if item in seen:
+                return [doc.problem((*path, i), f"{_describe(item)} is listed twice; list it once")]
+            seen.append(item)
     got = _describe(err.instance)
     if kind == "type" and "string" in str(err.validator_value) and isinstance(err.instance, (int, float)):
         return [

@@ -11,6 +11,7 @@ import shlex
 from typing import Any
 
 from reconciler.errors import InputProblem
+from reconciler.spec import paths
 from reconciler.spec.said import Said
 from reconciler.spec.yaml_source import Path_, SourceDoc, dotted
 
@@ -78,6 +79,7 @@ def semantic_problems(doc: SourceDoc) -> list[InputProblem]:
     problems.extend(_strategy_problems(doc))
     problems.extend(_release_problems(doc))
     problems.extend(_gate_problems(doc))
+    problems.extend(_route_problems(doc))
     return problems
 
 
@@ -121,6 +123,50 @@ def _gate_problems(doc: SourceDoc) -> list[InputProblem]:
             )
         ]
     return []
+
+
+def _patterns(doc: SourceDoc, *path: str) -> list[tuple[Path_, str]]:
+    listed = _get(doc.data, *path)
+    if not isinstance(listed, list):
+        return []
+    return [((*path, i), p) for i, p in enumerate(listed) if isinstance(p, str)]
+
+
+def _route_problems(doc: SourceDoc) -> list[InputProblem]:
+    """Path lists that would hide what must stay reachable, or cache what must not be."""
+    out = []
+    health = _get(doc.data, "backend", "health")
+    health = health if isinstance(health, str) else "/health"
+    public = {p for _, p in _patterns(doc, "proxy", "backend_paths")}
+    for where, pattern in _patterns(doc, "proxy", "private_paths"):
+        if paths.matches(pattern, health):
+            out.append(
+                doc.problem(
+                    where,
+                    f"{pattern} hides the health path {health}, which always reaches the backend "
+                    "(monitors, and maintenance mode, rely on it); narrow or remove it",
+                )
+            )
+        elif pattern in public:
+            out.append(
+                doc.problem(
+                    where,
+                    f"{pattern} is also in proxy.backend_paths; a private path wins, so remove it "
+                    "from one list",
+                )
+            )
+    for where, pattern in _patterns(doc, "frontend", "immutable_paths"):
+        hit = next((p for p in ("/", "/index.html") if paths.matches(pattern, p)), None)
+        if hit:
+            out.append(
+                doc.problem(
+                    where,
+                    f"{pattern} matches {hit}: the page that names the fingerprinted files would be "
+                    "cached for a year and returning visitors would not see a deploy; list only "
+                    "where the fingerprinted files are, such as /assets/*",
+                )
+            )
+    return out
 
 
 def _site_port(site: str) -> int | None:
