@@ -28,7 +28,12 @@ ssh=(-i "$ssh_dir/key" --known-hosts "$ssh_dir/known_hosts")
 # Reproducible builds: file times come from the commit, so the same commit builds the same
 # bytes (and sha256), and a new commit gives the frontend's files new times (so new ETags).
 export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || echo 0)}
-version=$($reconcile validate -f "$file" --json | python3 -c 'import json, sys; print(json.load(sys.stdin)["version"])')
+if ! validated=$($reconcile validate -f "$file" --json); then
+    python3 -c 'import json, sys; print("error: " + json.load(sys.stdin)["error"])' <<<"$validated" >&2 \
+        || printf '%s\n' "$validated" >&2
+    exit 1
+fi
+version=$(python3 -c 'import json, sys; print(json.load(sys.stdin)["version"])' <<<"$validated")
 echo "== building release $version"
 $build "$version"
 
