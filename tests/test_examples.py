@@ -56,14 +56,15 @@ class Checkout:
         for args in (["add", "-A"], ["commit", "-q", "-m", message]):
             subprocess.run(["git", "-C", str(self.repo), *args], check=True, capture_output=True)
 
-    def contexts(self, host: TestHost, **secrets: str) -> dict[str, Any]:
-        """What the workflows' ${{ }} read: CI's secrets and variables, and GitHub's own."""
+    def contexts(self, host: TestHost, **stored: str) -> dict[str, Any]:
+        """What the workflows' ${{ }} read: CI's secrets (`stored` replaces some) and variables,
+        and GitHub's own."""
         return {
             "secrets": {
                 "DEPLOY_SSH_KEY": host.key_path.read_text(),
                 "DEPLOY_API_TOKEN": self.token,
                 "RECONCILER_AGE_IDENTITY": str(self.identity),
-                **secrets,
+                **stored,
             },
             "vars": {"DEPLOY_KNOWN_HOSTS": host.known_hosts.read_text()},
             "github": {
