@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from reconciler.agent import caddyconfig
 from reconciler.errors import InvalidDesiredState
 from reconciler.observe.snapshot import (
     CADDY_UNIT,
@@ -42,7 +43,7 @@ from reconciler.plan.actions import (
 from reconciler.plan.planner import plan
 from reconciler.plan.strategies.blue_green import BlueGreen, other
 from reconciler.plan.strategies.single_slot import SingleSlot
-from reconciler.render import caddyfile, envfile, units
+from reconciler.render import envfile, units
 from reconciler.spec.load import load_bytes
 from reconciler.spec.model import DesiredState
 from tests.model_host import ModelHost
@@ -625,7 +626,7 @@ def test_blue_green_first_deploy_goes_to_blue_and_routes_caddy_there() -> None:
     order = labels(p)
     assert ("symlink", "/opt/choiros/blue -> releases/1.0.0") in order
     assert order.index(("health-check", "http://127.0.0.1:8081/health")) < order.index(("reload", CADDY_UNIT))
-    assert caddyfile.routed_colour(after.content(FRAGMENT)) == "blue"
+    assert caddyconfig.fragment_upstreams(after.content(FRAGMENT)) == [8081], "Caddy goes to blue"
     assert not plan(bg(), after).changed
 
 
@@ -664,7 +665,7 @@ def test_blue_green_rollback_is_only_a_caddy_switch() -> None:
         "RecordGood",
     ]
     assert not any(isinstance(a, Systemctl) for a in p.actions)
-    assert caddyfile.routed_colour(after.content(FRAGMENT)) == "blue"
+    assert caddyconfig.fragment_upstreams(after.content(FRAGMENT)) == [8081], "Caddy goes to blue"
 
 
 def test_blue_green_idle_stop_stops_the_old_colour_after_the_switch() -> None:

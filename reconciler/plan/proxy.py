@@ -31,6 +31,10 @@ def render_fragment(
             ports=claimed_ports(desired),
             maintenance_flag=proxy.maintenance_flag(desired.app),
             maintenance_page=proxy.maintenance_page,
+            backend_paths=proxy.backend_paths,
+            private_paths=proxy.private_paths,
+            spa=desired.frontend.spa,
+            immutable_paths=desired.frontend.immutable_paths,
         )
     )
 

@@ -1,8 +1,14 @@
-"""The app's Caddy fragment: API and health to the backend, the rest to the frontend.
+"""The app's Caddy fragment: the backend's paths and health to the backend, the rest to the
+frontend.
 
 Each app owns one fragment, imported by the main Caddyfile (see caddymain), so several apps
 share one Caddy. A fragment says in a comment which site and ports it claims, so another
 app's planner can refuse a collision before anything changes.
+
+Routes are `handle` blocks with named matchers, written in the order they are tried: Caddy
+keeps blocks with named matchers in the order written (it sorts only single-path ones), so
+the maintenance switch comes first, then private paths, then the backend's, then
+fingerprinted assets, then the rest.
 
 Two things in it are there for the reconciler to read back from Caddy itself:
 
@@ -39,30 +45,32 @@ class Site:
     # The file whose presence switches maintenance on (503 for all but the health path).
     maintenance_flag: str = "/etc/caddy/apps/app.maintenance"
     maintenance_page: str | None = None  # a file under static_root, else a plain default
+    backend_paths: tuple[str, ...] = ("/api/*",)  # Caddy path patterns (reconciler/spec/paths.py)
+    private_paths: tuple[str, ...] = ()  # answered 404
+    spa: bool = False  # static: a missing file is answered with /index.html
+    immutable_paths: tuple[str, ...] = ()  # static: fingerprinted files, cached for a year
 
 
-def _proxy(port: int, depth: int = 2) -> list[str]:
+def _proxy(port: int) -> list[str]:
     # While a backend restarts, Caddy retries the dial instead of answering 502 at once.
-    tab = "\t" * depth
     return [
-        f"{tab}reverse_proxy 127.0.0.1:{port} {{",
-        f"{tab}\tlb_try_duration 5s",
-        f"{tab}\tlb_try_interval 100ms",
-        f"{tab}}}",
+        f"\t\treverse_proxy 127.0.0.1:{port} {{",
+        "\t\t\tlb_try_duration 5s",
+        "\t\t\tlb_try_interval 100ms",
+        "\t\t}",
     ]
 
 
 COLOUR_MARK = "# routes to colour: "
 CLAIMS_MARK = "# claims: "
 MAINTENANCE_TEXT = "This site is down for maintenance and will be back shortly."
-
-
-def routed_colour(text: str | None) -> str | None:
-    """The colour a rendered Caddyfile routes to, read back from its marker line."""
-    for line in (text or "").splitlines():
-        if line.startswith(COLOUR_MARK):
-            return line[len(COLOUR_MARK) :].strip()
-    return None
+IMMUTABLE = "public, max-age=31536000, immutable"
+# Every other static file: browsers revalidate (ETag) before each use, so a deploy shows at
+# once; without a header they would guess a freshness from Last-Modified, which for files of
+# a reproducible build (mtime 1970) is years.
+REVALIDATE = "no-cache"
+# Served instead of the file when the release has it and the client accepts the encoding.
+PRECOMPRESSED = "br zstd gzip"
 
 
 @dataclass(frozen=True)
@@ -92,18 +100,25 @@ def render(site: Site) -> str:
     head.append(f"{CLAIMS_MARK}site={site.address} ports={ports}")
     if site.colour:
         head.append(COLOUR_MARK + site.colour)
-    app = ["\tencode gzip", *_maintenance_switch(site), "\thandle {"]
-    for matcher in ("/api/*", site.health_path):
-        app += [f"\t\thandle {matcher} {{", *_proxy(site.backend_port, depth=3), "\t\t}"]
-    app.append("\t\thandle {")
+    lines = ["\tencode gzip", *_maintenance_switch(site)]
+    if site.private_paths:
+        lines += _route("private", site.private_paths, ["\t\trespond 404"])
+    backend = [site.health_path, *(p for p in site.backend_paths if p != site.health_path)]
+    lines += _route("backend", backend, _proxy(site.backend_port))
+    if site.static_root is not None and site.immutable_paths:
+        lines += _route("immutable", site.immutable_paths, _immutable(site))
+    lines.append("\thandle {")
     if site.static_root is not None:
-        app += [f"\t\t\troot * {site.static_root}", "\t\t\tfile_server"]
+        lines += [f"\t\troot * {site.static_root}", f'\t\theader Cache-Control "{REVALIDATE}"']
+        if site.spa:
+            lines.append("\t\ttry_files {path} /index.html")
+        lines += _file_server()
     elif site.frontend_port is not None:
-        app += _proxy(site.frontend_port, depth=3)
-    app += ["\t\t}", "\t}"]
-    unmarked = "\n".join([*head, f"{site.address} {{", *app, "}"]) + "\n"
+        lines += _proxy(site.frontend_port)
+    lines.append("\t}")
+    unmarked = "\n".join([*head, f"{site.address} {{", *lines, "}"]) + "\n"
     mark = f"\tvars {MARK}{site.app} {fragment_digest(unmarked)}"
-    return "\n".join([*head, f"{site.address} {{", mark, *app, "}"]) + "\n"
+    return "\n".join([*head, f"{site.address} {{", mark, *lines, "}"]) + "\n"
 
 
 def mark_of(text: str | None, app: str) -> str | None:
@@ -113,6 +128,25 @@ def mark_of(text: str | None, app: str) -> str | None:
         if line.startswith(prefix):
             return line[len(prefix) :].strip()
     return None
+
+
+def _route(name: str, patterns: list[str] | tuple[str, ...], body: list[str]) -> list[str]:
+    return [f"\t@{name} path {' '.join(patterns)}", f"\thandle @{name} {{", *body, "\t}"]
+
+
+def _immutable(site: Site) -> list[str]:
+    # Only a file that exists gets the year-long header: a 404 carrying it could be kept by a
+    # browser for a year (an asset asked of the old release a moment before a switch).
+    return [
+        f"\t\troot * {site.static_root}",
+        "\t\t@exists file",
+        f'\t\theader @exists Cache-Control "{IMMUTABLE}"',
+        *_file_server(),
+    ]
+
+
+def _file_server() -> list[str]:
+    return ["\t\tfile_server {", f"\t\t\tprecompressed {PRECOMPRESSED}", "\t\t}"]
 
 
 def _maintenance_switch(site: Site) -> list[str]:
