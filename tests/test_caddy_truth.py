@@ -156,7 +156,10 @@ def test_caddy_pointed_elsewhere_by_hand_is_seen_and_the_live_colour_never_resta
     project.write("2.0.0", strategy="blue-green", health=GATE)
     assert project.once().rc == 0
     text = (host.read(FRAGMENT) or b"").decode()
-    host.write(FRAGMENT, text.replace("127.0.0.1:8082", "127.0.0.1:8081").encode())
+    edited = text.replace("127.0.0.1:8082", "127.0.0.1:8081").replace(
+        "/opt/choiros/green/", "/opt/choiros/blue/"
+    )
+    host.write(FRAGMENT, edited.encode())
     host.exec(["caddy", "reload", "--config", "/etc/caddy/Caddyfile", "--adapter", "caddyfile", "--force"])
     assert serves(host) == "1.0.0"
     status = json.loads(project.reconcile("status", "--json").stdout)
