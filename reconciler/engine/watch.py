@@ -415,6 +415,15 @@ def run(
     watcher = Watcher(Path(args.file), lambda: load_desired(args), make_executor, settings, metrics)
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, watcher.on_signal)
-    threading.Thread(target=watcher.watch_file, name="watch-file", daemon=True).start()
+    watching = threading.Thread(target=watcher.watch_file, name="watch-file", daemon=True)
+    watching.start()
     log.info("watching", file=str(args.file), interval_s=settings.interval, follow=settings.follow)
-    return watcher.loop()
+    try:
+        return watcher.loop()
+    finally:
+        # watchfiles waits in Rust. A daemon thread still there when the interpreter finalizes
+        # is ended with pthread_exit, whose unwinding Rust turns into an abort (Python 3.9:
+        # "FATAL: exception not rethrown", SIGABRT instead of exit 0). It sees `stop` within
+        # rust_timeout.
+        watcher.stop.set()
+        watching.join(timeout=5)
