@@ -205,11 +205,11 @@ def test_installed_from_wheels_watch_mode_deploys_pushes_on_python_3_9(
 
     # What the journal and the host's history say: each push's commit, converged.
     converged = [e for e in journal(host) if e["event"] == "converged"]
-    assert [(e["commit"], e["trigger"]) for e in converged] == [
-        (first[:12], "start"),
-        (bump[:12], "SIGHUP, push to main"),
-        (revert[:12], "SIGHUP, push to main"),
-    ], converged
+    assert [e["commit"] for e in converged] == [first[:12], bump[:12], revert[:12]], converged
+    triggers = [e["trigger"] for e in converged]
+    assert triggers[0] == "start" and all("push to main" in t for t in triggers[1:]), triggers
+    # The hook's SIGHUP woke them (a drift tick's fetch at 60 s could only beat it by chance).
+    assert any(t.startswith("SIGHUP") for t in triggers[1:]), triggers
     status = host.exec(
         ["/opt/reconciler/bin/reconcile", "status", "-f", "/srv/deploy/desired-state.yaml"]
     ).stdout
