@@ -84,7 +84,8 @@ class Watcher:
         self.passes = 0
         self.last_fetch = 0.0
         self.reasons: list[str] = ["start"]
-        self._lock = threading.Lock()
+        # Re-entrant: SIGHUP's handler (trigger) runs on the main thread, which may hold it.
+        self._lock = threading.RLock()
         self.metrics = metrics
         self.notifier: Notifier | None = None
         self.app = "?"  # the app of the last valid desired state, for notices about an invalid one
