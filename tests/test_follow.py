@@ -139,3 +139,15 @@ def test_a_remote_that_cannot_be_reached_is_a_warning_and_changes_nothing(
     assert (server / "desired-state.yaml").read_text() == "release 1\n"
     (warning,) = [line for line in said.lines if line[0] == "warning"]
     assert warning[1] == "git fetch failed" and "deploy.git" in warning[2]["error"], warning
+
+
+@pytest.mark.timeout(10)
+def test_sighup_while_the_loop_holds_the_lock_does_not_hang(
+    repos: tuple[Path, Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Signal handlers run on the main thread, between any two bytecodes of the loop."""
+    _bare, server, _dev = repos
+    w, _said = watcher(server, monkeypatch)
+    with w._lock:  # the loop is taking its reasons when SIGHUP arrives
+        w.on_signal(signal.SIGHUP, None)
+    assert w._take_reasons() == ["start", "SIGHUP"]
