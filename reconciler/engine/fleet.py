@@ -18,6 +18,7 @@ from reconciler.engine.once import Outcome, Reporter, RunOptions, SilentReporter
 from reconciler.engine.report import (  # the per-host results, in the words --json uses
     CONVERGED,
     FAILED,
+    HELD,
     NOOP,
     PAUSED,
     PENDING,
@@ -28,6 +29,7 @@ from reconciler.engine.report import (  # the per-host results, in the words --j
     host_report,
 )
 from reconciler.errors import (
+    Held,
     InputProblem,
     InvalidDesiredState,
     Paused,
@@ -87,7 +89,7 @@ class FleetRun:
             return 1
         if results & {ROLLED_BACK, QUARANTINED} or self.stopped:
             return 3
-        if PAUSED in results:
+        if results & {PAUSED, HELD}:
             return 4
         return 2 if PENDING in results else 0
 
@@ -168,6 +170,8 @@ def _plan(
         run.failed(QUARANTINED, exc)
     except Paused as exc:
         run.failed(PAUSED, exc)
+    except Held as exc:
+        run.failed(HELD, exc)
     except ReconcilerError as exc:
         run.failed(FAILED, exc)
         log.error("host failed", host=run.host.name, error=str(exc))
@@ -188,6 +192,8 @@ def _apply(
         run.failed(QUARANTINED, exc)
     except Paused as exc:  # paused between observing and applying
         run.failed(PAUSED, exc)
+    except Held as exc:  # held by hand, a drift of the held state corrected
+        run.failed(HELD, exc)
     except ReconcilerError as exc:
         run.failed(FAILED, exc)
         log.error("host failed", host=run.host.name, error=str(exc))
