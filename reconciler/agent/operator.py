@@ -93,7 +93,7 @@ def _held(state_dir: str) -> Json | None:
     try:
         record = records.load(state_dir, records.HOLD, {})
     except records.StateFileError:
-        return {"version": "?", "unreadable": True}
+        return {"version": "?", "config": "?", "reason": "held.json was unreadable"}
     return record or None
 
 

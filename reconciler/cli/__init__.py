@@ -2,7 +2,8 @@
 
 Exit codes: 0 converged (or, with --dry-run, nothing to do); 2 with --dry-run: changes
 pending; 1 error (nothing applied when the input was bad); 3 the desired release failed its
-health check and the previous release serves again, or it is quarantined from an earlier run.
+health check and the previous release serves again, or it is quarantined from an earlier run;
+4 the host is paused, or held by `reconcile rollback`.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from reconciler import __version__
 from reconciler.errors import ReconcilerError
 
 # Kept here, not imported from hostcmds: deciding which parser to use must stay cheap.
-SUBCOMMANDS = ("status", "validate", "pause", "resume", "maintenance")
+SUBCOMMANDS = ("status", "validate", "pause", "resume", "maintenance", "rollback", "releases")
 
 EPILOG = """\
 examples:
@@ -26,12 +27,16 @@ examples:
   reconcile status                    what the host serves, its recent runs, pause, quarantine
   reconcile validate                  check desired-state.yaml without touching any host
   reconcile maintenance on --reason "db repair"   answer 503 with a maintenance page; `off` ends it
+  reconcile rollback [VERSION] --reason TEXT   back to the previous good state (or VERSION's),
+                                      and hold the host there: runs leave it until the file
+                                      names something else or `reconcile resume`
+  reconcile releases                  the releases on the host, what serves, what rollback picks
   reconcile pause --reason TEXT       stop every run from changing the host (an incident)
-  reconcile resume                    let runs converge it again
+  reconcile resume                    let runs converge it again (ends a pause and a hold)
 
 exit codes: 0 converged / nothing to do, 1 error, 2 changes pending (--dry-run),
             3 release failed and was rolled back, or is quarantined,
-            4 the host is paused: nothing was done
+            4 the host is paused, or held by `reconcile rollback`: nothing was deployed
 docs: the README and schemas/desired-state.schema.json describe every field.
 """
 

@@ -1,5 +1,6 @@
-"""The subcommands that read or record on the host: validate, status, pause, resume, and
-maintenance (which records, then converges so Caddy answers with the maintenance page)."""
+"""The subcommands that read or record on the host: validate, status, pause, resume,
+maintenance (which records, then converges so Caddy answers with the maintenance page),
+releases, and rollback (reconciler/cli/rollbackcmds.py)."""
 
 from __future__ import annotations
 
@@ -30,7 +31,11 @@ def run_subcommand(name: str, argv: list[str], add_common: Callable[[argparse.Ar
     if name == "maintenance":
         parser.add_argument("state", choices=["on", "off"], help="on: answer 503 (the health path excepted)")
         parser.add_argument("--reason", default="", metavar="TEXT", help="why, recorded on the host")
-    if name in ("pause", "resume", "maintenance"):
+    if name == "rollback":
+        from reconciler.cli.rollbackcmds import add_rollback_arguments
+
+        add_rollback_arguments(parser)
+    if name in ("pause", "resume", "maintenance", "rollback"):
         parser.add_argument(
             "--lock-timeout",
             type=float,
@@ -39,7 +44,8 @@ def run_subcommand(name: str, argv: list[str], add_common: Callable[[argparse.Ar
             help="wait this long for a run in progress to finish (default 120)",
         )
     args = parser.parse_args(argv)
-    args.dry_run = args.markdown = False
+    args.dry_run = getattr(args, "dry_run", False)
+    args.markdown = False
     setup_logging(args)
     try:
         desired = load_desired(args)
@@ -54,6 +60,10 @@ def run_subcommand(name: str, argv: list[str], add_common: Callable[[argparse.Ar
                 f"{desired.strategy}, target {desired.target})"
             )
         return 0
+    if name == "rollback":
+        from reconciler.cli.rollbackcmds import rollback
+
+        return rollback(args, desired)
     from reconciler.engine.fleet import select
 
     try:
@@ -72,6 +82,10 @@ def run_subcommand(name: str, argv: list[str], add_common: Callable[[argparse.Ar
                 answers[host.name] = status(args, one, executor)
             elif name == "maintenance":
                 answers[host.name] = maintenance(args, one, executor)
+            elif name == "releases":
+                from reconciler.cli.rollbackcmds import releases
+
+                answers[host.name] = releases(args, one, executor)
             else:
                 answers[host.name] = pause_or_resume(args, one, executor, pausing=name == "pause")
         except ReconcilerError as exc:
@@ -98,21 +112,28 @@ def pause_or_resume(
             print(f"  waiting for the run in progress to finish ({holder})", flush=True)
 
     reason = (args.reason or "") if pausing else None
-    before, after = set_pause(executor, desired, reason, lock_timeout=args.lock_timeout, on_event=waiting)
+    before, after, held = set_pause(
+        executor, desired, reason, lock_timeout=args.lock_timeout, on_event=waiting
+    )
     if not args.json:
         where = executor.description
         if after is not None:
             if before is not None:
                 print(f"{where} was already {before.describe()}")
             print(f"{where}: {after.describe()}. Runs report it and change nothing until `reconcile resume`.")
-        elif before is not None:
+        if before is not None and after is None:
             print(f"{where}: resumed (it was {before.describe()}). The next run converges it.")
-        else:
-            print(f"{where}: was not paused.")
+        if held is not None:
+            print(
+                f"{where}: the hold ended (it was {held.describe()}). The next run deploys the desired state."
+            )
+        if before is None and after is None and held is None:
+            print(f"{where}: was neither paused nor held.")
     return {
         "result": "paused" if after else "resumed",
         "paused": None if after is None else vars(after),
         "was_paused": None if before is None else vars(before),
+        "was_held": None if held is None else vars(held) | {"passed": list(held.passed)},
     }
 
 
@@ -158,6 +179,9 @@ def status(args: argparse.Namespace, desired: DesiredState, executor: Executor) 
         "serving": serving,
         "serving_since": since,
         "paused": None if paused is None else vars(paused),
+        "held": None
+        if observed.hold is None
+        else vars(observed.hold) | {"passed": list(observed.hold.passed)},
         "maintenance": maintenance_on or None,
         "runs": records,
         "quarantined": quarantine,
@@ -172,6 +196,11 @@ def status(args: argparse.Namespace, desired: DesiredState, executor: Executor) 
     )
     if paused is not None:
         print(f"PAUSED: {paused.describe()} (`reconcile resume` to let runs converge it again)")
+    if observed.hold is not None:
+        print(
+            f"HELD: {observed.hold.describe()}; runs leave it there while the desired file names "
+            f"{observed.hold.desired_version} (`reconcile resume` ends it)"
+        )
     if maintenance_on.get("on"):
         print(
             f"maintenance: on since {maintenance_on.get('at', '?')} by {maintenance_on.get('by', '?')}: "
@@ -202,6 +231,8 @@ def _history_line(r: dict[str, Any]) -> str:
     if kind in ("pause", "resume"):
         why = f": {r['reason']}" if r.get("reason") else ""
         return f"{when}  {kind + 'd':<11} by {r.get('user', '?')}{why}"
+    if kind == "unhold":
+        return f"{when}  {'hold ended':<11} by {r.get('user', '?')} (was held at {r.get('version', '?')})"
     if kind == "notify":
         outcome = "delivered" if r.get("ok") else f"NOT delivered ({r.get('error', '?')})"
         what = f"{r.get('event', '?')} to {r.get('webhook', '?')}"

@@ -130,13 +130,22 @@ def reconcile_fleet(
     options: RunOptions,
     reporter: FleetReporter,
     limit: Iterable[str] = (),
+    *,
+    all_or_nothing: bool = False,
 ) -> FleetRun:
+    """`all_or_nothing` (a rollback by hand): a host that cannot be planned, or is paused,
+    stops the rollout before any host changes."""
     runs = [HostRun(h, desired.for_host(h)) for h in select(desired, limit)]
     fleet = FleetRun(runs)
     workers = max(1, min(desired.rollout.concurrency, len(runs)))
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="host") as pool:
         list(pool.map(lambda r: _plan(r, executor_for, options, reporter), runs))
         changing = [r for r in runs if r.result == PENDING]
+        if all_or_nothing and any(r.result in (FAILED, PAUSED) for r in runs):
+            for r in changing:
+                r.result = SKIPPED
+            fleet.stopped = bool(changing)
+            return fleet
         if options.dry_run or not changing:
             return fleet
         size = desired.rollout.batch_size(len(runs))
