@@ -245,4 +245,6 @@ def _history_line(r: dict[str, Any]) -> str:
     )
     if kind:
         line += f"  [{kind}]"
+    if kind == "rollback" and r.get("reason"):
+        line += f": {r['reason']}"
     return line

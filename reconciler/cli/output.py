@@ -81,7 +81,7 @@ class HumanReporter:
             )
         if plan.held is not None:
             self.print(
-                f"  the host is {plan.held}: runs leave it there while the file names this "
+                f"  note: the host is {plan.held}. Runs leave it there while the file names this "
                 "configuration (`reconcile resume` ends the hold)"
             )
             if plan.actions:

@@ -37,7 +37,7 @@ from reconciler.log import log
 from reconciler.observe import snapshot
 from reconciler.observe.snapshot import Observed
 from reconciler.plan import manual
-from reconciler.plan.actions import LoadImage, Plan, RecordMaintenance, UploadRelease
+from reconciler.plan.actions import LoadImage, Plan, RecordHold, RecordMaintenance, UploadRelease
 from reconciler.plan.planner import plan as make_plan
 from reconciler.spec.model import DesiredState
 
@@ -316,7 +316,9 @@ def _apply(
         "force": options.force or None,
     }
     if options.rollback is not None:
-        request["journal"]["reason"] = options.rollback.reason
+        # The history names the release the host was rolled back to, and why.
+        to = next((a.hold["version"] for a in the_plan.actions if isinstance(a, RecordHold) and a.hold), None)
+        request["journal"].update(reason=options.rollback.reason, version=to or desired.release.version)
     t0 = time.perf_counter()
     answer = executor.request(request, payload=payload, on_event=lambda e: _on_event(reporter, the_plan, e))
     timings["apply_ms"] = (time.perf_counter() - t0) * 1000
