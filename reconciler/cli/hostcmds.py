@@ -18,9 +18,38 @@ from reconciler.executors.base import Executor
 from reconciler.executors.connect import executor_for
 from reconciler.spec.model import DesiredState
 
+# What `reconcile NAME --help` says above the options, and below them.
+ABOUT = {
+    "rollback": (
+        "Go back to the previous good state recorded on the host (or VERSION's), restored whole as an "
+        "automatic rollback restores it, and hold the host there: later runs (watch mode, --once, CI) "
+        "leave it there, exit 4 (held), until the desired file names another configuration or "
+        "`reconcile resume`.",
+        """exit codes: 0 rolled back and held (or already there), 1 error (nothing to go back to: nothing
+            changed), 2 with --dry-run: changes pending, 3 the target failed its gate and what
+            served before serves again, 4 the host is paused""",
+    ),
+    "releases": (
+        "Every release on the host: size on disk, upload time, checksum, what points at it (current, "
+        "previous, a colour), its recorded good states, what of it is quarantined, and which one "
+        "`reconcile rollback` would pick.",
+        "the README shows an example output (section: Rolling back by hand)",
+    ),
+    "resume": (
+        "Let runs converge the host again: ends a pause and a hold left by `reconcile rollback`.",
+        None,
+    ),
+}
+
 
 def run_subcommand(name: str, argv: list[str], add_common: Callable[[argparse.ArgumentParser], None]) -> int:
-    parser = argparse.ArgumentParser(prog=f"reconcile {name}")
+    about, epilog = ABOUT.get(name, (None, None))
+    parser = argparse.ArgumentParser(
+        prog=f"reconcile {name}",
+        description=about,
+        epilog=epilog,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     add_common(parser)
     if name == "status":
         parser.add_argument("-n", "--runs", type=int, default=10, help="how many recent runs to show")
