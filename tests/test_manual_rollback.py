@@ -348,3 +348,31 @@ def test_a_record_hold_from_the_planner_round_trips_the_snapshot() -> None:
     raw = {**vars(hold), "passed": list(hold.passed)}
     assert hold_of(json.loads(json.dumps(raw))) == hold
     assert hold_of({"version": "1.0.0"}) is None  # a record that names no state holds nothing
+
+
+def test_a_held_run_is_its_own_result_in_notifications_and_metrics() -> None:
+    from reconciler.engine.metrics import Metrics
+    from reconciler.engine.notify import notice
+    from reconciler.engine.report import HELD, HostReport, events_of
+
+    host, _ = rolled_back("symlink-swap", "1.0.0", BROKEN)
+    hold = host.snapshot().hold
+    report = HostReport(
+        "choiros", "web1", "ssh://web1", HELD, BROKEN, serving="1.0.0", hold=hold, observed=True
+    )
+    assert events_of(report) == ["held"]
+    item = notice("held", report, commit=None, dirty=False, mode="watch")
+    assert item.fields["hold"] == {
+        "version": "1.0.0",
+        "by": "alice@laptop",
+        "at": "t",
+        "reason": "INC-7",
+        "from": BROKEN,
+    }
+    assert "held at *1.0.0* by hand (alice@laptop: INC-7)" in item.text
+    metrics = Metrics()
+    metrics.record(report)
+    assert metrics.registry.get_sample_value("reconciler_held", {"host": "web1"}) == 1
+    assert (
+        metrics.registry.get_sample_value("reconciler_passes_total", {"host": "web1", "result": "held"}) == 1
+    )
