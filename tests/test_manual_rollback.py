@@ -138,10 +138,39 @@ def test_blue_green_to_the_warm_colour_is_a_checked_switch_and_nothing_restarts(
     assert not any(isinstance(a, (Systemctl, WriteFile)) for a in p.actions), kinds
     gate = next(a for a in p.actions if isinstance(a, CheckHealth))
     assert not gate.unless_gated and kinds.index("health-check") < kinds.index("reload")
-    assert kinds[-1] == "hold" and "record-good" in kinds
+    assert kinds[0] == "hold" and "record-good" in kinds
     assert p.rollback is not None and p.rollback.to == BROKEN
     assert host.run(p) == "ok" and serving_release(host) == "1.0.0"
     assert {u: host.units[u].invocation for u in invocations} == invocations
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.sampled_from(["restart", "symlink-swap", "blue-green"]),
+    st.integers(0, 12),
+    st.booleans(),
+)
+def test_an_interrupted_rollback_leaves_the_host_back_or_held_never_half_way(
+    strategy: str, at: int, killed: bool
+) -> None:
+    """The client gone (the agent then undoes what it started) or the agent killed, at any
+    step: the host serves what it served, not held; or the target, held; and a next plain
+    run (CI, watch mode) completes whichever it was, never bringing the bad release back
+    over a hold."""
+    host = deployed(strategy, "1.0.0", BROKEN)
+    d = desired(BROKEN, strategy=strategy)
+    target = manual.choose(d, host.snapshot(), None).target
+    assert target is not None
+    p = manual.plan_rollback(d, host.snapshot(), target, REQUEST)
+    result = host.run(p, kill_at=at) if killed else host.run(p, cancel_at=at)
+    hold = host.snapshot().hold
+    if result in ("cancelled", "ok") and host.routed_units():
+        assert {serving_release(host)} == ({"1.0.0"} if hold is not None else {BROKEN}), (result, hold)
+    nxt = plan(d, host.snapshot())
+    assert host.run(nxt) == "ok"
+    routed = host.routed_units()
+    assert routed and all(host.gated(u) for u in routed)
+    assert serving_release(host) == ("1.0.0" if host.snapshot().hold is not None else BROKEN)
 
 
 def test_a_failing_target_goes_back_to_what_served() -> None:

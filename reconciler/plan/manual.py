@@ -200,7 +200,10 @@ def plan_rollback(desired: DesiredState, observed: Observed, target: GoodState, 
             actions.append(_record_good(desired, target))
     hold = _hold(desired, observed, target, now, request, config)
     if hold is not None:
-        actions.append(hold)
+        # Recorded first, and undone with the rest: a rollback interrupted after its switch
+        # leaves the host held (the next run does not bring the bad release back), and one that
+        # fails or is interrupted before it puts the hold back as it was.
+        actions.append(hold.at(Phase.CHECKPOINT).failing("rollback"))
     ordered = tuple(_on_failure(sorted(actions, key=lambda a: a.phase)))
     return Plan(
         ordered, observed.fingerprint, rollback=_way_back(desired, observed, target, ordered), config=config
@@ -299,23 +302,26 @@ def _on_failure(actions: list[Action]) -> list[Action]:
 def _way_back(
     desired: DesiredState, observed: Observed, target: GoodState, actions: tuple[Action, ...]
 ) -> Rollback | None:
-    """What served before, restored if a step fails (the target failing its gate, say): the
-    serving state when it is a gated state of ours, as an automatic rollback would go to it."""
+    """What served before, restored if a step fails (the target failing its gate, say) or the
+    client goes away half-way: the serving state when it is a gated state of ours, as an
+    automatic rollback would go to it, and the hold as it was."""
     if not any(a.on_failure == "rollback" for a in actions):
         return None
-    strategy = for_desired(desired)
-    back_to = rollback.serving_state(desired, observed, strategy)
-    if back_to is None or back_to.config == target.config:
-        return None
-    disturbed = sorted(
-        {a.unit for a in actions if isinstance(a, Systemctl) and a.verb in ("start", "restart")}
-    )
-    back = rollback.restore(
-        desired, observed, back_to, failing=target.config, disturbed=disturbed, only_needed=False
-    )
-    return Rollback(
-        tuple(sorted(back, key=lambda a: a.phase)), back_to.version, target.config, target.version
-    )
+    back: list[Action] = []
+    back_to = rollback.serving_state(desired, observed, for_desired(desired))
+    if back_to is not None and back_to.config != target.config:
+        started = {a.unit for a in actions if isinstance(a, Systemctl) and a.verb in ("start", "restart")}
+        back = rollback.restore(
+            desired, observed, back_to, failing=target.config, disturbed=sorted(started), only_needed=False
+        )
+    else:
+        back_to = None
+    if any(isinstance(a, RecordHold) for a in actions):
+        prior = observed.hold
+        record = None if prior is None else {**vars(prior), "passed": list(prior.passed)}
+        back.append(RecordHold("the rollback by hand did not complete: the hold as it was", hold=record))
+    ordered = tuple(sorted(back, key=lambda a: a.phase))
+    return Rollback(ordered, back_to.version if back_to else None, target.config, target.version)
 
 
 def keep_held(desired: DesiredState, observed: Observed, hold: Hold) -> tuple[list[Action], str | None]:
