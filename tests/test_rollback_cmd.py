@@ -238,3 +238,29 @@ def test_releases_after_three_deploys_and_a_quarantine(login: Project) -> None:
     text = project.reconcile("releases")
     assert text.rc == 0 and "<- rollback" in text.stdout
     print("\n" + text.stdout)
+
+
+def test_a_failing_or_interrupted_rollback_leaves_what_served(root: Project) -> None:
+    project, host = root, root.host
+    for version in ("1.0.0", BROKEN):
+        project.write(version, health=SHORT_GATE)
+        assert project.once().rc == 0
+    # 1.0.0 no longer passes its gate here (as after a migration it cannot read): back to what served.
+    host.write("/opt/choiros/releases/1.0.0/FAULT", b"health-500\n")
+    failed = project.reconcile("rollback", "--json")
+    assert failed.rc == 3, failed.stdout + failed.stderr
+    assert failed.json["result"] == "rolled_back" and failed.json["rolled_back_to"] == BROKEN
+    assert serves(host) == BROKEN and held_record(project) is None
+    assert project.once().rc == 0, "a failed rollback by hand quarantines nothing and holds nothing"
+    host.exec(["rm", "/opt/choiros/releases/1.0.0/FAULT"])
+
+    # The controller killed once 1.0.0 passed its gate, before Caddy moved: the agent goes back.
+    lines = project.killed_when("rollback", when=lambda line: "ok 7/" in line and "health-check" in line)
+    assert any("health-check" in line for line in lines), lines
+    after = project.once("--lock-timeout", "60")
+    assert after.rc == 0 and serves(host) == BROKEN and held_record(project) is None, after.stdout
+    # Killed after Caddy's reload: the switch stands, and so does the hold.
+    lines = project.killed_when("rollback", when=lambda line: "reload caddy.service" in line and "ok" in line)
+    after = project.once("--lock-timeout", "60")
+    assert after.rc == 4 and serves(host) == "1.0.0", after.stdout + after.stderr
+    assert held_record(project) is not None
