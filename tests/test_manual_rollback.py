@@ -405,3 +405,22 @@ def test_a_held_run_is_its_own_result_in_notifications_and_metrics() -> None:
     assert (
         metrics.registry.get_sample_value("reconciler_passes_total", {"host": "web1", "result": "held"}) == 1
     )
+
+
+def test_blue_green_to_a_state_whose_colour_serves_now_restarts_that_colour_in_place() -> None:
+    """1.0.0 ran in blue, 2.0.0 in green, 3.0.0 in blue again: going back to 1.0.0 is blue
+    restarted with 1.0.0's files (the README says so); green, warm with 2.0.0, is untouched."""
+    host = deployed("blue-green", "1.0.0", "2.0.0", "3.0.0")
+    green = host.units["choiros-backend-green.service"].invocation
+    d = desired("3.0.0", strategy="blue-green")
+    target = manual.choose(d, host.snapshot(), "1.0.0").target
+    assert target is not None and set(target.gates) == {"choiros-backend-blue.service"}
+    p = manual.plan_rollback(d, host.snapshot(), target, REQUEST)
+    assert ("restart", "choiros-backend-blue.service") in [
+        (a.summary()["action"], a.target) for a in p.actions
+    ]
+    assert host.run(p) == "ok" and not host.refusals
+    assert (
+        serving_release(host) == "1.0.0" and host.units["choiros-backend-green.service"].invocation == green
+    )
+    assert not plan(d, host.snapshot()).actions
