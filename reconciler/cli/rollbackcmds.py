@@ -171,7 +171,8 @@ def _fleet(args: argparse.Namespace, desired: DesiredState, options: RunOptions,
                 return 1
             assert version is not None
             args.resolved_version = version
-            options = replace(options, rollback=replace(options.rollback, version=version))  # type: ignore[type-var]
+            assert options.rollback is not None
+            options = replace(options, rollback=replace(options.rollback, version=version))
         run = fleet_mod.reconcile_fleet(desired, executors, options, reporter, names, all_or_nothing=True)
         seconds = time.monotonic() - t0
         if not args.dry_run:
