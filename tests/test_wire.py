@@ -215,7 +215,9 @@ def test_logs_and_exec_requests_pass_the_agents_check() -> None:
         request = logs.logs_request(d, ["backend"], follow=follow, lines=lines, since=since, all_fields=True)
         with pytest.raises(HostError):
             logs.read(recorder, request, print)
-    command = OneOff("1.0.0", ("sqlite3", "db"), "/", "/etc/choiros/backend.env", None, ("podman",), "x")
+    command = OneOff(
+        "1.0.0", ("sqlite3", "db"), "/", "/etc/choiros/backend.env", None, "choiros", ("podman",)
+    )
     assert oneoff.run(d, recorder, command, interactive=True, tty=False) == 0
     assert [r["op"] for r in recorder.requests] == ["logs", "logs", "exec"]
     # an exec request sent the way every other one travels is refused: its stdin is the user's

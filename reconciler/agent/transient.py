@@ -29,7 +29,7 @@ def transient_argv(
     extra: tuple[str, ...] = (),
 ) -> list[str]:
     """`systemd-run` for one process of `spec` (the fields a run_task action carries: argv,
-    workdir, env_file, release, user, container); it waits for the process and exits with its
+    workdir, env_file, release, user, state_directory, container); it waits for the process and exits with its
     status. pty: the process gets a terminal of its own, joined to systemd-run's stdin and
     stdout; otherwise it inherits them (`--pipe`). extra: more `--property=` words."""
     argv = [
@@ -47,6 +47,8 @@ def transient_argv(
     ]
     if timeout is not None:
         argv.append(f"--property=RuntimeMaxSec={int(timeout)}")
+    if spec.get("state_directory"):
+        argv.append(f"--property=StateDirectory={spec['state_directory']}")
     if spec.get("user") and not spec["container"]:
         argv.append(f"--property=User={spec['user']}")
     return [*argv, "--", *(systemd_literal(w) for w in [*spec["container"], *spec["argv"]])]

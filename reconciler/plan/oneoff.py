@@ -35,15 +35,15 @@ class NotRunnable(Exception):
 
 @dataclass(frozen=True)
 class OneOff:
-    """What the host agent needs to start the process (run_task's fields), and how to say it."""
+    """What the host agent needs to start the process: run_task's fields."""
 
     release: str
     argv: tuple[str, ...]
     workdir: str
     env_file: str
     user: str | None
+    state_directory: str | None
     container: tuple[str, ...]
-    where: str  # "release 1.4.2's folder", "a container of localhost/app:1.4.2"
 
     def wire(self) -> dict[str, object]:
         return {
@@ -52,6 +52,7 @@ class OneOff:
             "workdir": self.workdir,
             "env_file": self.env_file,
             "user": self.user,
+            "state_directory": self.state_directory,
             "container": list(self.container),
         }
 
@@ -105,14 +106,14 @@ def one_off(
             release_dir,
             env_file,
             desired.backend.user,
+            spec.state_directory,
             (),
-            f"release {version}'s folder {release_dir}",
         )
     words = units.container_words(spec)
     # Attached as `docker run -it` would be; --init passes a stop's signal to the command.
     flags = ["--init", *(["--interactive"] if interactive else []), *(["--tty"] if tty else [])]
     container = (*words[:-1], *flags, words[-1])
-    return OneOff(version, argv, "/", env_file, None, container, f"a container of {state.image}")
+    return OneOff(version, argv, "/", env_file, None, spec.state_directory, container)
 
 
 def _env_file(desired: DesiredState, observed: Observed, version: str) -> str:

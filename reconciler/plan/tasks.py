@@ -54,6 +54,7 @@ def task_actions(
                     container=tuple(units.container_words(spec)) if spec.image else (),
                     database=database if when == "before_switch" else None,
                     snapshot=snapshot if when == "before_switch" else None,
+                    state_directory=spec.state_directory,
                 ).at(phase)
             )
     return out
