@@ -7,7 +7,7 @@ import argparse
 import shlex
 import sys
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 
 from reconciler.cli.commands import fail, load_desired, setup_logging, ssh_options
@@ -182,10 +182,18 @@ def exec_(argv: list[str], add_common: AddCommon) -> int:
     try:
         desired = load_desired(args)
         hosts = select(desired, args.limit)
-        if len(hosts) > 1:
-            raise InvalidDesiredState([_one_host_problem(args, hosts)])
     except InvalidDesiredState as exc:
         fail(args, exc)
+        return EXIT_NOT_RUN
+    if len(hosts) > 1:
+        names = [h.name for h in hosts]
+        print(
+            f"error: exec runs on one host, and {len(hosts)} are selected ({', '.join(names)}): "
+            "nothing was run\n"
+            f"  hint: pick one with --limit NAME; to run it on each in turn: for h in {' '.join(names)}; "
+            "do reconcile exec --limit $h -- ...; done",
+            file=sys.stderr,
+        )
         return EXIT_NOT_RUN
     one = desired.for_host(hosts[0])
     executor = executor_for(one.target, ssh_options(args))
@@ -200,19 +208,6 @@ def exec_(argv: list[str], add_common: AddCommon) -> int:
             return EXIT_NOT_RUN
     finally:
         executor.close()
-
-
-def _one_host_problem(args: argparse.Namespace, hosts: Sequence[HostSpec]) -> InputProblem:
-    names = " ".join(h.name for h in hosts)
-    return InputProblem(
-        str(args.file),
-        None,
-        None,
-        "target",
-        f"exec runs on one host, and {len(hosts)} are selected ({names.replace(' ', ', ')}): pick one "
-        f"with --limit NAME; to run it on each in turn: for h in {names}; do reconcile exec --limit $h "
-        "-- ...; done",
-    )
 
 
 # --- render --------------------------------------------------------------------------------
