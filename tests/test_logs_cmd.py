@@ -142,3 +142,29 @@ def test_a_fleets_lines_say_their_host_and_exec_runs_on_the_one_named(
     assert out.strip() == second_host.exec(["cat", "/proc/sys/kernel/hostname"]).stdout.strip() != ""
     code, out, err = reconcile("exec", argv=("true",))
     assert code == 125 and "pick one with --limit NAME" in err
+
+
+FOLLOW = """\
+import os, signal, sys
+signal.signal(signal.SIGINT, signal.SIG_DFL)  # started in the background by sh, which ignores it
+os.execv(sys.executable, [sys.executable, "-m", "reconciler", *sys.argv[1:]])
+"""
+
+
+def test_target_local_follows_in_process_and_ctrl_c_ends_its_journalctl(deployed: Project) -> None:
+    host = deployed.host
+    share = Path(host.share) / "logs"
+    share.mkdir(parents=True, exist_ok=True)
+    (share / "desired-state.yaml").write_text((deployed.root / "desired-state.yaml").read_text())
+    (share / "follow.py").write_text(FOLLOW)
+    cli = f"{host.python} /share/logs/follow.py logs -f -n 0 backend --target local --file /share/logs/desired-state.yaml"
+    env = "PYTHONPATH=/src HOME=/root XDG_CACHE_HOME=/tmp/cache"
+    pid = host.exec(["sh", "-c", f"{env} {cli} </dev/null >/tmp/follow.out 2>&1 & echo $!"]).stdout.strip()
+    until(lambda: len(processes(host, "journalctl")) == 1)
+    marker = uuid.uuid4().hex
+    assert host.http(f"/api/version?marker={marker}").status == 200
+    until(lambda: marker in (host.read("/tmp/follow.out") or b"").decode())
+    host.exec(["kill", "-INT", pid])
+    until(lambda: host.exec(["kill", "-0", pid], check=False).rc != 0, timeout=10)
+    assert processes(host, "journalctl") == []
+    assert (host.read("/tmp/follow.out") or b"").decode().endswith("interrupted\n")

@@ -105,5 +105,8 @@ def read_hosts(
                 thread.join(0.2)
     finally:
         for _, executor in hosts:
-            executor.close()  # the agents see their stdin close and end journalctl
+            executor.cancel()  # a remote agent reads it on stdin; an in-process one sees the flag
+            executor.close()  # over SSH: the agents see their stdin close
+        for thread in threads:
+            thread.join(5)  # an in-process agent ends its journalctl before this process exits
     return errors
