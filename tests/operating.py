@@ -83,7 +83,7 @@ class Running:
         stdout = self.proc.stdout
         threading.Thread(target=lambda: [self.lines.put(line) for line in stdout], daemon=True).start()
 
-    def wait_for(self, accept: Callable[[str], bool], timeout: float = 20) -> str:
+    def wait_for(self, accept: Callable[[str], bool], timeout: float = 60) -> str:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
@@ -93,7 +93,13 @@ class Running:
             self.seen.append(line)
             if accept(line):
                 return line
-        raise AssertionError(f"no such line within {timeout} s; saw: {self.seen[-20:]}")
+        ended = self.proc.poll()
+        said = ""
+        if ended is not None and self.proc.stderr is not None:
+            said = self.proc.stderr.read()
+        raise AssertionError(
+            f"no such line within {timeout} s (exit: {ended}, stderr: {said!r}); saw: {self.seen[-20:]}"
+        )
 
     def interrupt(self, timeout: float = 30) -> tuple[int, str]:
         """SIGINT (Ctrl-C) to the CLI alone; its exit status and what it said on stderr."""
@@ -107,12 +113,12 @@ class Running:
             self.proc.wait(10)
 
 
-def until(check: Callable[[], bool], timeout: float = 20, interval: float = 0.1) -> float:
+def until(check: Callable[[], bool], timeout: float = 30, interval: float = 0.1, what: str = "") -> float:
     """Poll `check` until it holds; returns how long that took (fails after `timeout`)."""
     t0 = time.monotonic()
     while not check():
         if time.monotonic() - t0 > timeout:
-            raise AssertionError(f"still not true after {timeout} s")
+            raise AssertionError(f"still not true after {timeout} s: {what or check}")
         time.sleep(interval)
     return time.monotonic() - t0
 

@@ -50,7 +50,9 @@ def test_follow_shows_a_new_line_and_ctrl_c_leaves_no_journalctl(
         command(deployed, "logs", "-f", "-n", "0", "backend", login=login, transport=transport)
     )
     try:
-        until(lambda: len(processes(host, "journalctl")) == 1)  # following has started on the host
+        # following has started on the host (or the CLI ended, which the next line reports)
+        until(lambda: len(processes(host, "journalctl")) == 1 or follower.proc.poll() is not None)
+        assert follower.proc.poll() is None, follower.proc.communicate()
         marker = uuid.uuid4().hex
         assert host.http(f"/api/version?marker={marker}").status == 200  # the backend logs each request
         line = follower.wait_for(lambda text: marker in text)
