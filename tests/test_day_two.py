@@ -305,3 +305,59 @@ def test_render_needs_no_host_and_writes_each_hosts_files_under_a_folder(tmp_pat
     assert (out / "web2" / "etc" / "caddy" / "apps" / "choiros.caddy").is_file()
     unknown = reconcile(tmp_path, "render", "--host", "web9")
     assert unknown.returncode == 1 and "no host named 'web9' (hosts: web1, web2)" in unknown.stderr
+
+
+# --- the agent's side of logs, with a stand-in journalctl -------------------------------------
+
+
+def stand_in_journalctl(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, body: str) -> Path:
+    """A `journalctl` first on PATH that runs `body` (sh) and notes its pid."""
+    folder = tmp_path / "bin"
+    folder.mkdir()
+    script = folder / "journalctl"
+    script.write_text(f"#!/bin/sh\necho $$ > {tmp_path}/pid\n{body}\n")
+    script.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{folder}:{os.environ['PATH']}")
+    return tmp_path / "pid"
+
+
+def test_the_agent_sends_each_line_as_it_comes_and_ends_journalctl_when_the_client_goes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from reconciler.agent.journal import logs
+
+    endless = "i=0; while :; do i=$((i+1)); echo '{\"MESSAGE\": \"line '$i'\"}'; sleep 0.02; done"
+    pid_file = stand_in_journalctl(tmp_path, monkeypatch, endless)
+    request = logs_request(desired(), [], follow=True, lines=0, since=None, all_fields=False)
+    lines: list[str] = []
+    answer = logs(request, lambda event: lines.append(event["line"]), lambda: len(lines) >= 5)
+    assert answer["stopped"] and lines[:5] == [f'{{"MESSAGE": "line {i}"}}' for i in range(1, 6)]
+    with pytest.raises(ProcessLookupError):  # ended and reaped, not left running
+        os.kill(int(pid_file.read_text()), 0)
+
+
+def test_the_agent_streams_before_journalctl_ends_and_reports_what_it_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import time
+
+    from reconciler.agent.journal import logs
+    from reconciler.agent.protocol import AgentError
+
+    script = (
+        stand_in_journalctl(tmp_path, monkeypatch, "echo '{}'; echo '{}'; sleep 2").parent
+        / "bin"
+        / "journalctl"
+    )
+    request = logs_request(desired(), [], follow=False, lines=None, since=None, all_fields=True)
+    t0 = time.monotonic()
+    seen_at: list[float] = []
+    done = logs(request, lambda event: seen_at.append(time.monotonic() - t0), lambda: False)
+    total = time.monotonic() - t0
+    assert done["lines"] == 2 and total >= 2
+    assert seen_at[0] < total - 1, (seen_at, total)  # sent while journalctl still ran
+
+    script.write_text("#!/bin/sh\necho 'Failed to parse timestamp: lunch' >&2\nexit 1\n")
+    with pytest.raises(AgentError) as refused:
+        logs(dict(request, since="lunch"), lambda event: None, lambda: False)
+    assert refused.value.message == "journalctl failed: Failed to parse timestamp: lunch"
