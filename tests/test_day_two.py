@@ -304,7 +304,7 @@ def test_render_needs_no_host_and_writes_each_hosts_files_under_a_folder(tmp_pat
     assert env.stat().st_mode & 0o777 == 0o640 and "API_TOKEN=(secret)" in env.read_text()
     assert (out / "web2" / "etc" / "caddy" / "apps" / "choiros.caddy").is_file()
     unknown = reconcile(tmp_path, "render", "--host", "web9")
-    assert unknown.returncode == 1 and "no host named 'web9' (hosts: web1, web2)" in unknown.stderr
+    assert unknown.returncode == 1 and "no host named 'web9'; hosts: web1, web2" in unknown.stderr
 
 
 # --- the agent's side of logs, with a stand-in journalctl -------------------------------------

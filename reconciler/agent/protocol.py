@@ -101,6 +101,7 @@ ACTIONS: dict[str, dict[str, str]] = {
         "passes": "int",
         "stable": "num",
         "expect_version": "str?",
+        "version_at": "dict?",
         "any_status": "bool",
         "unless_gated": "bool",
         "quarantine": "dict?",

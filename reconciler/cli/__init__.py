@@ -15,7 +15,7 @@ from reconciler import __version__
 from reconciler.errors import ReconcilerError
 
 # Kept here, not imported from hostcmds: deciding which parser to use must stay cheap.
-SUBCOMMANDS = ("status", "validate", "pause", "resume", "maintenance", "logs", "exec", "render")
+SUBCOMMANDS = ("status", "validate", "init", "pause", "resume", "maintenance", "logs", "exec", "render")
 DAY_TWO = ("logs", "exec", "render")
 
 EPILOG = """\
@@ -25,7 +25,9 @@ examples:
   reconcile --once --json             the same, printing one JSON object
   reconcile                           keep converging: on file changes and on drift
   reconcile status                    what the host serves, its recent runs, pause, quarantine
-  reconcile validate                  check desired-state.yaml without touching any host
+  reconcile init --app NAME           write a commented desired-state.yaml that validates
+  reconcile validate                  check desired-state.yaml, its secrets and artifact, no host
+  reconcile validate --offline        the same without secrets, keys or artifacts (CI on a PR)
   reconcile maintenance on --reason "db repair"   answer 503 with a maintenance page; `off` ends it
   reconcile pause --reason TEXT       stop every run from changing the host (an incident)
   reconcile resume                    let runs converge it again
@@ -166,7 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=60.0,
         metavar="SECONDS",
-        help="how often --follow fetches (default 60)",
+        help="how often --follow fetches (default 60; SIGHUP fetches at once)",
     )
     w.add_argument(
         "--metrics-listen",

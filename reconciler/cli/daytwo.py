@@ -10,7 +10,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from reconciler.cli.commands import fail, load_desired, setup_logging, ssh_options
+from reconciler.cli.commands import fail, load_desired, print_warnings, setup_logging, ssh_options
 from reconciler.errors import InputProblem, InvalidDesiredState, ReconcilerError
 from reconciler.spec.model import DesiredState, HostSpec
 
@@ -94,6 +94,7 @@ def logs(argv: list[str], add_common: AddCommon) -> int:
         hosts = select(desired, args.limit)
     except InvalidDesiredState as exc:
         return fail(args, exc)
+    print_warnings(desired)
     request = logs_request(
         desired, args.which, follow=args.follow, lines=args.lines, since=args.since, all_fields=args.json
     )
@@ -185,6 +186,7 @@ def exec_(argv: list[str], add_common: AddCommon) -> int:
     except InvalidDesiredState as exc:
         fail(args, exc)
         return EXIT_NOT_RUN
+    print_warnings(desired)
     if len(hosts) > 1:
         names = [h.name for h in hosts]
         print(
@@ -236,7 +238,7 @@ def render_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--host", metavar="NAME", help="render for this host of a fleet (default: each host)")
     p.add_argument("--to", metavar="DIR", help="write the files under DIR instead of printing them")
-    p.set_defaults(json=False, target=None, verbose=0, log_format=None)
+    p.set_defaults(json=False, target=None, limit=[], verbose=0, log_format=None)
     return p
 
 
@@ -250,6 +252,7 @@ def render(argv: list[str]) -> int:
         hosts = _render_hosts(args, desired)
     except InvalidDesiredState as exc:
         return fail(args, exc)
+    print_warnings(desired)
     per_host: list[tuple[HostSpec, list[RenderedFile]]] = [
         (h, rendered_files(desired.for_host(h), h.name)) for h in hosts
     ]
@@ -293,5 +296,9 @@ def _render_hosts(args: argparse.Namespace, desired: DesiredState) -> list[HostS
             return [host]
     names = ", ".join(h.name for h in desired.hosts)
     raise InvalidDesiredState(
-        [InputProblem(str(args.file), None, None, "target", f"no host named {args.host!r} (hosts: {names})")]
+        [
+            InputProblem(
+                str(args.file), None, None, "target", f"no host named {args.host!r}", f"hosts: {names}"
+            )
+        ]
     )
