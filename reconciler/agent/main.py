@@ -62,6 +62,14 @@ def handle(
             from .inventory import releases
 
             return releases(request)
+        if op == "logs":
+            from .journal import logs
+
+            return logs(request, emit, cancelled)
+        if op == "exec":
+            raise AgentError(
+                "exec runs attached to the caller's terminal (agent/attach.py), not as a request"
+            )
         from .history import history
 
         return history(request)

@@ -188,6 +188,9 @@ class RunTask(Action):
     container: tuple[str, ...] = ()  # for an image: the `podman run` words before argv
     database: str | None = None  # restored from `snapshot` when a before_switch task fails
     snapshot: str | None = None
+    # The backend's StateDirectory=: systemd makes /var/lib/<it> and gives it to `user`, as it
+    # does when the backend starts, which on a first deploy is only after its migrations.
+    state_directory: str | None = None
     kind: ClassVar[str] = "run_task"
     label: ClassVar[str] = "task"
 
