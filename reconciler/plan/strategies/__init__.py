@@ -24,6 +24,14 @@ class Strategy(Protocol):
         ...
 
 
+def for_host(desired: DesiredState, observed: Observed) -> Strategy:
+    """The strategy for this host: its configuration's identity includes the container
+    runtime the host resolved for an image release."""
+    from reconciler.plan.images import runtime_of
+
+    return for_desired(desired, runtime_of(desired, observed) if desired.release.image else None)
+
+
 def for_desired(desired: DesiredState, runtime: str | None = None) -> Strategy:
     """`runtime`: the container runtime the host resolved, for an image release."""
     if desired.strategy == "blue-green":
