@@ -105,9 +105,9 @@ def test_docker_image_failing_its_gate_goes_back_to_the_previous_image(
     project: Project, images: dict[str, Path]
 ) -> None:
     host = project.host
-    write(project, images, "1.0.0", strategy="restart", health="timeout: 3\ninterval: 0.1\nstable: 0.3")
+    write(project, images, "1.0.0", strategy="restart", health="timeout: 10\ninterval: 0.1\nstable: 0.3")
     assert project.once().rc == 0
-    write(project, images, "2.1.0-bad", strategy="restart", health="timeout: 3\ninterval: 0.1\nstable: 0.3")
+    write(project, images, "2.1.0-bad", strategy="restart", health="timeout: 6\ninterval: 0.1\nstable: 0.3")
     run = project.once()
     assert run.rc == 3 and run.json["rolled_back_to"] == "1.0.0", run.stdout + run.stderr
     unit = (host.read("/etc/systemd/system/choiros-backend.service") or b"").decode()
