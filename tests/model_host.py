@@ -187,7 +187,7 @@ class ModelHost:
         parsed = units.parse(text)
         service = parsed.get("Service", [])
         values = dict(service)
-        exec_start = values.get("ExecStart", "")
+        exec_start = values.get("ExecStart", "").lstrip("@-:+!")  # systemd's prefixes
         container = exec_start.startswith((units.PODMAN, "/usr/bin/docker"))
         environ: dict[str, Any] = {}
         for key, value in service:

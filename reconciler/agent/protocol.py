@@ -86,6 +86,7 @@ ACTIONS: dict[str, dict[str, str]] = {
         "timeout": "num",
         "user": "str?",
         "container": "list",
+        "state": "str?",
         "database": "str?",
         "snapshot": "str?",
     },

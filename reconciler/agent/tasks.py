@@ -11,7 +11,7 @@ import os
 from . import records
 from .context import Context
 from .database import sqlite_copy
-from .fsops import decode, run
+from .fsops import decode, run, state_folder
 from .protocol import AgentError, Json
 
 
@@ -34,6 +34,12 @@ def do_run_task(ctx: Context, a: Json) -> Json:
     ]
     if a.get("user") and not a["container"]:
         argv.append(f"--property=User={a['user']}")
+    if a["container"] and a.get("state"):
+        # The service's unit has systemd make its state folder; a task may run before the
+        # service ever started (a migration on the first deploy), and the runtime refuses to
+        # bind a folder that does not exist (Docker would make it root's). The container
+        # runs as the user (--user in its words), so the folder is made as systemd would.
+        state_folder(a["state"], a.get("user"))
     argv += ["--", *a["container"], *a["argv"]]
     proc = run(argv, timeout=float(a["timeout"]) + 30)
     output = decode(proc.stdout + b"\n" + proc.stderr)

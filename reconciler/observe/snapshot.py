@@ -152,6 +152,7 @@ class ReleaseState:
 class UserState:
     uid: int
     has_group: bool  # a group of the same name exists (the environment file's group)
+    gid: int  # its primary group: a container runs as uid:gid, as systemd's User= would
 
 
 @dataclass(frozen=True)
@@ -323,7 +324,7 @@ def parse(raw: Mapping[str, Any]) -> Observed:
         user=int(raw["host"].get("uid", 0)),
         users=_freeze(
             {
-                name: None if v is None else UserState(int(v["uid"]), bool(v["group"]))
+                name: None if v is None else UserState(int(v["uid"]), bool(v["group"]), int(v["gid"]))
                 for name, v in (raw.get("users") or {}).items()
             }
         ),

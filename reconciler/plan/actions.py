@@ -186,6 +186,7 @@ class RunTask(Action):
     timeout: float
     user: str | None = None
     container: tuple[str, ...] = ()  # for an image: the `podman run` words before argv
+    state: str | None = None  # for an image: the state folder it binds, made first as systemd would
     database: str | None = None  # restored from `snapshot` when a before_switch task fails
     snapshot: str | None = None
     kind: ClassVar[str] = "run_task"

@@ -52,6 +52,7 @@ def task_actions(
                     timeout=tasks.timeout,
                     user=spec.user,
                     container=tuple(units.container_words(spec)) if spec.image else (),
+                    state=f"/var/lib/{spec.state_directory}" if spec.image and spec.state_directory else None,
                     database=database if when == "before_switch" else None,
                     snapshot=snapshot if when == "before_switch" else None,
                 ).at(phase)
