@@ -39,6 +39,7 @@ from reconciler.plan.actions import (
     LinkShared,
     LoadCaddy,
     LoadImage,
+    MakeShared,
     Plan,
     PruneFrontend,
     PruneRelease,
@@ -319,6 +320,9 @@ class ModelHost:
         elif isinstance(action, LinkShared):
             for path in action.paths:
                 self.links[f"{action.release}/{path}"] = LinkState("symlink", f"{action.shared}/{path}", True)
+        elif isinstance(action, MakeShared):
+            for path in action.paths:
+                self.links[f"{action.shared}/{path}"] = LinkState("dir", None, True)
         elif isinstance(action, RunTask):
             done = self.tasks.setdefault(action.config, {})
             if done.get(action.when, 0) <= action.index:

@@ -12,7 +12,7 @@ import pytest
 
 from reconciler.errors import InvalidDesiredState
 from reconciler.observe.snapshot import Observed, UserState
-from reconciler.plan.actions import LoadImage, Plan, PullFrontend, RunTask, Systemctl, WriteFile
+from reconciler.plan.actions import LoadImage, MakeShared, Plan, PullFrontend, RunTask, Systemctl, WriteFile
 from reconciler.plan.planner import plan
 from reconciler.render import units
 from reconciler.spec.load import load_bytes
@@ -220,3 +220,26 @@ def test_a_pulled_image_is_pulled_again_when_the_host_has_the_tag_as_another_dig
     other = replace(host.snapshot(), images=frozenset({d.release.image or ""}))  # the tag, not the pin
     again = plan(d, other)
     assert [a.summary()["action"] for a in again.actions][:1] == ["load-image"]
+
+
+def test_an_images_shared_folders_are_made_for_the_user_before_its_containers_bind_them() -> None:
+    """Podman refuses to bind a folder that does not exist (and Docker would make it root's):
+    the plan makes the missing ones first, the backend user's, and leaves existing ones alone."""
+    d = replace(with_user(desired(image=True)), shared=("uploads", "cache"))
+    p = plan(d, host_with())
+    make = [a for a in p.actions if isinstance(a, MakeShared)]
+    assert len(make) == 1 and make[0].paths == ("uploads", "cache") and make[0].owner == "choiros"
+    assert make[0].shared == "/opt/choiros/shared" and "the image's containers bind them" in make[0].reason
+    text = unit_text(p)
+    assert "--volume=/opt/choiros/shared/uploads:/app/uploads" in text
+    first = [a.summary()["action"] for a in p.actions]
+    assert first.index("make-shared") < first.index("start"), first
+    after = ModelHost(host_with()).apply_plan(p)
+    assert not plan(d, after).changed
+    links = dict(after.links)
+    links["/opt/choiros/shared/cache"] = None  # removed by hand: made again, alone
+    again = plan(d, replace(after, links=MappingProxyType(links)))
+    assert [(type(a), a.paths) for a in again.actions if isinstance(a, MakeShared)] == [
+        (MakeShared, ("cache",))
+    ]
+    assert not any(isinstance(a, MakeShared) for a in plan(desired(image=True), host_with()).actions)

@@ -65,9 +65,11 @@ def images(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {v: build_image(v, out, runtime_root=str(ensure_rootfs()))[0] for v in ("1.0.0", "2.0.0")}
 
 
-def write(project: Project, images: dict[str, Path], version: str, user: str | None = None) -> None:
+def write(
+    project: Project, images: dict[str, Path], version: str, user: str | None = None, shared: str = "uploads"
+) -> None:
     backend = "command: python3 bin/backend --port {port}\nport: 8080" + (f"\nuser: {user}" if user else "")
-    body = project.render(version, backend=backend)
+    body = project.render(version, backend=backend, shared=f"[{shared}]")
     body = body.replace(
         f"  source: {project.artifacts.get(version)}\n",
         f"  source: {images[version]}\n  image: localhost/choiros:{version}\n"
@@ -118,6 +120,7 @@ def test_a_container_runs_as_backend_user_and_a_user_the_host_lacks_is_refused(
     assert first.rc == 0, first.stdout + first.stderr
     assert serves(host) == "1.0.0"
     assert host.read("/var/lib/choiros/task-1.0.0") == b"0:0", "the task on a first deploy, as root"
+    assert owners(host, "/opt/choiros/shared/uploads") == ["0:0 755"], "the folder the container binds"
     add_note(host, "written as root")
     assert owners(host, "/var/lib/choiros/choiros.db") == ["0:0 644"]
 
@@ -132,7 +135,7 @@ def test_a_container_runs_as_backend_user_and_a_user_the_host_lacks_is_refused(
     assert unit_pid(host, UNIT) == pid and serves(host) == "1.0.0"
     assert host.exec([runtime, "image", "ls", "-q"]).stdout == loaded, "an image was loaded"
 
-    write(project, images, "2.0.0", user=USER)
+    write(project, images, "2.0.0", user=USER, shared="uploads, cache")
     bump = project.once()
     assert bump.rc == 0, bump.stdout + bump.stderr
     assert serves(host) == "2.0.0"
@@ -154,6 +157,8 @@ def test_a_container_runs_as_backend_user_and_a_user_the_host_lacks_is_refused(
     assert all(line.startswith(f"{USER}:{USER} ") for line in listing), listing
     assert owners(host, "/var/lib/choiros")[0] == f"{uid}:{gid} 755"
     assert owners(host, "/etc/choiros/backend.env") == [f"0:{gid} 640"]
+    shared = owners(host, "/opt/choiros/shared/uploads", "/opt/choiros/shared/cache")
+    assert shared == ["0:0 755", f"{uid}:{gid} 755"], "shared folders are made once, for the user of the time"
     readable = host.exec(["runuser", "-u", USER, "--", "cat", "/etc/choiros/backend.env"])
     assert "DATABASE_PATH=" in readable.stdout
     assert project.once("--dry-run").rc == 0, "a second run would change something"

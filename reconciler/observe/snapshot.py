@@ -242,6 +242,7 @@ def request_for(desired: DesiredState) -> dict[str, Any]:
             layout.previous,
             *(desired.colour_link(c) for c in colours),
             *(f"{layout.release_dir(desired.release.version)}/{p}" for p in desired.shared),
+            *(f"{layout.shared}/{p}" for p in desired.shared),
         ],
         "globs": [f"{desired.proxy.apps_dir}/*.caddy"],
         "units": [*units, CADDY_UNIT],
