@@ -205,6 +205,7 @@ def test_refused_pulls_stop_the_run_and_change_nothing(
     anonymous = project.once()
     said = anonymous.stdout + anonymous.stderr
     assert anonymous.rc == 1 and "refused an anonymous pull; give registry_auth" in said, said
+    assert f"{PRIVATE} is not public" in said, said
 
     write(project, registry, "1.0.0", repo=OTHER, digest=registry.digests["other"])
     mark = tokens(registry).mark()

@@ -193,6 +193,8 @@ class Registry:
     def why_refused(self, repo: str) -> str:
         """The refusal in words: what the credentials are not allowed, or who refused them."""
         if self.refusal == "insufficient_scope":
+            if not self.auth:
+                return f"{repo} is not public"
             return f"they do not allow pulling {repo} (the token granted no pull on it)"
         if self.refusal == "invalid_token":
             return "the registry refused the token its token service gave, twice"
