@@ -38,15 +38,23 @@ class ReconcilerError(Exception):
         return self.message if not self.hint else f"{self.message}\n  hint: {self.hint}"
 
 
+ERROR = "error"
+WARNING = "warning"  # a setting that does nothing, or a check --offline could not make
+
+
 @dataclass(frozen=True)
 class InputProblem:
-    """One thing wrong with the desired-state file, located as precisely as we can."""
+    """One thing wrong with the desired-state file, located as precisely as we can: what is
+    wrong (`message`) and, when there is one, what to do about it (`hint`). A problem about
+    a field that is missing or defaulted is located at the mapping that should hold it."""
 
     file: str
     line: int | None  # 1-based
     column: int | None  # 1-based
     field: str  # dotted path such as "release.version", "" for the whole document
     message: str
+    hint: str = ""
+    severity: str = ERROR  # ERROR refuses the file; WARNING is reported and the file is used
 
     def __str__(self) -> str:
         where = self.file
@@ -55,7 +63,23 @@ class InputProblem:
             if self.column is not None:
                 where += f":{self.column}"
         field = f" {self.field}:" if self.field else ""
-        return f"{where}:{field} {self.message}"
+        hint = f"; {self.hint}" if self.hint else ""
+        return f"{where}:{field} {self.message}{hint}"
+
+    @property
+    def is_error(self) -> bool:
+        return self.severity == ERROR
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "file": self.file,
+            "line": self.line,
+            "column": self.column,
+            "field": self.field,
+            "message": self.message,
+            "hint": self.hint or None,
+            "severity": self.severity,
+        }
 
 
 class InvalidDesiredState(ReconcilerError):
@@ -63,6 +87,7 @@ class InvalidDesiredState(ReconcilerError):
 
     def __init__(self, problems: list[InputProblem]) -> None:
         self.problems = problems
+        self.warnings: list[InputProblem] = []  # found along with the problems; not counted
         count = len(problems)
         lines = [str(p) for p in problems]
         noun = "problem" if count == 1 else "problems"

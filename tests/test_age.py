@@ -49,6 +49,8 @@ def repo(tmp_path: Path) -> tuple[Path, x25519.Identity]:
 
 
 def load(folder: Path, env: str, environ: dict[str, str]) -> object:
+    # A HOME of the test's own, so a key in the real ~/.config/reconciler is never found.
+    environ = {"HOME": str(folder / "no-home"), **environ}
     return load_bytes((BASE + env).encode(), "desired-state.yaml", base_dir=folder, environ=environ)
 
 
@@ -106,10 +108,78 @@ def test_a_tampered_file_is_a_clear_input_problem(repo: tuple[Path, x25519.Ident
     assert "damaged or tampered with" in text
 
 
-def test_no_identity_says_how_to_give_one(repo: tuple[Path, x25519.Identity]) -> None:
+ONE = "  API_TOKEN: {from_age: secrets/prod.env.age, key: API_TOKEN}\n"
+
+
+def test_no_identity_says_where_it_looked_in_order(repo: tuple[Path, x25519.Identity]) -> None:
     folder, _ = repo
-    text = refused(folder, "  API_TOKEN: {from_age: secrets/prod.env.age, key: API_TOKEN}\n", {})
-    assert "set RECONCILER_AGE_IDENTITY (the secret key) or RECONCILER_AGE_IDENTITY_FILE" in text
+    home = folder / "home"
+    text = refused(folder, ONE, {"HOME": str(home)})
+    assert (
+        f"env.API_TOKEN.from_age: {folder}/secrets/prod.env.age is age-encrypted, but no identity to decrypt "
+        "it with; looked in $RECONCILER_AGE_IDENTITY (the secret key), $RECONCILER_AGE_IDENTITY_FILE (a file "
+        f"holding it) and {home}/.config/reconciler/age.key, in that order: put the key in one of them "
+        f"(age-keygen -o {home}/.config/reconciler/age.key)"
+    ) in text
+
+
+def _api_token(folder: Path, environ: dict[str, str]) -> str:
+    desired = load(folder, ONE, environ)
+    return {v.name: v.value for v in desired.env}["API_TOKEN"]  # type: ignore[attr-defined]
+
+
+def _key_file(path: Path, key: x25519.Identity) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"# created by age-keygen\n{key}\n")
+    path.chmod(0o600)
+    return path
+
+
+def test_the_key_is_found_where_the_readme_puts_it(repo: tuple[Path, x25519.Identity]) -> None:
+    """`age-keygen -o ~/.config/reconciler/age.key` and nothing set: it is found."""
+    folder, key = repo
+    home = folder / "home"
+    _key_file(home / ".config" / "reconciler" / "age.key", key)
+    assert _api_token(folder, {"HOME": str(home)}) == "tok-123 $HOME `x`"
+
+
+def test_xdg_config_home_moves_the_default_key(repo: tuple[Path, x25519.Identity]) -> None:
+    folder, key = repo
+    home, config = folder / "home", folder / "xdg"
+    _key_file(config / "reconciler" / "age.key", key)
+    assert _api_token(folder, {"HOME": str(home), "XDG_CONFIG_HOME": str(config)}) == "tok-123 $HOME `x`"
+    # XDG_CONFIG_HOME set: ~/.config is not looked in (as the XDG spec says), and the error says so.
+    text = refused(folder, ONE, {"HOME": str(folder), "XDG_CONFIG_HOME": str(home)})
+    assert f"and {home}/reconciler/age.key, in that order" in text
+    # A relative XDG_CONFIG_HOME is ignored, as the spec says: ~/.config again.
+    _key_file(home / ".config" / "reconciler" / "age.key", key)
+    assert _api_token(folder, {"HOME": str(home), "XDG_CONFIG_HOME": "relative"}) == "tok-123 $HOME `x`"
+
+
+def test_the_lookup_order_is_the_documented_one(repo: tuple[Path, x25519.Identity]) -> None:
+    """$RECONCILER_AGE_IDENTITY, then $RECONCILER_AGE_IDENTITY_FILE, then the default file: each
+    earlier place wins, shown by putting a wrong key in every later one."""
+    folder, key = repo
+    home = folder / "home"
+    wrong = x25519.Identity.generate()
+    _key_file(home / ".config" / "reconciler" / "age.key", wrong)
+    good_file = _key_file(folder / "good.key", key)
+    wrong_file = _key_file(folder / "wrong.key", wrong)
+    base = {"HOME": str(home)}
+    assert _api_token(folder, base | {"RECONCILER_AGE_IDENTITY_FILE": str(good_file)}) == "tok-123 $HOME `x`"
+    both = base | {"RECONCILER_AGE_IDENTITY": str(key), "RECONCILER_AGE_IDENTITY_FILE": str(wrong_file)}
+    assert _api_token(folder, both) == "tok-123 $HOME `x`"
+    # And the default file is used, and named, when nothing is set: here its key is the wrong one.
+    text = refused(folder, ONE, base)
+    assert f"was not encrypted for the identity in {home}/.config/reconciler/age.key: wrong key" in text
+
+
+def test_an_unreadable_default_key_is_an_error_not_skipped(repo: tuple[Path, x25519.Identity]) -> None:
+    folder, _ = repo
+    home = folder / "home"
+    (home / ".config" / "reconciler" / "age.key").mkdir(parents=True)  # a folder: cannot be read
+    text = refused(folder, ONE, {"HOME": str(home)})
+    assert f"the identity file {home}/.config/reconciler/age.key cannot be read: Is a directory" in text
 
 
 def test_a_broken_identity_is_named_without_quoting_it(repo: tuple[Path, x25519.Identity]) -> None:

@@ -121,7 +121,7 @@ backend: {{command: bin/backend, port: 8080}}
 {extra}"""
     with pytest.raises(InvalidDesiredState) as exc:
         load_bytes(text.encode(), "desired-state.yaml", base_dir=Path("/src"))
-    assert any(p.field == field and says in p.message for p in exc.value.problems), exc.value.problems
+    assert any(p.field == field and says in str(p) for p in exc.value.problems), exc.value.problems
 
 
 def with_user(d: DesiredState, user: str = "choiros") -> DesiredState:

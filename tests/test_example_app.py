@@ -25,6 +25,8 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
 
 APP_DIR = Path(__file__).resolve().parents[1] / "examples" / "app"
 VERSION = "1.4.2"
@@ -194,10 +196,13 @@ def test_tarball_is_deterministic_safe_and_complete(build_mod: ModuleType, tmp_p
         "frontend/src/app.js",
         "frontend/src/style.css",
         "frontend/dist/index.html",
-        "frontend/dist/app.js",
-        "frontend/dist/style.css",
+        "frontend/dist/index.html.gz",
     ):
         assert required in names
+    assets = [
+        n for n in names if re.fullmatch(r"frontend/dist/assets/(app|style)-[0-9a-f]{10}\.(js|css)(\.gz)?", n)
+    ]
+    assert len(assets) == 4, names
     assert "FAULT" not in names
     assert not any("__pycache__" in n or n.endswith(".pyc") for n in names)
     with tarfile.open(path_a, "r:gz") as tar:
@@ -264,12 +269,33 @@ def test_build_function_rejects_bad_input(build_mod: ModuleType, tmp_path: Path)
 
 
 def test_dist_index_contains_version(releases: dict[str, Path]) -> None:
-    page = (releases["ok"] / "frontend" / "dist" / "index.html").read_text()
+    dist = releases["ok"] / "frontend" / "dist"
+    page = (dist / "index.html").read_text()
     assert f"choiros {VERSION}" in page
     assert "{{" not in page and "dev server" not in page
-    assert '"/api/version"' in (releases["ok"] / "frontend" / "dist" / "app.js").read_text()
     # the sources stay templates for the dev server
     assert "{{CHOIROS_VERSION}}" in (releases["ok"] / "frontend" / "src" / "index.html").read_text()
+
+
+def test_dist_assets_are_fingerprinted_and_precompressed(
+    build_mod: ModuleType, releases: dict[str, Path]
+) -> None:
+    dist = releases["ok"] / "frontend" / "dist"
+    page = (dist / "index.html").read_text()
+    linked = re.findall(r'(?:src|href)="/(assets/[^"]+)"', page)
+    assert sorted(Path(p).suffix for p in linked) == [".css", ".js"], page
+    for rel in linked:
+        data = (dist / rel).read_bytes()
+        assert hashlib.sha256(data).hexdigest()[:10] in rel, "the name changes with the content"
+        assert gzip.decompress((dist / f"{rel}.gz").read_bytes()) == data
+    script = next(dist / p for p in linked if p.endswith(".js"))
+    assert '"/api/version"' in script.read_text() and '"/ws"' in script.read_text()
+    assert gzip.decompress((dist / "index.html.gz").read_bytes()).decode() == page
+    # Another release of the same sources links the same assets: browsers keep their copy.
+    other = build_mod.frontend_dist(build_mod.collect_sources(), "9.9.9")
+    assert {p for p in other if "/assets/" in p} == {
+        f"frontend/dist/{p}{gz}" for p in linked for gz in ("", ".gz")
+    }
 
 
 # --------------------------------------------------------------------------- backend
@@ -449,6 +475,59 @@ def test_backend_sigterm_finishes_inflight_request(
     assert time.monotonic() - started < 3
 
 
+def test_backend_websocket_echoes_with_its_version(
+    launch: Launcher, releases: dict[str, Path], tmp_path: Path
+) -> None:
+    # An independent client (the websockets library) checks the example's own RFC 6455 code.
+    proc, port = start_backend(launch, releases["ok"], tmp_path / "db.sqlite")
+    with connect(f"ws://{LOOPBACK}:{port}/ws", open_timeout=5) as ws:
+        assert json.loads(ws.recv(timeout=5)) == {"hello": "choiros", "version": VERSION}
+        ws.send("hello — wörld")
+        assert json.loads(ws.recv(timeout=5)) == {"version": VERSION, "echo": "hello — wörld"}
+        big = "x" * 65_536  # the largest message it takes; frames with the 64-bit length
+        ws.send(big)
+        assert json.loads(ws.recv(timeout=5))["echo"] == big
+        ws.send(["frag", "mented"])  # one message in several frames
+        assert json.loads(ws.recv(timeout=5))["echo"] == "fragmented"
+        ws.ping(b"p").wait(timeout=5)
+        ws.send(b"\x00\x01")
+        assert ws.recv(timeout=5) == b"\x00\x01"
+        ws.send("y" * 70_000)  # over the backend's 64 KiB
+        with pytest.raises(ConnectionClosed) as closed:
+            ws.recv(timeout=5)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009
+    plain = request(port, "GET", "/ws")
+    assert plain.status == 400 and "websocket upgrade" in plain.json()["error"]
+    assert stop(proc) == 0
+
+
+def test_backend_sigterm_closes_websockets_going_away(
+    launch: Launcher, releases: dict[str, Path], tmp_path: Path
+) -> None:
+    proc, port = start_backend(launch, releases["ok"], tmp_path / "db.sqlite")
+    with connect(f"ws://{LOOPBACK}:{port}/ws") as one, connect(f"ws://{LOOPBACK}:{port}/ws") as two:
+        one.recv(timeout=5)
+        two.recv(timeout=5)
+        started = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        for ws in (one, two):
+            with pytest.raises(ConnectionClosed) as closed:
+                ws.recv(timeout=5)
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 1001
+    assert proc.wait(timeout=5) == 0
+    assert time.monotonic() - started < 2, "open websockets held the shutdown"
+
+
+def test_backend_answers_versions_in_datasettes_shape(
+    launch: Launcher, releases: dict[str, Path], tmp_path: Path
+) -> None:
+    proc, port = start_backend(launch, releases["ok"], tmp_path / "db.sqlite")
+    answer = request(port, "GET", "/-/versions.json").json()
+    assert answer["choiros"] == {"version": VERSION} and "version" in answer["python"]
+    assert "version" not in answer, "the version is nested, as Datasette nests it"
+    assert stop(proc) == 0
+
+
 def test_fault_health_500(launch: Launcher, releases: dict[str, Path], tmp_path: Path) -> None:
     proc, port = start_backend(launch, releases["health-500"], tmp_path / "db.sqlite")
     health = request(port, "GET", "/health")
@@ -505,10 +584,12 @@ def test_frontend_dev_server(launch: Launcher, build_mod: ModuleType, tmp_path: 
     assert request(port, "GET", "/../VERSION").status == 404
     assert request(port, "GET", "/%2e%2e/VERSION").status == 404
     assert request(port, "GET", "/missing.css").status == 404
+    deep = request(port, "GET", "/settings")  # a client-side route: the app's page
+    assert deep.status == 200 and f"choiros {VERSION}" in deep.body.decode()
 
     # Live: an edit to frontend/src shows up on the next request.
     index = release / "frontend" / "src" / "index.html"
-    index.write_text(index.read_text().replace("<h1>choiros</h1>", "<h1>choiros live edit</h1>"))
+    index.write_text(index.read_text().replace("<h2>Notes</h2>", "<h2>choiros live edit</h2>"))
     edited = request(port, "GET", "/index.html").body.decode()
     assert "choiros live edit" in edited and f"choiros {VERSION}" in edited
 

@@ -12,33 +12,58 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from reconciler.errors import InvalidDesiredState
+from reconciler.errors import InputProblem, InvalidDesiredState
 from reconciler.spec import schema_check
 from reconciler.spec.load import load, load_bytes
 
 REPO = Path(__file__).resolve().parent.parent
 CORPUS = sorted((Path(__file__).parent / "corpus" / "invalid").glob("*.yaml"))
-SPECIAL = {"empty-file": "empty"}
+WARNINGS = sorted((Path(__file__).parent / "corpus" / "warnings").glob("*.yaml"))
+SPECIAL = {"empty-file": ("the file is empty", "1:1 -")}
 
 
-def expectation(path: Path) -> str:
-    first = path.read_bytes().split(b"\n", 1)[0].decode("utf-8", "replace")
-    return first.removeprefix("# expect: ") if first.startswith("# expect: ") else SPECIAL[path.stem]
+def expectation(path: Path) -> tuple[str, str]:
+    """A corpus file's first two lines: `# expect: TEXT` (in the problem as printed) and
+    `# at: LINE:COLUMN FIELD` (exactly where it is reported; `-` for the whole file)."""
+    lines = path.read_bytes().split(b"\n", 2)
+    if not lines[0].startswith(b"# expect: "):
+        return SPECIAL[path.stem]
+    expect = lines[0].decode("utf-8", "replace").removeprefix("# expect: ")
+    return expect, lines[1].decode("utf-8", "replace").removeprefix("# at: ")
+
+
+def located(problem: InputProblem) -> str:
+    return f"{problem.line}:{problem.column} {problem.field or '-'}"
 
 
 def test_corpus_is_big_enough() -> None:
-    assert len(CORPUS) >= 50
+    assert len(CORPUS) >= 100 and len(WARNINGS) >= 10
 
 
 @pytest.mark.parametrize("path", CORPUS, ids=[p.stem for p in CORPUS])
-def test_every_corpus_file_is_refused_naming_file_and_field(path: Path) -> None:
+def test_every_corpus_file_is_refused_naming_file_position_and_field(path: Path) -> None:
+    expect, at = expectation(path)
     with pytest.raises(InvalidDesiredState) as caught:
         load(path)
     text = str(caught.value)
-    assert expectation(path) in text, text
+    hits = [p for p in caught.value.problems if expect in str(p)]
+    assert len(hits) == 1, text
+    assert located(hits[0]) == at, text
     assert all(p.file == str(path) for p in caught.value.problems)
     assert text.count(str(path)) == len(caught.value.problems)
     assert "nothing was changed" in text
+
+
+@pytest.mark.parametrize("path", WARNINGS, ids=[p.stem for p in WARNINGS])
+def test_every_setting_that_does_nothing_is_a_located_warning(path: Path) -> None:
+    """The file is used (a run would go ahead), and says once what does nothing, and where."""
+    expect, at = expectation(path)
+    desired = load(path)
+    assert len(desired.warnings) == 1, desired.warnings
+    warning = desired.warnings[0]
+    assert warning.severity == "warning" and expect in str(warning), str(warning)
+    assert located(warning) == at
+    assert warning.hint, "a warning says what to do"
 
 
 def test_huge_file_is_refused_without_parsing(tmp_path: Path) -> None:
@@ -61,7 +86,7 @@ def test_all_problems_are_reported_at_once_with_line_and_column() -> None:
     fields = {p.field for p in caught.value.problems}
     assert {"release.version", "backend.port", "relase"} <= fields
     version = next(p for p in caught.value.problems if p.field == "release.version")
-    assert (version.line, version.column) == (5, 12)
+    assert (version.line, version.column) == (6, 12)
 
 
 def test_unknown_field_suggests_the_close_one() -> None:

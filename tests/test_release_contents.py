@@ -133,7 +133,7 @@ release:
   version: "{VERSION}"
   source: {source}
 backend:
-  command: bin/backend --port {{port}}
+  command: bin/app --port {{port}}
   port: 8080
 """
     return load_bytes(text.encode(), "desired-state.yaml", base_dir=tmp_path)
@@ -151,6 +151,7 @@ def materialise(members: list[tarfile.TarInfo], root: Path) -> None:
             path.symlink_to(m.linkname)
         else:
             path.write_bytes(b"hi")
+            path.chmod(m.mode)
 
 
 @pytest.mark.parametrize("kind", ["folder", "archive"])

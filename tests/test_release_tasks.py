@@ -51,8 +51,8 @@ def migrating(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return Path(release)
 
 
-def _with_tasks(project: Project, version: str, source: Path, env: str) -> None:
-    body = project.render(version, env=env, data=SQLITE)
+def _with_tasks(project: Project, version: str, source: Path, env: str, data: str = SQLITE) -> None:
+    body = project.render(version, env=env, data=data)
     body = body.replace(f"  source: {project.artifacts[version]}", f"  source: {source}\n{TASKS}")
     project.write(body=body)
 
@@ -69,7 +69,8 @@ def test_a_migration_runs_once_before_the_switch_with_the_new_configuration(
     project.write("1.0.0", data=SQLITE)
     assert project.once().rc == 0
     env = "DATABASE_PATH: /var/lib/choiros/v2.db\nCORS_ALLOW_ORIGINS: https://choir.example"
-    _with_tasks(project, "2.0.0", migrating, env)
+    # The database moves to a new file: data.sqlite moves with DATABASE_PATH (they must agree).
+    _with_tasks(project, "2.0.0", migrating, env, data="sqlite: /var/lib/choiros/v2.db")
     run = project.once()
     assert run.rc == 0, run.stdout
     names = [a for a, _ in run.actions()]

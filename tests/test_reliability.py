@@ -306,7 +306,8 @@ def test_reload_refused_by_caddy_keeps_the_old_config_serving(project: Project) 
 
 
 def test_unit_that_fails_to_start_is_reported_with_its_journal(project: Project) -> None:
-    project.write("1.0.0", backend="command: bin/no-such-program --port {port}\nport: 8080")
+    # A program of the host, not of the release: one the release lacks is refused before upload.
+    project.write("1.0.0", backend="command: /usr/local/bin/no-such-program --port {port}\nport: 8080")
     run = project.once()
     assert run.rc == 1
     error = run.json["error"]

@@ -86,8 +86,8 @@ def test_caddyfile_routes_api_and_health_to_backend_and_rest_to_files() -> None:
         caddyfile.Site("app", ":80", 8081, "/health", static_root="/opt/app/blue/dist", colour="blue")
     )
     assert caddyfile.routed_colour(text) == "blue"
-    assert "handle /api/* {\n\t\treverse_proxy 127.0.0.1:8081" in text
-    assert "handle /health {" in text and "root * /opt/app/blue/dist" in text
+    assert "\t@backend path /health /api/*\n\thandle @backend {\n\t\treverse_proxy 127.0.0.1:8081" in text
+    assert "root * /opt/app/blue/dist" in text
     dev = caddyfile.render(caddyfile.Site("app", "example.com", 8080, "/up", frontend_port=3000))
     assert "reverse_proxy 127.0.0.1:3000" in dev and "file_server" not in dev
     assert caddyfile.routed_colour(dev) is None

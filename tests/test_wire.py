@@ -122,7 +122,7 @@ def _plans() -> list[tuple[Any, Plan]]:
     """Plans that together use every action kind, rollbacks included."""
     out = []
     host = ModelHost(empty_host())
-    data = "data: {sqlite: /var/lib/choiros/c.db, restore_on_rollback: true}\n"
+    data = "data: {sqlite: /var/lib/choiros/choiros.db, restore_on_rollback: true}\n"
     for d in (
         desired("1.0.0", data=data),
         desired("2.0.0", data=data, keep=1),

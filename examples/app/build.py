@@ -15,7 +15,10 @@ Release layout (paths relative to the release root)::
     backend/choiros_backend.py           the backend
     frontend/choiros_frontend_dev.py     the frontend dev server
     frontend/src/...                     frontend sources (templates)
-    frontend/dist/...                    built frontend, version substituted
+    frontend/dist/index.html             built page, version substituted, naming the assets
+    frontend/dist/assets/NAME-HASH.EXT   app.js and style.css, fingerprinted: the name
+                                         changes when the content does (cache them forever)
+    frontend/dist/**.gz                  each of those gzipped, for Caddy's precompressed
 
 The tarball is reproducible: members sorted, relative paths with no ``./`` prefix and no
 top-level directory, regular files and directories only, modes 0755 (directories, bin/*)
@@ -127,21 +130,51 @@ def collect_sources() -> Files:
     return files
 
 
+def fingerprinted(name: str, data: bytes) -> str:
+    """assets/NAME-HASH.EXT: a new name whenever the content changes, as Vite, Trunk and
+    Dioxus name what they build, so the file can be cached for good."""
+    stem, dot, ext = name.rpartition(".")
+    return f"assets/{stem}-{hashlib.sha256(data).hexdigest()[:10]}{dot}{ext}"
+
+
+def gzipped(data: bytes) -> bytes:
+    return gzip.compress(data, compresslevel=9, mtime=0)
+
+
+def frontend_dist(files: Files, version: str) -> Files:
+    """The built frontend: pages with the version substituted and the assets' fingerprinted
+    names in their links, and a .gz beside every file for Caddy to serve precompressed."""
+    frontend = _load_frontend_module()
+    sources = {
+        rel[len("frontend/src/") :]: data
+        for rel, (data, _m) in files.items()
+        if rel.startswith("frontend/src/")
+    }
+    dist: dict[str, bytes] = {}
+    links: dict[str, str] = {}
+    for name, data in sources.items():
+        if not name.endswith(".html"):
+            dist[fingerprinted(name, data)] = data
+            links[f'"/{name}"'] = f'"/{fingerprinted(name, data)}"'
+    for name, data in sources.items():
+        if name.endswith(".html"):
+            page = frontend.render_page(data.decode("utf-8"), version, frontend.MODE_RELEASE)
+            for plain, hashed in links.items():
+                page = page.replace(plain, hashed)
+            if "{{CHOIROS_" in page:
+                raise RuntimeError(f"unsubstituted token left in frontend/dist/{name}")
+            dist[name] = page.encode("utf-8")
+    out: Files = {}
+    for name, data in dist.items():
+        out[f"frontend/dist/{name}"] = (data, FILE_MODE)
+        out[f"frontend/dist/{name}.gz"] = (gzipped(data), FILE_MODE)
+    return out
+
+
 def release_files(version: str, fault: str | None) -> Files:
     """Everything in the release, keyed by relative path."""
-    frontend = _load_frontend_module()
     files = collect_sources()
-    for rel, (source, _mode) in list(files.items()):
-        if not rel.startswith("frontend/src/"):
-            continue
-        dist_rel = "frontend/dist/" + rel[len("frontend/src/") :]
-        data = source
-        if rel.endswith(".html"):
-            page = frontend.render_page(source.decode("utf-8"), version, frontend.MODE_RELEASE)
-            if "{{CHOIROS_" in page:
-                raise RuntimeError(f"unsubstituted token left in {dist_rel}")
-            data = page.encode("utf-8")
-        files[dist_rel] = (data, FILE_MODE)
+    files.update(frontend_dist(files, version))
     files["VERSION"] = (f"{version}\n".encode(), FILE_MODE)
     if fault is not None:
         files["FAULT"] = (f"{fault}\n".encode(), FILE_MODE)

@@ -24,13 +24,16 @@ printf '%s\n' "$DEPLOY_KNOWN_HOSTS" > "$ssh_dir/known_hosts"
 chmod 600 "$ssh_dir/key"
 ssh=(-i "$ssh_dir/key" --known-hosts "$ssh_dir/known_hosts")
 
-# The file is checked before anything is built or touched (exit 1 with every problem listed).
+# The file is checked before anything is built or touched (exit 1 with every problem listed):
+# --offline first, since the release it names is built below; then again once it is built, the
+# artifact, what is inside it and the secrets included.
 # Reproducible builds: file times come from the commit, so the same commit builds the same
 # bytes (and sha256), and a new commit gives the frontend's files new times (so new ETags).
 export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || echo 0)}
-version=$($reconcile validate -f "$file" --json | python3 -c 'import json, sys; print(json.load(sys.stdin)["version"])')
+version=$($reconcile validate --offline -f "$file" --json | python3 -c 'import json, sys; print(json.load(sys.stdin)["version"])')
 echo "== building release $version"
 $build "$version"
+$reconcile validate -f "$file"
 
 echo "== plan"
 set +e

@@ -2,40 +2,26 @@
 
 from __future__ import annotations
 
-import json
-import re
 import time
 
 from . import records
+from . import version as versions
 from .context import Context
 from .fsops import decode, run
 from .protocol import ENV_PREFIX, AgentError, Json
 from .systemd import journal_tail, unit_state
 
 
-def http_get(url: str, timeout: float) -> tuple[int, bytes]:
+def http_get(url: str, timeout: float) -> tuple[int, list[tuple[str, str]], bytes]:
     import urllib.error
     import urllib.request
 
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     try:
         with opener.open(url, timeout=timeout) as resp:
-            return int(resp.status), resp.read(65536)
+            return int(resp.status), list(resp.headers.items()), resp.read(65536)
     except urllib.error.HTTPError as exc:
-        return int(exc.code), exc.read(65536)
-
-
-def names_version(body: bytes, version: str) -> bool:
-    try:
-        data = json.loads(body)
-    except ValueError:
-        return (
-            re.search(
-                r"(?<![\w.+-])" + re.escape(version) + r"(?![\w+-]|\.\w)", body.decode("utf-8", "replace")
-            )
-            is not None
-        )
-    return isinstance(data, dict) and str(data.get("version")) == version
+        return int(exc.code), list(exc.headers.items()), exc.read(65536)
 
 
 def _invocation(unit: str | None) -> str:
@@ -81,22 +67,26 @@ def _wait_healthy(a: Json) -> Json:
     deadline = time.monotonic() + float(a["timeout"])
     need, interval = int(a["passes"]), float(a["interval"])
     stable = float(a.get("stable") or 0)
-    version = a.get("expect_version")
+    version: str = a.get("expect_version") or ""
+    at = a.get("version_at")
     streak = probes = 0
     streak_since, streak_of = 0.0, ""
     last = "no answer yet"
+    unnamed = False  # the last answer was good but for naming the version
     while True:
         probes += 1
         try:
-            status, body = http_get(url, timeout=min(5.0, max(0.5, deadline - time.monotonic())))
+            status, headers, body = http_get(url, timeout=min(5.0, max(0.5, deadline - time.monotonic())))
             good = status < 500 if a.get("any_status") else status == 200
-            if good and version and not names_version(body, version):
+            unnamed = bool(good and version and not versions.names_version(body, headers, version, at))
+            if unnamed:
                 good = False
-                last = f"HTTP {status} but the answer does not name version {version}: {decode(body)[:200]}"
+                why = versions.miss(body, headers, version, at)
+                last = f"HTTP {status} but {why}: {decode(body)[:200]}"
             elif not good:
                 last = f"HTTP {status}: {decode(body)[:200]}"
         except OSError as exc:  # URLError is an OSError
-            good = False
+            good = unnamed = False
             last = f"no HTTP answer ({getattr(exc, 'reason', exc)})"
         if good:
             if streak == 0:
@@ -119,6 +109,14 @@ def _wait_healthy(a: Json) -> Json:
             detail = f"last answer: {last}"
             if unit:
                 detail += "\n" + journal_tail(unit)
+            if unnamed:
+                # Healthy by every other measure: the controller says how to name the place.
+                raise AgentError(
+                    f"{url} answered but never named version {version} within {a['timeout']}s "
+                    f"({probes} probes)",
+                    detail,
+                    code="version",
+                )
             raise AgentError(
                 f"{url} was not healthy within {a['timeout']}s ({probes} probes)", detail, code="health"
             )

@@ -102,6 +102,7 @@ ACTIONS: dict[str, dict[str, str]] = {
         "passes": "int",
         "stable": "num",
         "expect_version": "str?",
+        "version_at": "dict?",
         "any_status": "bool",
         "unless_gated": "bool",
         "quarantine": "dict?",

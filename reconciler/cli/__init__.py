@@ -15,7 +15,7 @@ from reconciler import __version__
 from reconciler.errors import ReconcilerError
 
 # Kept here, not imported from hostcmds: deciding which parser to use must stay cheap.
-SUBCOMMANDS = ("status", "validate", "pause", "resume", "maintenance")
+SUBCOMMANDS = ("status", "validate", "init", "pause", "resume", "maintenance")
 
 EPILOG = """\
 examples:
@@ -24,7 +24,9 @@ examples:
   reconcile --once --json             the same, printing one JSON object
   reconcile                           keep converging: on file changes and on drift
   reconcile status                    what the host serves, its recent runs, pause, quarantine
-  reconcile validate                  check desired-state.yaml without touching any host
+  reconcile init --app NAME           write a commented desired-state.yaml that validates
+  reconcile validate                  check desired-state.yaml, its secrets and artifact, no host
+  reconcile validate --offline        the same without secrets, keys or artifacts (CI on a PR)
   reconcile maintenance on --reason "db repair"   answer 503 with a maintenance page; `off` ends it
   reconcile pause --reason TEXT       stop every run from changing the host (an incident)
   reconcile resume                    let runs converge it again

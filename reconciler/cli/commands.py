@@ -27,7 +27,7 @@ from reconciler.errors import (
 from reconciler.executors.base import Executor
 from reconciler.executors.connect import executor_for
 from reconciler.executors.ssh_options import SSHOptions
-from reconciler.spec.load import load
+from reconciler.spec.load import Checks, load
 from reconciler.spec.model import DesiredState
 
 if TYPE_CHECKING:
@@ -61,10 +61,15 @@ def fail(
 ) -> int:
     if outcome is None and isinstance(exc.outcome, Outcome):
         outcome = exc.outcome
+    if isinstance(exc, InvalidDesiredState) and not args.json:
+        for warning in exc.warnings:
+            print(f"warning: {warning}", file=sys.stderr)
     if args.json:
         extra: dict[str, Any] = serving_fields(desired, outcome) if desired and outcome else {}
         if outcome and outcome.rolled_back_to:
             extra["rolled_back_to"] = outcome.rolled_back_to
+        if isinstance(exc, InvalidDesiredState):
+            extra["problems"] = [p.as_json() for p in [*exc.problems, *exc.warnings]]
         print(
             json_result(
                 desired=desired,
@@ -108,17 +113,18 @@ def validated_cache() -> Path:
 
 
 def load_desired(args: argparse.Namespace) -> DesiredState:
-    desired = load(args.file, target_override=args.target, cache_dir=validated_cache())
-    problems = []
-    if getattr(args, "require_checksum", False) and desired.release.sha256 is None:
-        why = "required by --require-checksum: add the artifact's checksum (sha256sum FILE)"
-        problems.append(InputProblem(str(args.file), None, None, "release.sha256", why))
+    checks = Checks(require_checksum=getattr(args, "require_checksum", False), limit=tuple(args.limit))
+    desired = load(args.file, target_override=args.target, cache_dir=validated_cache(), checks=checks)
     if getattr(args, "require_committed", False) and gitinfo.revision_of(desired.file).dirty:
-        why = "has uncommitted changes, refused by --require-committed: commit it first"
-        problems.append(InputProblem(str(args.file), None, None, "", why))
-    if problems:
-        raise InvalidDesiredState(problems)
+        why = "has uncommitted changes, refused by --require-committed"
+        raise InvalidDesiredState([InputProblem(str(args.file), None, None, "", why, "commit it first")])
     return desired
+
+
+def print_warnings(desired: DesiredState) -> None:
+    """Settings that do nothing, said once per command (watch mode: once per revision)."""
+    for warning in desired.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
 
 
 def once(args: argparse.Namespace) -> int:
@@ -127,6 +133,7 @@ def once(args: argparse.Namespace) -> int:
         desired = load_desired(args)
     except InvalidDesiredState as exc:
         return fail(args, exc)
+    print_warnings(desired)
     options = RunOptions(
         dry_run=args.dry_run,
         retry_quarantined=args.retry_quarantined,

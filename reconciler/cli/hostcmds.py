@@ -1,5 +1,6 @@
-"""The subcommands that read or record on the host: validate, status, pause, resume, and
-maintenance (which records, then converges so Caddy answers with the maintenance page)."""
+"""The subcommands that read or record on the host: status, pause, resume, and maintenance
+(which records, then converges so Caddy answers with the maintenance page); validate and init,
+which touch no host, are dispatched from here to their own modules."""
 
 from __future__ import annotations
 
@@ -10,8 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from reconciler.agent.protocol import PROTOCOL
-from reconciler.cli.commands import fail, load_desired, setup_logging, ssh_options
-from reconciler.cli.output import json_result
+from reconciler.cli.commands import fail, load_desired, print_warnings, setup_logging, ssh_options
 from reconciler.errors import HostError, InvalidDesiredState, ReconcilerError
 from reconciler.executors.base import Executor
 from reconciler.executors.connect import executor_for
@@ -19,8 +19,16 @@ from reconciler.spec.model import DesiredState
 
 
 def run_subcommand(name: str, argv: list[str], add_common: Callable[[argparse.ArgumentParser], None]) -> int:
+    if name == "init":
+        from reconciler.cli.init import run_init
+
+        return run_init(argv)
     parser = argparse.ArgumentParser(prog=f"reconcile {name}")
     add_common(parser)
+    if name == "validate":
+        from reconciler.cli import validate
+
+        validate.add_arguments(parser)
     if name == "status":
         parser.add_argument("-n", "--runs", type=int, default=10, help="how many recent runs to show")
     if name == "pause":
@@ -41,19 +49,14 @@ def run_subcommand(name: str, argv: list[str], add_common: Callable[[argparse.Ar
     args = parser.parse_args(argv)
     args.dry_run = args.markdown = False
     setup_logging(args)
+    if name == "validate":
+        return validate.validate(args)
     try:
         desired = load_desired(args)
     except InvalidDesiredState as exc:
         return fail(args, exc)
-    if name == "validate":
-        if args.json:
-            print(json_result(desired=desired, plan=None, result="valid"))
-        else:
-            print(
-                f"{args.file}: valid ({desired.app} {desired.release.version}, "
-                f"{desired.strategy}, target {desired.target})"
-            )
-        return 0
+    if not args.json:
+        print_warnings(desired)
     from reconciler.engine.fleet import select
 
     try:

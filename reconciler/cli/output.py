@@ -111,10 +111,10 @@ class HumanReporter:
                 self.print(f"  ok {where} ({skipped or _ms(event.get('ms'))})")
             else:
                 self.print(f"  FAILED {where}: {event.get('error')}")
+        elif kind == "rollback_start" and event.get("to"):
+            self.print(f"  rolling back on the host to the last good state ({event['to']})")
         elif kind == "rollback_start":
-            self.print(
-                f"  rolling back on the host to the last good state ({event.get('to') or 'none recorded'})"
-            )
+            self.print("  nothing to roll back to: no earlier state of the app passed its gates on this host")
         elif kind == "idle_stopped":
             self.print(f"  stopped {event.get('unit')}: {event.get('why')}")
         elif kind == "progress" and event.get("total"):

@@ -28,7 +28,6 @@ from reconciler.engine.report import (  # the per-host results, in the words --j
     host_report,
 )
 from reconciler.errors import (
-    InputProblem,
     InvalidDesiredState,
     Paused,
     Quarantined,
@@ -38,6 +37,7 @@ from reconciler.errors import (
 from reconciler.executors.base import Executor
 from reconciler.log import log
 from reconciler.plan.planner import serving_release, serving_since
+from reconciler.spec.hosts import limit_problems
 from reconciler.spec.model import DesiredState, HostSpec
 
 
@@ -104,21 +104,9 @@ def select(desired: DesiredState, limit: Iterable[str]) -> list[HostSpec]:
     wanted = [w for item in limit for w in item.split(",") if w]
     if not wanted:
         return list(desired.hosts)
-    known = {h.name for h in desired.hosts} | {h.group for h in desired.hosts if h.group}
-    unknown = [w for w in wanted if w not in known]
-    if unknown:
-        raise InvalidDesiredState(
-            [
-                InputProblem(
-                    str(desired.file),
-                    None,
-                    None,
-                    "target",
-                    f"--limit names {', '.join(unknown)}, which is neither a host nor a group here "
-                    f"(known: {', '.join(sorted(known))})",
-                )
-            ]
-        )
+    problems = limit_problems(desired, wanted)
+    if problems:
+        raise InvalidDesiredState(problems)
     return [h for h in desired.hosts if h.name in wanted or h.group in wanted]
 
 

@@ -363,7 +363,8 @@ def _failure_error(
         error = RolledBack(
             f"{message}\nrolled back to {good} on the host: its last good state passed its health "
             f"gate and serves again.{note}",
-            hint="fix the release or the configuration and deploy again"
+            hint=_naming_hint(desired, failure)
+            or "fix the release or the configuration and deploy again"
             + (" (or retry this one with --retry-quarantined)" if quarantined else ""),
         )
         error.rolled_back_to = good
@@ -373,7 +374,7 @@ def _failure_error(
     if rolled_back and not rolled_back.get("ok"):
         broken = rolled_back.get("failure") or {}
         hint = "the host needs attention: see `reconcile status` and the unit journals"
-        cls = HealthCheckFailed if failure.get("code") == "health" else ApplyError
+        cls = HealthCheckFailed if failure.get("code") in GATE_CODES else ApplyError
         error2 = cls(
             f"{message}\nrolling back to {rolled_back.get('to')} failed too: {broken.get('error')}",
             action_index=index,
@@ -384,17 +385,48 @@ def _failure_error(
         return error2
     if quarantined:
         hint = (
-            f"there was no earlier release to roll back to; {version} with this configuration is "
-            "quarantined: fix it and deploy again, or retry with --retry-quarantined"
+            f"nothing was rolled back: no earlier release passed its gates on this host, and {version} "
+            "with this configuration is quarantined. "
+            + (
+                _naming_hint(desired, failure)
+                or "Fix it and deploy again (a changed file is a new configuration), or retry with "
+                "--retry-quarantined"
+            )
         )
     elif index:
         hint = f"actions 1-{index} were applied and stay applied; fix the cause and run again to converge"
     else:
         hint = "nothing was changed; fix the cause and run again"
-    cls = HealthCheckFailed if failure.get("code") == "health" else ApplyError
+    cls = HealthCheckFailed if failure.get("code") in GATE_CODES else ApplyError
     error3 = cls(message, action_index=index, detail=detail, hint=hint)
     error3.after = after
     return error3
+
+
+# A gate that failed: the release never became healthy, or never named its version.
+GATE_CODES = ("health", "version")
+
+
+def _naming_hint(desired: DesiredState, failure: dict[str, Any]) -> str:
+    """For a release that answered its health path but never named its version: how to say
+    where it does, or that it does not ("" for any other failure)."""
+    if failure.get("code") != "version":
+        return ""
+    at = desired.health.version_at
+    if at is None:
+        where = (
+            "If the app names its version elsewhere in that answer (see the last answer above), "
+            "say where with health.version_at: {json: path.to.version} or {header: X-App-Version}"
+        )
+    else:
+        where = (
+            f"Check that health.version_at ({at[0]}: {at[1]}) is where the app names its version "
+            "(see the last answer above)"
+        )
+    return (
+        f"{where}; if its answer does not name the version at all, set health.expect_version: "
+        "false. Either change is a new configuration: run again, no --retry-quarantined needed"
+    )
 
 
 def set_maintenance(

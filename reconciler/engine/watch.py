@@ -89,6 +89,7 @@ class Watcher:
         self.notifier: Notifier | None = None
         self.app = "?"  # the app of the last valid desired state, for notices about an invalid one
         self.last: DesiredState | None = None
+        self.warned: tuple[str, ...] = ()  # settings that do nothing, as last logged
 
     # -- triggers --------------------------------------------------------------------------
 
@@ -172,6 +173,11 @@ class Watcher:
             self._notify(watch_notice("gave_up", self.app, "-", str(exc)))
             return None
         self.app, self.last = desired.app, desired
+        warnings = tuple(str(w) for w in desired.warnings)
+        if warnings != self.warned:  # once per revision that has them, not every drift pass
+            self.warned = warnings
+            if warnings:
+                log.warning("settings that do nothing", warnings=list(warnings))
         self._use_hooks(desired.notify)
         if desired.is_fleet or self.settings.limit:
             self.fleet_pass(desired, reasons)

@@ -97,6 +97,7 @@ class GateParams:
     stable: float = 0.0
     expect_version: str | None = None
     any_status: bool = False
+    version_at: Mapping[str, str] | None = None  # {"json": "a.b"} or {"header": "X-App-Version"}
 
 
 @dataclass(frozen=True)

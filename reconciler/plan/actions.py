@@ -355,6 +355,7 @@ class CheckHealth(Action):
     passes: int
     stable: float = 0.0  # the passing streak must last this long, same process throughout
     expect_version: str | None = None
+    version_at: Mapping[str, str] | None = None  # where the answer names it; None: anywhere
     any_status: bool = False  # a dev server is up when it answers at all (< 500)
     unless_gated: bool = False  # skipped when the running process passed already
     quarantine: Mapping[str, str] | None = None  # {key, version}: what a failing idle gate marks
@@ -375,6 +376,7 @@ class CheckHealth(Action):
             self.stable,
             self.expect_version,
             self.any_status,
+            self.version_at,
         )
 
     @classmethod
@@ -388,6 +390,7 @@ class CheckHealth(Action):
             passes=p.passes,
             stable=p.stable,
             expect_version=p.expect_version,
+            version_at=p.version_at,
             any_status=p.any_status,
             **kw,
         )

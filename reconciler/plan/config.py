@@ -34,7 +34,7 @@ def fingerprint(desired: DesiredState) -> str:
         },
         "backend": asdict(desired.backend),
         "frontend": _frontend(desired),
-        "health": asdict(desired.health),
+        "health": _health(desired),
         "blue_green": {"blue": desired.blue_green.blue_port, "green": desired.blue_green.green_port},
         "env": envfile.body(desired.env),
         "tasks": asdict(rel.tasks),
@@ -43,12 +43,25 @@ def fingerprint(desired: DesiredState) -> str:
     return hashlib.sha256(json.dumps(canonical, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def _health(desired: DesiredState) -> dict[str, object]:
+    """Where the version is looked for decides what passes, so it is part of a configuration
+    when it is set (a quarantined release with it named is another configuration); unset, it
+    leaves the fingerprints of files written before it existed as they were."""
+    health = asdict(desired.health)
+    if desired.health.version_at is None:
+        health.pop("version_at")
+    return health
+
+
 def _frontend(desired: DesiredState) -> dict[str, object]:
     """The frontend as far as a gate judges it. A static frontend's own image is left out: no
     gate can fail because of it (its files are checked before Caddy serves them), so a bump
     of it alone is not a new configuration and restarts no backend. A dev server's image is
     in: its gate judges it, and what fails must be told from what passed."""
     fe = asdict(desired.frontend)
+    # How Caddy serves the static files (fallback, caching) is no process's business.
+    fe.pop("spa")
+    fe.pop("immutable_paths")
     if desired.frontend.mode == "static" or desired.frontend.image is None:
         for key in ("image", "digest", "image_root"):
             fe.pop(key)

@@ -36,6 +36,10 @@ def render_fragment(
             ports=claimed_ports(desired),
             maintenance=proxy.maintenance or maintenance,
             maintenance_page=proxy.maintenance_page,
+            backend_paths=proxy.backend_paths,
+            private_paths=proxy.private_paths,
+            spa=desired.frontend.spa,
+            immutable_paths=desired.frontend.immutable_paths,
         )
     )
 

@@ -115,6 +115,7 @@ def backend_gate(desired: DesiredState, unit: str, port: int, version: str) -> C
         passes=h.passes,
         stable=h.stable,
         expect_version=version if h.expect_version else None,
+        version_at={h.version_at[0]: h.version_at[1]} if h.expect_version and h.version_at else None,
     )
 
 

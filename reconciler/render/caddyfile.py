@@ -1,8 +1,13 @@
-"""The app's Caddy fragment: API and health to the backend, the rest to the frontend.
+"""The app's Caddy fragment: the backend's paths and health to the backend, the rest to the
+frontend.
 
 Each app owns one fragment, imported by the main Caddyfile (see caddymain), so several apps
 share one Caddy. A fragment says in a comment which site and ports it claims, so another
 app's planner can refuse a collision before anything changes.
+
+Routes are `handle` blocks with named matchers, written in the order they are tried: Caddy
+keeps blocks with named matchers in the order written (it sorts only single-path ones), so
+private paths come first, then the backend's, then fingerprinted assets, then the rest.
 
 Every value placed here was validated by the schema (site address, paths, ports), so no
 quoting is needed and none is attempted.
@@ -27,6 +32,10 @@ class Site:
     ports: tuple[int, ...] = ()  # every port the app's processes listen on (claimed)
     maintenance: bool = False  # 503 with Retry-After for everything but the health path
     maintenance_page: str | None = None  # a file under static_root, else a plain default
+    backend_paths: tuple[str, ...] = ("/api/*",)  # Caddy path patterns (reconciler/spec/paths.py)
+    private_paths: tuple[str, ...] = ()  # answered 404
+    spa: bool = False  # static: a missing file is answered with /index.html
+    immutable_paths: tuple[str, ...] = ()  # static: fingerprinted files, cached for a year
 
 
 def _proxy(port: int) -> list[str]:
@@ -42,6 +51,13 @@ def _proxy(port: int) -> list[str]:
 COLOUR_MARK = "# routes to colour: "
 CLAIMS_MARK = "# claims: "
 MAINTENANCE_TEXT = "This site is down for maintenance and will be back shortly."
+IMMUTABLE = "public, max-age=31536000, immutable"
+# Every other static file: browsers revalidate (ETag) before each use, so a deploy shows at
+# once; without a header they would guess a freshness from Last-Modified, which for files of
+# a reproducible build (mtime 1970) is years.
+REVALIDATE = "no-cache"
+# Served instead of the file when the release has it and the client accepts the encoding.
+PRECOMPRESSED = "br zstd gzip"
 
 
 def routed_colour(text: str | None) -> str | None:
@@ -80,18 +96,46 @@ def render(site: Site) -> str:
     if site.colour:
         lines.append(COLOUR_MARK + site.colour)
     lines += [f"{site.address} {{", "\tencode gzip"]
-    matchers = [site.health_path] if site.maintenance else ["/api/*", site.health_path]
-    for matcher in matchers:
-        lines += [f"\thandle {matcher} {{", *_proxy(site.backend_port), "\t}"]
+    if site.private_paths:
+        lines += _route("private", site.private_paths, ["\t\trespond 404"])
+    backend = [site.health_path]
+    if not site.maintenance:
+        backend += [p for p in site.backend_paths if p != site.health_path]
+    lines += _route("backend", backend, _proxy(site.backend_port))
+    static = site.static_root is not None and not site.maintenance
+    if static and site.immutable_paths:
+        lines += _route("immutable", site.immutable_paths, _immutable(site))
     lines.append("\thandle {")
     if site.maintenance:
         lines += _maintenance(site)
     elif site.static_root is not None:
-        lines += [f"\t\troot * {site.static_root}", "\t\tfile_server"]
+        lines += [f"\t\troot * {site.static_root}", f'\t\theader Cache-Control "{REVALIDATE}"']
+        if site.spa:
+            lines.append("\t\ttry_files {path} /index.html")
+        lines += _file_server()
     elif site.frontend_port is not None:
         lines += _proxy(site.frontend_port)
     lines += ["\t}", "}"]
     return "\n".join(lines) + "\n"
+
+
+def _route(name: str, patterns: list[str] | tuple[str, ...], body: list[str]) -> list[str]:
+    return [f"\t@{name} path {' '.join(patterns)}", f"\thandle @{name} {{", *body, "\t}"]
+
+
+def _immutable(site: Site) -> list[str]:
+    # Only a file that exists gets the year-long header: a 404 carrying it could be kept by a
+    # browser for a year (an asset asked of the old release a moment before a switch).
+    return [
+        f"\t\troot * {site.static_root}",
+        "\t\t@exists file",
+        f'\t\theader @exists Cache-Control "{IMMUTABLE}"',
+        *_file_server(),
+    ]
+
+
+def _file_server() -> list[str]:
+    return ["\t\tfile_server {", f"\t\t\tprecompressed {PRECOMPRESSED}", "\t\t}"]
 
 
 def _maintenance(site: Site) -> list[str]:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
+
+from reconciler.errors import InputProblem
 
 Strategy = Literal["restart", "symlink-swap", "blue-green"]
 FrontendMode = Literal["static", "dev-server"]
@@ -92,6 +95,9 @@ class Frontend:
     image: str | None = None  # the frontend's own image (static files, or the dev server)
     digest: str | None = None
     image_root: str = "/app"
+    # Static mode: what Caddy does with the files (no process runs them; see render/caddyfile).
+    spa: bool = False  # a missing file is answered with /index.html: client-side routes reload
+    immutable_paths: tuple[str, ...] = ("/assets/*",)  # fingerprinted: cached for a year
 
 
 @dataclass(frozen=True)
@@ -111,6 +117,9 @@ class Health:
     passes: int = 2
     stable: float = 1.0
     expect_version: bool = True
+    # Where the answer names the version: ("json", "a.b") or ("header", "X-App-Version");
+    # None: anywhere (see reconciler/agent/version.py).
+    version_at: tuple[str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -135,6 +144,8 @@ class Data:
 @dataclass(frozen=True)
 class Proxy:
     site: str = ":80"
+    backend_paths: tuple[str, ...] = ("/api/*",)  # Caddy path patterns sent to the backend
+    private_paths: tuple[str, ...] = ()  # answered 404 through the site
     caddyfile: str = "/etc/caddy/Caddyfile"  # the main one; the app owns only its fragment
     maintenance: bool = False
     maintenance_page: str | None = None  # inside the release's static folder
@@ -221,6 +232,27 @@ class DesiredState:
     shared: tuple[str, ...] = ()  # folders kept once under <root>/shared, linked into releases
     notify: tuple[Webhook, ...] = ()
     registry_auth: RegistryAuth | None = None
+    # Where each field was written (path -> 1-based line, column), so a problem found later
+    # (an artifact at upload time, a --limit) is located like the loader's.
+    marks: Mapping[tuple[str | int, ...], tuple[int, int]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
+    # Settings that do nothing, found by the loader: reported, never refused.
+    warnings: tuple[InputProblem, ...] = field(default=(), compare=False, repr=False)
+
+    def problem(
+        self, field: str | tuple[str | int, ...], message: str, hint: str = "", *, warning: bool = False
+    ) -> InputProblem:
+        """A problem with a field (dotted, or a path), at the field or the nearest mapping
+        that holds it."""
+        path: tuple[str | int, ...] = tuple(field.split(".")) if isinstance(field, str) else field
+        shown = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path).lstrip(".")
+        while path and path not in self.marks:
+            path = path[:-1]
+        mark = self.marks.get(path)
+        line, column = (mark[0], mark[1]) if mark else (None, None)
+        severity = "warning" if warning else "error"
+        return InputProblem(str(self.file), line, column, shown, message, hint, severity)
 
     @property
     def is_fleet(self) -> bool:

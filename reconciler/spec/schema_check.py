@@ -8,7 +8,6 @@ has to be checked, and a verdict for bytes that passed is cached (schema_problem
 from __future__ import annotations
 
 import contextlib
-import difflib
 import hashlib
 import json
 from functools import cache
@@ -16,7 +15,8 @@ from pathlib import Path
 from typing import Any, cast
 
 from reconciler.errors import InputProblem
-from reconciler.spec.yaml_source import SourceDoc
+from reconciler.spec.synonyms import suggest
+from reconciler.spec.yaml_source import SourceDoc, dotted
 
 SCHEMA_FILE = Path(__file__).resolve().parent.parent / "schema" / "desired-state.schema.json"
 
@@ -107,8 +107,12 @@ def _explain(doc: SourceDoc, err: Any) -> list[InputProblem]:
     if kind == "required":
         have = err.instance if isinstance(err.instance, dict) else {}
         why = " (needed in dev-server mode)" if "then" in err.schema_path else ""
+        # Located at the mapping that should hold the field: that is where it is added.
+        where = f"under `{dotted(path)}:`" if path else "at the top level"
         return [
-            doc.problem(path, f"missing required field {name!r}{why}")
+            doc.problem(
+                (*path, name), f"missing required field {name!r}{why}", f"add `{name}:` {where}", at=path
+            )
             for name in err.validator_value
             if name not in have
         ]
@@ -118,17 +122,29 @@ def _explain(doc: SourceDoc, err: Any) -> list[InputProblem]:
         for key in err.instance:
             if key in known:
                 continue
-            close = difflib.get_close_matches(key, known, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            out.append(doc.problem((*path, key), f"unknown field{hint} (allowed here: {', '.join(known)})"))
+            allowed = f"allowed here: {', '.join(known)}"
+            guess = suggest(schema(), path, str(key))
+            hint = f"{guess} ({allowed})" if guess else allowed
+            out.append(doc.problem((*path, key), "unknown field", hint, key=True))
         return out
     if "propertyNames" in err.relative_schema_path:
         key = err.instance
-        return [doc.problem((*path, key), f"bad name {key!r}: expected {_expected(err)}")]
+        return [doc.problem((*path, key), f"bad name {key!r}", f"expected {_expected(err)}", key=True)]
     if kind == "if":
         return []  # the failing "then" branch reports the useful part
+    if kind == "uniqueItems" and isinstance(err.instance, list):
+        seen: list[Any] = []
+        for i, item in enumerate(err.instance):
+            if item in seen:
+                return [doc.problem((*path, i), f"{_describe(item)} is listed twice; list it once")]
+            seen.append(item)
     got = _describe(err.instance)
-    hint = ""
     if kind == "type" and "string" in str(err.validator_value) and isinstance(err.instance, (int, float)):
-        hint = " (YAML read it as a number or boolean; put it in quotes)"
-    return [doc.problem(path, f"expected {_expected(err)}; got {got}{hint}")]
+        return [
+            doc.problem(
+                path,
+                f"expected {_expected(err)}; got {got}",
+                "YAML read it as a number or boolean; put it in quotes",
+            )
+        ]
+    return [doc.problem(path, f"expected {_expected(err)}; got {got}")]

@@ -11,6 +11,8 @@ import shlex
 from typing import Any
 
 from reconciler.errors import InputProblem
+from reconciler.spec import paths
+from reconciler.spec.said import Said
 from reconciler.spec.yaml_source import Path_, SourceDoc, dotted
 
 # Characters that mean something to a shell but nothing to systemd's ExecStart: accepting
@@ -18,25 +20,26 @@ from reconciler.spec.yaml_source import Path_, SourceDoc, dotted
 SHELL_ONLY = set(";|&<>`$")
 
 
-def parse_command(text: str) -> tuple[list[str] | None, str | None]:
+def parse_command(text: str) -> tuple[list[str] | None, Said | None]:
     """Split a command line like a shell would split words, refusing shell-only syntax."""
     bad = sorted({c for c in text if c in SHELL_ONLY})
     if bad:
-        return None, (
+        return None, Said(
             f"contains {' '.join(repr(c) for c in bad)}: commands run without a shell, so shell "
-            "syntax does not work here; put it in a script inside the release"
+            "syntax does not work here",
+            "put it in a script inside the release",
         )
     if any(ord(c) < 32 or ord(c) == 127 for c in text):
-        return None, "contains a control character or line break"
+        return None, Said("contains a control character or line break", "write the command on one line")
     try:
         argv = shlex.split(text)
     except ValueError as exc:
-        return None, f"cannot split into words: {exc}"
+        return None, Said(f"cannot split into words: {exc}", "close the quote")
     if not argv:
-        return None, "is empty"
+        return None, Said("is empty", "give the program to run and its arguments")
     head = argv[0]
     if ".." in head.split("/"):
-        return None, f"program path {head!r} contains '..'; name a file inside the release"
+        return None, Said(f"program path {head!r} contains '..'", "name a file inside the release")
     return argv, None
 
 
@@ -71,11 +74,99 @@ def semantic_problems(doc: SourceDoc) -> list[InputProblem]:
         if isinstance(text, str):
             _argv, why = parse_command(text)
             if why:
-                problems.append(doc.problem(path, why))
+                problems.append(doc.problem(path, why.message, why.hint))
     problems.extend(_port_problems(doc))
     problems.extend(_strategy_problems(doc))
     problems.extend(_release_problems(doc))
+    problems.extend(_gate_problems(doc))
+    problems.extend(_route_problems(doc))
     return problems
+
+
+def _gate_problems(doc: SourceDoc) -> list[InputProblem]:
+    """A gate whose stable window or number of passes cannot fit in its timeout never passes:
+    every deploy would fail and roll back."""
+    health = _get(doc.data, "health")
+    if not isinstance(health, dict):
+        return []
+
+    def number(key: str, default: float) -> float | None:
+        value = health.get(key, default)
+        return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+    timeout, stable = number("timeout", 30), number("stable", 1)
+    passes, interval = number("passes", 2), number("interval", 0.25)
+    if timeout is None or stable is None or passes is None or interval is None:
+        return []
+    # Located at what was written: the timeout when it is, else the setting that needs the time.
+    if stable >= timeout:
+        at = ("health", "timeout") if "timeout" in health else ("health", "stable")
+        return [
+            doc.problem(
+                at,
+                f"the gate can never pass: it needs {stable:g} s of good answers (health.stable) "
+                f"within a timeout of {timeout:g} s",
+                "make health.timeout longer than health.stable",
+                at=at if at in doc.marks else ("health",),
+            )
+        ]
+    needs = (passes - 1) * interval
+    if needs >= timeout:
+        at = ("health", "timeout") if "timeout" in health else ("health", "passes")
+        return [
+            doc.problem(
+                at,
+                f"the gate can never pass: {passes:g} passes {interval:g} s apart take {needs:g} s, "
+                f"more than the timeout of {timeout:g} s",
+                "lower health.passes or health.interval, or make health.timeout longer",
+                at=at if at in doc.marks else ("health",),
+            )
+        ]
+    return []
+
+
+def _patterns(doc: SourceDoc, *path: str) -> list[tuple[Path_, str]]:
+    listed = _get(doc.data, *path)
+    if not isinstance(listed, list):
+        return []
+    return [((*path, i), p) for i, p in enumerate(listed) if isinstance(p, str)]
+
+
+def _route_problems(doc: SourceDoc) -> list[InputProblem]:
+    """Path lists that would hide what must stay reachable, or cache what must not be."""
+    out = []
+    health = _get(doc.data, "backend", "health")
+    health = health if isinstance(health, str) else "/health"
+    public = {p for _, p in _patterns(doc, "proxy", "backend_paths")}
+    for where, pattern in _patterns(doc, "proxy", "private_paths"):
+        if paths.matches(pattern, health):
+            out.append(
+                doc.problem(
+                    where,
+                    f"{pattern} hides the health path {health}, which always reaches the backend "
+                    "(monitors, and maintenance mode, rely on it); narrow or remove it",
+                )
+            )
+        elif pattern in public:
+            out.append(
+                doc.problem(
+                    where,
+                    f"{pattern} is also in proxy.backend_paths; a private path wins, so remove it "
+                    "from one list",
+                )
+            )
+    for where, pattern in _patterns(doc, "frontend", "immutable_paths"):
+        hit = next((p for p in ("/", "/index.html") if paths.matches(pattern, p)), None)
+        if hit:
+            out.append(
+                doc.problem(
+                    where,
+                    f"{pattern} matches {hit}: the page that names the fingerprinted files would be "
+                    "cached for a year and returning visitors would not see a deploy; list only "
+                    "where the fingerprinted files are, such as /assets/*",
+                )
+            )
+    return out
 
 
 def _site_port(site: str) -> int | None:
@@ -95,19 +186,35 @@ def _port_problems(doc: SourceDoc) -> list[InputProblem]:
     taken: dict[int, str] = {2019: "Caddy's admin endpoint"}
     if site_port:
         taken[site_port] = "the proxy site"
-    wanted: list[tuple[tuple[str, ...], object]] = [(("backend", "port"), backend_port)]
+    # (field, its port, where it is written: a defaulted colour port is set by backend.port)
+    wanted: list[tuple[tuple[str, ...], object, tuple[str, ...]]] = [
+        (("backend", "port"), backend_port, ("backend", "port"))
+    ]
     if _get(doc.data, "strategy") == "blue-green" and isinstance(backend_port, int):
         for colour, offset in (("blue", 1), ("green", 2)):
-            port = _get(doc.data, "blue_green", f"{colour}_port")
-            wanted.append((("blue_green", f"{colour}_port"), backend_port + offset if port is None else port))
+            path: tuple[str, ...] = ("blue_green", f"{colour}_port")
+            port = _get(doc.data, *path)
+            if port is None:
+                wanted.append((path, backend_port + offset, ("backend", "port")))
+            else:
+                wanted.append((path, port, path))
     if _get(doc.data, "frontend", "mode") == "dev-server":
-        wanted.append((("frontend", "dev_port"), _get(doc.data, "frontend", "dev_port")))
+        dev = ("frontend", "dev_port")
+        wanted.append((dev, _get(doc.data, *dev), dev))
     out: list[InputProblem] = []
-    for path, port in wanted:
+    for path, port, at in wanted:
         if not isinstance(port, int):
             continue
         if port in taken:
-            out.append(doc.problem(path, f"port {port} is already used by {taken[port]}"))
+            if at != path:
+                offset = port - backend_port if isinstance(backend_port, int) else 0
+                message = (
+                    f"defaults to backend.port + {offset} = {port}, which is already used by {taken[port]}"
+                )
+                hint = f"choose another backend.port, or set {dotted(path)}"
+            else:
+                message, hint = f"port {port} is already used by {taken[port]}", "choose another port"
+            out.append(doc.problem(path, message, hint, at=at))
         else:
             taken[port] = dotted(path)
     return out
@@ -119,7 +226,14 @@ def _release_problems(doc: SourceDoc) -> list[InputProblem]:
         return []
     out = []
     if "source" not in release and "image" not in release:
-        out.append(doc.problem(("release",), "give `source` (a release folder or .tar.gz) or `image`"))
+        out.append(
+            doc.problem(
+                ("release", "source"),
+                "no release to run",
+                "give `source` (a release folder or .tar.gz) or `image`",
+                at=("release",),
+            )
+        )
     frontend = _get(doc.data, "frontend")
     frontend = frontend if isinstance(frontend, dict) else {}
     dev_server = frontend.get("mode") == "dev-server"
@@ -127,28 +241,44 @@ def _release_problems(doc: SourceDoc) -> list[InputProblem]:
         out.append(
             doc.problem(
                 ("frontend", "mode"),
-                "an image release serves its frontend statically; dev-server mode needs a release "
-                "folder, or the dev server's own image in frontend.image",
+                "an image release serves its frontend statically",
+                "dev-server mode needs a release folder, or the dev server's own image in frontend.image",
             )
         )
     for key in ("digest", "image_root", "runtime"):
         if key in release and "image" not in release:
-            out.append(doc.problem(("release", key), "only means something together with release.image"))
+            out.append(
+                doc.problem(
+                    ("release", key),
+                    "only means something together with release.image",
+                    "remove it, or add release.image",
+                )
+            )
     for key in ("digest", "image_root"):
         if key in frontend and "image" not in frontend:
-            out.append(doc.problem(("frontend", key), "only means something together with frontend.image"))
+            out.append(
+                doc.problem(
+                    ("frontend", key),
+                    "only means something together with frontend.image",
+                    "remove it, or add frontend.image",
+                )
+            )
     if "image" in frontend and "image" not in release:
         out.append(
             doc.problem(
                 ("frontend", "image"),
-                "a frontend image needs a container runtime on the host: "
+                "a frontend image needs a container runtime on the host",
                 "give the backend's release.image too",
             )
         )
     pulled = ("image" in release and "source" not in release) or "image" in frontend
     if _get(doc.data, "registry_auth") is not None and not pulled:
         out.append(
-            doc.problem(("registry_auth",), "only means something for an image pulled from a registry")
+            doc.problem(
+                ("registry_auth",),
+                "only means something for an image pulled from a registry",
+                "remove it, or pull release.image (no release.source) or frontend.image",
+            )
         )
     return out
 
@@ -162,16 +292,16 @@ def _strategy_problems(doc: SourceDoc) -> list[InputProblem]:
         out.append(
             doc.problem(
                 ("backend", "command"),
-                "blue-green runs two backends on two ports: write {port} where the port goes, "
-                "e.g. `bin/backend --port {port}`",
+                "blue-green runs two backends on two ports, and this command names none",
+                "write {port} where the port goes, e.g. `bin/backend --port {port}`",
             )
         )
     if _get(doc.data, "data", "restore_on_rollback") is True:
         out.append(
             doc.problem(
                 ("data", "restore_on_rollback"),
-                "blue-green's two colours share the database, so restoring it under the warm one is "
-                "refused; snapshots still work",
+                "blue-green's two colours share the database, so restoring it under the warm one is refused",
+                "remove restore_on_rollback (snapshots still work), or use strategy symlink-swap",
             )
         )
     if _get(doc.data, "frontend", "mode") == "dev-server":
@@ -179,7 +309,8 @@ def _strategy_problems(doc: SourceDoc) -> list[InputProblem]:
             doc.problem(
                 ("frontend", "mode"),
                 "blue-green switches the static frontend together with the backend; dev-server mode "
-                "is for development hosts: use strategy restart or symlink-swap there",
+                "is for development hosts",
+                "use strategy restart or symlink-swap there, or frontend.mode: static",
             )
         )
     return out

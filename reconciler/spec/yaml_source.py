@@ -2,7 +2,9 @@
 
 PyYAML's loaders lose line numbers, silently keep the last of duplicate keys and expand
 aliases without limit. Desired-state files deserve better: every error names its line,
-a duplicate key is an error, and an alias bomb is refused before it expands.
+a duplicate key is an error, and an alias bomb is refused before it expands. A syntax error
+stops the reading (yaml_errors says it plainly); a duplicate key or a tag is noted in
+`SourceDoc.problems` and the reading goes on, so the other passes still report theirs.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any, Union
 import yaml
 
 from reconciler.errors import InputProblem, InvalidDesiredState
+from reconciler.spec.yaml_errors import explain
 
 try:  # libyaml is several times faster; pure Python is the fallback
     _ComposeLoader: type[yaml.SafeLoader] | type[yaml.CSafeLoader] = yaml.CSafeLoader
@@ -46,6 +49,8 @@ class SourceDoc:
     file: str
     data: Any
     marks: dict[Path_, Mark] = field(default_factory=dict)
+    keys: dict[Path_, Mark] = field(default_factory=dict)  # where each mapping key is written
+    problems: list[InputProblem] = field(default_factory=list)  # found while reading, not fatal
 
     def mark_of(self, path: Iterable[str | int]) -> Mark | None:
         """Where `path` starts, or its nearest ancestor when the path itself is absent."""
@@ -57,15 +62,30 @@ class SourceDoc:
                 return None
             p = p[:-1]
 
-    def problem(self, path: Iterable[str | int], message: str) -> InputProblem:
+    def problem(
+        self,
+        path: Iterable[str | int],
+        message: str,
+        hint: str = "",
+        *,
+        at: Iterable[str | int] | None = None,
+        warning: bool = False,
+        key: bool = False,
+    ) -> InputProblem:
+        """A problem with the field at `path`, located at `at` (default: the field itself, or
+        the nearest mapping that holds it when it is missing or defaulted); with `key`, at
+        the field's name rather than its value (an unknown field, a bad name)."""
         p = tuple(path)
-        mark = self.mark_of(p)
+        mark = self.keys.get(p) if key else None
+        mark = mark or self.mark_of(p if at is None else tuple(at))
         return InputProblem(
             file=self.file,
             line=mark[0] if mark else None,
             column=mark[1] if mark else None,
             field=dotted(p),
             message=message,
+            hint=hint,
+            severity="warning" if warning else "error",
         )
 
 
@@ -101,32 +121,31 @@ def parse(raw: bytes, file: str, *, verbatim: Callable[[Path_], bool] = lambda _
             )
         ) from None
     if "\x00" in text:
-        line = text.count("\n", 0, text.index("\x00")) + 1
-        raise _refused(InputProblem(file, line, None, "", "the file contains a NUL character"))
+        at = text.index("\x00")
+        line = text.count("\n", 0, at) + 1
+        column = at - (text.rfind("\n", 0, at) + 1) + 1
+        raise _refused(
+            InputProblem(file, line, column, "", "the file contains a NUL character", "save it as plain text")
+        )
 
     try:
         nodes = list(yaml.compose_all(text, Loader=_ComposeLoader))
     except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        what = " ".join(x for x in (exc.context, exc.problem) if x)
-        lines = text.splitlines()
-        if mark is not None and mark.line < len(lines) and "{" in lines[mark.line]:
-            what += ' (a value containing { or }, such as "bin/backend --port {port}", must be quoted)'
-        raise _refused(
-            InputProblem(
-                file,
-                mark.line + 1 if mark else None,
-                mark.column + 1 if mark else None,
-                "",
-                f"YAML syntax error: {what}",
-            )
-        ) from None
+        plain = explain(exc, text)
+        raise _refused(InputProblem(file, plain.line, plain.column, "", plain.message, plain.hint)) from None
     except yaml.YAMLError as exc:
         raise _refused(InputProblem(file, None, None, "", f"YAML error: {exc}")) from None
 
     if not nodes:
         raise _refused(
-            InputProblem(file, 1, 1, "", "the file is empty; expected a mapping such as `app: myapp`")
+            InputProblem(
+                file,
+                1,
+                1,
+                "",
+                "the file is empty",
+                "write a mapping such as `app: myapp` (`reconcile init` writes one)",
+            )
         )
     if len(nodes) > 1:
         mark = nodes[1].start_mark
@@ -148,9 +167,17 @@ class _Builder:
         self.count = 0
         self.constructor = yaml.constructor.SafeConstructor()
 
-    def refuse(self, node: yaml.Node, path: Path_, message: str) -> InvalidDesiredState:
+    def refuse(self, node: yaml.Node, path: Path_, message: str, hint: str = "") -> InvalidDesiredState:
+        return _refused(self.located(node, path, message, hint))
+
+    def located(self, node: yaml.Node, path: Path_, message: str, hint: str = "") -> InputProblem:
         m = node.start_mark
-        return _refused(InputProblem(self.doc.file, m.line + 1, m.column + 1, dotted(path), message))
+        return InputProblem(self.doc.file, m.line + 1, m.column + 1, dotted(path), message, hint)
+
+    def note(self, node: yaml.Node, path: Path_, message: str, hint: str = "") -> None:
+        """A problem that does not stop the reading: the value is left out and the passes
+        after this one report what they find in the rest."""
+        self.doc.problems.append(self.located(node, path, message, hint))
 
     def build(self, node: yaml.Node, path: Path_) -> Any:
         self.count += 1
@@ -164,7 +191,8 @@ class _Builder:
         if isinstance(node, yaml.ScalarNode):
             return self.scalar(node, path)
         if node.tag not in _SCALAR_TAGS | _COLLECTION_TAGS:
-            raise self.refuse(node, path, f"unsupported YAML tag {node.tag!r}; use plain values")
+            self.note(node, path, f"unsupported YAML tag {node.tag!r}", "use plain values")
+            return None
         if isinstance(node, yaml.SequenceNode):
             return [self.build(child, (*path, i)) for i, child in enumerate(node.value)]
         if isinstance(node, yaml.MappingNode):
@@ -173,7 +201,8 @@ class _Builder:
 
     def scalar(self, node: yaml.ScalarNode, path: Path_) -> Any:
         if node.tag not in _SCALAR_TAGS:
-            raise self.refuse(node, path, f"unsupported YAML tag {node.tag!r}; use plain values")
+            self.note(node, path, f"unsupported YAML tag {node.tag!r}", "use plain values")
+            return None
         if self.verbatim(path):
             # Plain scalars are kept as written; `KEY:` with nothing after it is "".
             return node.value
@@ -193,11 +222,16 @@ class _Builder:
             key = key_node.value
             if key in seen:
                 first = seen[key].start_mark.line + 1
-                raise self.refuse(
-                    key_node, (*path, key), f"duplicate key {key!r} (first defined on line {first})"
+                self.note(
+                    key_node,
+                    (*path, key),
+                    f"duplicate key {key!r} (first defined on line {first})",
+                    "keep one of them: YAML tools disagree on which one counts",
                 )
+                continue
             seen[key] = key_node
             child_path = (*path, key)
+            self.doc.keys[child_path] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
             # A scalar is located at its value, a nested block at its key's line.
             at = value_node if isinstance(value_node, yaml.ScalarNode) else key_node
             self.doc.marks[child_path] = (at.start_mark.line + 1, at.start_mark.column + 1)

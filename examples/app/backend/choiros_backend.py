@@ -10,30 +10,39 @@ Runs on a bare Debian server with only ``python3`` (3.9+) installed.
   directory that holds ``bin/``), found from this file's real path.
 * A ``FAULT`` file at the release root (baked in at build time) injects a fault
   for tests: ``health-500``, ``crash`` or ``slow-start``.
+* ``/ws`` is a websocket (RFC 6455, on the standard library): it greets with the
+  release version and echoes every text message with it, so a client sees which
+  release answers.
+* ``/-/versions.json`` answers in Datasette's shape (the version nested under the
+  app's name), for health gates that must find it there.
 
-SIGTERM and SIGINT stop accepting connections, let in-flight requests finish,
-and exit 0.
+SIGTERM and SIGINT stop accepting connections, close open websockets with 1001
+("going away"), let in-flight requests finish, and exit 0.
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
+import hashlib
 import json
 import os
+import platform
 import signal
 import socket
 import socketserver
 import sqlite3
+import struct
 import sys
 import threading
 import time
 import traceback
-from contextlib import closing
+from contextlib import closing, suppress
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, BinaryIO
 from urllib.parse import urlsplit
 
 APP_NAME = "choiros"
@@ -53,6 +62,11 @@ MAX_NOTE_CHARS = 10_000
 CORS_ALLOW_METHODS = "GET, POST, OPTIONS"
 CORS_ALLOW_HEADERS = "Content-Type"
 CORS_MAX_AGE = "600"
+
+WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455, section 1.3
+WS_MAX_MESSAGE = 64 * 1024
+WS_CLOSE_WAIT = 2.0  # seconds a peer gets to answer our close frame at shutdown
+OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -184,6 +198,112 @@ def add_note(database_path: Path, text: str) -> dict[str, Any]:
     return {"id": note_id, "text": text, "created_at": created_at}
 
 
+# --------------------------------------------------------------------------- websocket
+
+
+class WebSocketClosed(Exception):
+    """The connection ended: a close frame (its code), or the socket went away (1006)."""
+
+    def __init__(self, code: int, reason: str = "") -> None:
+        super().__init__(f"{code} {reason}".strip())
+        self.code = code
+        self.reason = reason
+
+
+def websocket_accept(key: str) -> str:
+    """Sec-WebSocket-Accept for a client's Sec-WebSocket-Key (RFC 6455, section 4.2.2)."""
+    return base64.b64encode(hashlib.sha1((key + WS_GUID).encode("ascii")).digest()).decode("ascii")
+
+
+class WebSocket:
+    """The server side of one websocket: frames read from the client (masked, possibly
+    fragmented) and written to it (unmasked). Writes take a lock: shutdown may send a close
+    frame from another thread while a handler is echoing."""
+
+    def __init__(self, sock: socket.socket, reader: BinaryIO) -> None:
+        self.sock = sock
+        self.reader = reader
+        self.lock = threading.Lock()
+        self.closing = False
+
+    def _read(self, n: int) -> bytes:
+        data = self.reader.read(n)
+        if len(data) != n:
+            raise WebSocketClosed(1006, "connection lost")
+        return data
+
+    def _frame(self) -> tuple[bool, int, bytes]:
+        first, second = self._read(2)
+        length = second & 0x7F
+        if length == 126:
+            (length,) = struct.unpack("!H", self._read(2))
+        elif length == 127:
+            (length,) = struct.unpack("!Q", self._read(8))
+        if not second & 0x80:
+            # RFC 6455 5.1: a server must close on an unmasked frame. Caddy 2.6.2 sends its
+            # close frame unmasked when a reload ends a proxied socket; a Rust backend on
+            # tungstenite refuses it the same way.
+            what = "close frame" if first & 0x0F == OP_CLOSE else "frame"
+            self.close(1002, "client frames must be masked")
+            raise WebSocketClosed(1002, f"unmasked {what}")
+        if length > WS_MAX_MESSAGE:
+            self.close(1009, "message too big")
+            raise WebSocketClosed(1009, "message too big")
+        mask = self._read(4)
+        payload = bytes(b ^ mask[i % 4] for i, b in enumerate(self._read(length)))
+        return bool(first & 0x80), first & 0x0F, payload
+
+    def receive(self) -> tuple[int, bytes]:
+        """The next message (opcode, payload); pings are answered on the way."""
+        parts: list[bytes] = []
+        opcode = OP_CONT
+        while True:
+            fin, op, payload = self._frame()
+            if op == OP_PING:
+                self.send(OP_PONG, payload)
+                continue
+            if op == OP_PONG:
+                continue
+            if op == OP_CLOSE:
+                code = struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else 1005
+                raise WebSocketClosed(code, payload[2:].decode("utf-8", "replace"))
+            if op != OP_CONT:
+                opcode = op
+            parts.append(payload)
+            if sum(map(len, parts)) > WS_MAX_MESSAGE:
+                self.close(1009, "message too big")
+                raise WebSocketClosed(1009, "message too big")
+            if fin:
+                return opcode, b"".join(parts)
+
+    def send(self, opcode: int, payload: bytes) -> None:
+        n = len(payload)
+        if n < 126:
+            head = struct.pack("!BB", 0x80 | opcode, n)
+        elif n < 1 << 16:
+            head = struct.pack("!BBH", 0x80 | opcode, 126, n)
+        else:
+            head = struct.pack("!BBQ", 0x80 | opcode, 127, n)
+        with self.lock:
+            self.sock.sendall(head + payload)
+
+    def send_text(self, text: str) -> None:
+        self.send(OP_TEXT, text.encode("utf-8"))
+
+    def close(self, code: int, reason: str = "") -> None:
+        """Send a close frame once; the peer answers with its own and the handler ends."""
+        if self.closing:
+            return
+        self.closing = True
+        with suppress(OSError):
+            self.send(OP_CLOSE, struct.pack("!H", code) + reason.encode("utf-8")[:120])
+
+    def drop(self) -> None:
+        """End the connection now (the peer did not answer our close frame in time)."""
+        with suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
+
+
 # --------------------------------------------------------------------------- HTTP
 
 
@@ -209,7 +329,26 @@ class Server(ThreadingHTTPServer):
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
         self.config = config
+        self.websockets: set[WebSocket] = set()
+        self.websockets_lock = threading.Lock()
         super().__init__(address, Handler)
+
+    def close_websockets(self, wait: float = WS_CLOSE_WAIT) -> None:
+        """Close every open websocket with 1001 "going away": clients that reconnect reach
+        whatever serves next. A peer that does not answer within `wait` is cut."""
+        with self.websockets_lock:
+            open_now = list(self.websockets)
+        for ws in open_now:
+            ws.close(1001, "server shutting down")
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            with self.websockets_lock:
+                if not self.websockets:
+                    return
+            time.sleep(0.02)
+        with self.websockets_lock:
+            for ws in self.websockets:
+                ws.drop()
 
     def server_bind(self) -> None:
         # HTTPServer.server_bind() calls socket.getfqdn(): no reverse DNS for us.
@@ -336,7 +475,22 @@ class Handler(BaseHTTPRequestHandler):
 
     def _route(self, method: str, path: str) -> None:
         get_like = method in ("GET", "HEAD")
-        if path == "/health":
+        if path == "/ws":
+            if method != "GET":
+                raise_method_not_allowed("GET")
+            self._websocket()
+        elif path == "/-/versions.json":
+            if not get_like:
+                raise_method_not_allowed("GET, HEAD")
+            self._send_json(
+                HTTPStatus.OK,
+                {
+                    APP_NAME: {"version": self.config.version},
+                    "python": {"version": platform.python_version()},
+                    "sqlite": {"version": sqlite3.sqlite_version},
+                },
+            )
+        elif path == "/health":
             if not get_like:
                 raise_method_not_allowed("GET, HEAD")
             self._health()
@@ -362,6 +516,45 @@ class Handler(BaseHTTPRequestHandler):
             )
             return
         self._send_json(HTTPStatus.OK, {"status": "ok", "version": self.config.version})
+
+    def _websocket(self) -> None:
+        """Upgrade to a websocket: greet with the version, echo every text message with it."""
+        key = self.headers.get("Sec-WebSocket-Key", "")
+        upgrade = self.headers.get("Upgrade", "").lower()
+        if upgrade != "websocket" or not key or self.headers.get("Sec-WebSocket-Version") != "13":
+            raise RequestError(HTTPStatus.BAD_REQUEST, "expected a websocket upgrade (RFC 6455, version 13)")
+        self.protocol_version = "HTTP/1.1"  # a 101 answer is HTTP/1.1
+        self.send_response(HTTPStatus.SWITCHING_PROTOCOLS)
+        self.send_header("Upgrade", "websocket")
+        self.send_header("Connection", "Upgrade")
+        self.send_header("Sec-WebSocket-Accept", websocket_accept(key))
+        self.send_header("X-Choiros-Version", self.config.version)
+        self.end_headers()
+        self.wfile.flush()
+        self.close_connection = True
+        self.connection.settimeout(None)  # an idle websocket is not a stalled request
+        ws = WebSocket(self.connection, self.rfile)
+        server = self.server
+        with server.websockets_lock:
+            server.websockets.add(ws)
+        version = self.config.version
+        try:
+            ws.send_text(json.dumps({"hello": APP_NAME, "version": version}))
+            while True:
+                opcode, payload = ws.receive()
+                if opcode == OP_TEXT:
+                    ws.send_text(json.dumps({"version": version, "echo": payload.decode("utf-8", "replace")}))
+                elif opcode == OP_BINARY:
+                    ws.send(OP_BINARY, payload)
+        except WebSocketClosed as closed:
+            log(f"websocket from {self.client_address[0]} closed: {closed.code} {closed.reason}".rstrip())
+            if closed.code != 1006:
+                ws.close(closed.code if closed.code not in (1005, 1006) else 1000)
+        except OSError as exc:
+            log(f"websocket from {self.client_address[0]} lost: {exc}")
+        finally:
+            with server.websockets_lock:
+                server.websockets.discard(ws)
 
     def _create_note(self) -> None:
         payload = self._read_json_body()
@@ -535,6 +728,7 @@ def main(argv: list[str] | None = None) -> int:
 
     sd_notify("STOPPING=1")
     server.shutdown()  # stop accepting
+    server.close_websockets()  # their handlers would hold server_close() below forever
     server.server_close()  # close the socket, wait for in-flight requests
     serve_thread.join(timeout=5)
     if exit_code == EXIT_OK:

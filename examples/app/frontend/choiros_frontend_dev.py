@@ -165,6 +165,10 @@ class Handler(BaseHTTPRequestHandler):
             self._send_json(HTTPStatus.OK, {"status": "ok", "mode": MODE_DEV_SERVER, "version": version})
             return
         target = self._resolve(path)
+        if target is None and "." not in unquote(path).rsplit("/", 1)[-1] and ".." not in unquote(path):
+            # A client-side route (/settings): the app's page, as Caddy answers it with
+            # frontend.spa; a missing file (with an extension) stays a 404.
+            target = self._resolve("/index.html")
         if target is None:
             self._send_json(HTTPStatus.NOT_FOUND, {"error": "not found", "path": path})
             return

@@ -143,7 +143,7 @@ class SingleSlot:
         names = [n for n in (d.backend_unit, d.frontend_unit) if observed.unit(n).is_active]
         gate = units.backend_gate(d, d.backend_unit, d.backend.port, version)
         if version not in observed.releases:  # not one of ours: it names no version we know
-            gate = replace(gate, expect_version=None)
+            gate = replace(gate, expect_version=None, version_at=None)
             version = f"the setup found on the host ({backend.cwd})"
         return good.baseline(
             d,

@@ -1,9 +1,11 @@
-// choiros frontend: shows the backend version and the notes, adds notes.
-// Only relative URLs: the page and the API share one origin (Caddy routes /api/* to the backend).
+// choiros frontend: a single-page app. Shows the backend version and the notes, adds notes,
+// and keeps a websocket open to the backend. Only same-origin URLs: Caddy routes /api/*,
+// /ws and the health path to the backend, everything else to these files.
 "use strict";
 
 const API_VERSION_URL = "/api/version";
 const API_NOTES_URL = "/api/notes";
+const LIVE_PATH = "/ws";
 
 function setText(id, text) {
   const el = document.getElementById(id);
@@ -69,8 +71,49 @@ async function addNote(event) {
   }
 }
 
+// The client-side router: the server answers every page path with this same index.html
+// (frontend.spa), and the path decides which section shows.
+function showPage(path) {
+  const sections = Array.from(document.querySelectorAll("[data-page]"));
+  const shown = sections.some((s) => s.dataset.page === path) ? path : "/";
+  for (const section of sections) {
+    section.hidden = section.dataset.page !== shown;
+  }
+}
+
+function navigate(event) {
+  const link = event.target.closest("a[data-route]");
+  if (!link) return;
+  event.preventDefault();
+  history.pushState(null, "", link.getAttribute("href"));
+  showPage(location.pathname);
+}
+
+// A deploy closes open websockets (a Caddy reload closes every proxied one, a restarted
+// backend closes its own): reconnect, waiting a little longer after each failure.
+function connectLive(delay) {
+  const scheme = location.protocol === "https:" ? "wss:" : "ws:";
+  const socket = new WebSocket(scheme + "//" + location.host + LIVE_PATH);
+  socket.onopen = () => {
+    delay = 250;
+  };
+  socket.onmessage = (event) => {
+    const message = JSON.parse(event.data);
+    setText("live", "connected to release " + message.version);
+  };
+  socket.onclose = () => {
+    setText("live", "reconnecting…");
+    const next = Math.min(delay * 2, 10000);
+    setTimeout(() => connectLive(next), delay + Math.random() * delay);
+  };
+}
+
 document.addEventListener("DOMContentLoaded", () => {
   document.getElementById("note-form").addEventListener("submit", addNote);
+  document.addEventListener("click", navigate);
+  window.addEventListener("popstate", () => showPage(location.pathname));
+  showPage(location.pathname);
   loadVersion();
   loadNotes();
+  connectLive(250);
 });
