@@ -10,9 +10,11 @@ from types import MappingProxyType
 
 import pytest
 
+from reconciler.agent.transient import own_state_folder, transient_argv
 from reconciler.errors import InvalidDesiredState
 from reconciler.observe.snapshot import Observed, UserState
 from reconciler.plan.actions import LoadImage, MakeShared, Plan, PullFrontend, RunTask, Systemctl, WriteFile
+from reconciler.plan.oneoff import NotRunnable, one_off
 from reconciler.plan.planner import plan
 from reconciler.render import units
 from reconciler.spec.load import load_bytes
@@ -191,12 +193,31 @@ def test_a_release_task_in_a_container_runs_as_the_user_with_the_hosts_runtime(r
     task = next(a for a in plan(d, host_with(runtime)).actions if isinstance(a, RunTask))
     assert task.container[0] == f"/usr/bin/{runtime}" and "--user=998:997" in task.container
     assert "--volume=/var/lib/choiros:/var/lib/choiros" in task.container
-    assert task.state == "/var/lib/choiros", "made as systemd would before the container binds it"
-    assert task.user == "choiros"
+    assert task.user == "choiros" and task.state_directory == "choiros"
+    # Its transient unit has no User= (the runtime runs as root): a StateDirectory= there would
+    # hand the folder to root, so the agent makes it for the user before starting the task.
+    wire = task.wire()
+    assert own_state_folder(wire) == "/var/lib/choiros"
+    assert not any(w.startswith("--property=StateDirectory") for w in transient_argv(wire, "unit"))
     root = next(
         a for a in plan(desired(image=True, tasks=tasks), host_with()).actions if isinstance(a, RunTask)
     )
-    assert not any(w.startswith("--user") for w in root.container) and root.state == "/var/lib/choiros"
+    assert not any(w.startswith("--user") for w in root.container)
+    assert own_state_folder(root.wire()) is None
+    assert "--property=StateDirectory=choiros" in transient_argv(root.wire(), "unit")
+
+
+def test_exec_in_an_image_runs_as_the_user_and_needs_the_account() -> None:
+    d = with_user(desired(image=True))
+    host = ModelHost(host_with())
+    host.run(plan(d, host.snapshot()))
+    command = one_off(d, host.snapshot(), ("python3", "-c", "print(1)"))
+    assert "--user=998:997" in command.container and command.user == "choiros"
+    assert own_state_folder(dict(command.wire())) == "/var/lib/choiros"
+    gone = replace(host.snapshot(), users=MappingProxyType({"choiros": None}))
+    with pytest.raises(NotRunnable) as exc:
+        one_off(d, gone, ("true",))
+    assert "backend.user 'choiros' does not exist" in exc.value.message and "useradd" in exc.value.hint
 
 
 def test_backend_user_with_an_image_is_accepted() -> None:

@@ -6,6 +6,7 @@ only what uses it."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -14,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests import registry as reg
+from tests import workflows
 from tests.deploying import REPO, Project, unit_pid
 from tests.testhost import TestHost, ensure_rootfs
 
@@ -127,11 +129,15 @@ def test_ci_job_builds_pushes_both_images_and_deploys_them_by_digest(
     project: Project, registry: reg.Registry, tmp_path: Path
 ) -> None:
     """examples/ci: push-images.sh builds both images, pushes them and pins their digests in
-    the desired-state file; deploy.sh then deploys that file, pulling by digest."""
+    the desired-state file; the deploy step of github-actions-containers.yml, run from the
+    workflow file with the env it sets, then deploys that file, pulling by digest. (The images
+    step itself pushes to GHCR, which this machine cannot reach: its script is run here with
+    the test registry instead.)"""
     host = project.host
-    state = tmp_path / "desired-state.containers.yaml"
-    text = (REPO / "examples" / "ci" / "desired-state.containers.yaml").read_text()
-    state.write_text(text.replace("ssh://root@203.0.113.10", host.ssh_target))
+    repo = tmp_path / "repo"
+    shutil.copytree(REPO / "examples" / "ci", repo / "examples" / "ci")
+    state = repo / "examples" / "ci" / "desired-state.containers.yaml"
+    state.write_text(state.read_text().replace("ssh://root@203.0.113.10", host.ssh_target))
     env = dict(
         os.environ,
         PYTHONPATH=str(REPO),
@@ -139,7 +145,7 @@ def test_ci_job_builds_pushes_both_images_and_deploys_them_by_digest(
         DESIRED_STATE=str(state),
         IMAGE_RUNTIME_ROOT=str(ensure_rootfs()),
         REGISTRY_CERT_DIR=str(registry.folder / "certs"),
-        REGISTRY_USER=reg.USER,  # to push, and for the host's pull through registry_auth
+        REGISTRY_USER=reg.USER,
         REGISTRY_PASSWORD=reg.PASSWORD,
     )
     push = subprocess.run(
@@ -151,18 +157,14 @@ def test_ci_job_builds_pushes_both_images_and_deploys_them_by_digest(
     pinned = state.read_text()
     assert 'version: "3.1.4"' in pinned and "0" * 64 not in pinned
     assert f"image: {registry.address}/ci/choiros-frontend:3.1.4" in pinned
-    deploy = subprocess.run(
-        [str(REPO / "examples" / "ci" / "deploy.sh")],
-        env=dict(
-            env,
-            BUILD=":",
-            DEPLOY_SSH_KEY=host.key_path.read_text(),
-            DEPLOY_KNOWN_HOSTS=host.known_hosts.read_text(),
-            RECONCILE=f"{sys.executable} -m reconciler",
-        ),
-        cwd=tmp_path, capture_output=True, text=True, check=False, timeout=300,
-    )  # fmt: skip
-    assert deploy.returncode == 0, deploy.stdout + deploy.stderr
+    contexts = {
+        "secrets": {"DEPLOY_SSH_KEY": host.key_path.read_text(), "REGISTRY_PULL_TOKEN": reg.PASSWORD},
+        "vars": {"DEPLOY_KNOWN_HOSTS": host.known_hosts.read_text(), "REGISTRY_PULL_USER": reg.USER},
+        "github": {"repository_owner": "acme"},
+    }
+    step = workflows.step("github-actions-containers.yml", "deploy", "Plan and deploy the pinned images")
+    deploy = workflows.run(step, contexts, workspace=repo, runner_temp=tmp_path / "runner")
+    assert deploy.rc == 0, deploy.stdout + deploy.stderr
     assert "== deploy" in deploy.stdout and reg.PASSWORD not in deploy.stdout + deploy.stderr
     page = host.http("/", timeout=5).text
     assert "choiros 3.1.4" in page and '"3.1.4"' in host.http("/api/version", timeout=5).text

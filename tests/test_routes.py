@@ -132,7 +132,7 @@ def test_settings_are_read() -> None:
             "health: {version_at: {text: a}}\n",
             "health.version_at.text",
             7,
-            29,
+            23,
             "unknown field; allowed here: header, json",
         ),
     ],

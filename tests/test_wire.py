@@ -108,6 +108,12 @@ class Recorder:
         self.requests.append(wire)
         return {"event": "error", "error": "recorded", "code": "test"}
 
+    def attach(self, request: dict[str, Any]) -> int:
+        wire = json.loads(json.dumps(request))
+        protocol.check_request(wire)
+        self.requests.append(wire)
+        return 0
+
     def cancel(self) -> None:
         pass
 
@@ -197,3 +203,23 @@ def test_pause_resume_and_note_requests_pass_the_agents_check() -> None:
         hostrecords.add_notes(recorder, d, [note])
     assert [r["op"] for r in recorder.requests] == ["pause", "pause", "pause", "note"]
     assert recorder.requests[2]["pause"] is None  # resume
+
+
+def test_logs_and_exec_requests_pass_the_agents_check() -> None:
+    from reconciler.engine import logs, oneoff
+    from reconciler.plan.oneoff import OneOff
+
+    recorder = Recorder()
+    d = desired("1.0.0", image=True)
+    for follow, lines, since in ((False, None, None), (True, 0, "10 min ago")):
+        request = logs.logs_request(d, ["backend"], follow=follow, lines=lines, since=since, all_fields=True)
+        with pytest.raises(HostError):
+            logs.read(recorder, request, print)
+    command = OneOff(
+        "1.0.0", ("sqlite3", "db"), "/", "/etc/choiros/backend.env", None, "choiros", ("podman",)
+    )
+    assert oneoff.run(d, recorder, command, interactive=True, tty=False) == 0
+    assert [r["op"] for r in recorder.requests] == ["logs", "logs", "exec"]
+    # an exec request sent the way every other one travels is refused: its stdin is the user's
+    answer = handle(recorder.requests[-1], None, lambda e: None)
+    assert answer["event"] == "error" and "attached" in answer["error"]

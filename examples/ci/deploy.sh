@@ -30,6 +30,9 @@ ssh=(-i "$ssh_dir/key" --known-hosts "$ssh_dir/known_hosts")
 # Reproducible builds: file times come from the commit, so the same commit builds the same
 # bytes (and sha256), and a new commit gives the frontend's files new times (so new ETags).
 export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || echo 0)}
+# The file is checked before anything is built (offline: the artifact does not exist yet), and
+# an invalid one prints its problems, each at its file:line:column.
+$reconcile validate --offline -f "$file" >&2 || exit 1
 version=$($reconcile validate --offline -f "$file" --json | python3 -c 'import json, sys; print(json.load(sys.stdin)["version"])')
 echo "== building release $version"
 $build "$version"

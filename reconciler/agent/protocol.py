@@ -87,9 +87,9 @@ ACTIONS: dict[str, dict[str, str]] = {
         "timeout": "num",
         "user": "str?",
         "container": "list",
-        "state": "str?",
         "database": "str?",
         "snapshot": "str?",
+        "state_directory": "str?",
     },
     "daemon_reload": {"unless_clean": "list"},
     "set_symlink": {"path": "str", "target": "str"},
@@ -157,6 +157,24 @@ REQUESTS: dict[str, dict[str, str]] = {
     "pause": {"state": "str", "pause": "dict?", "holder": "dict", "lock_timeout": "num"},
     # Records appended to the host's history (notification outcomes), under the host lock.
     "note": {"state": "str", "records": "list", "lock_timeout": "num"},
+    # `reconcile logs`: journalctl on these units, streamed as {"event": "log", "line"} events.
+    "logs": {"units": "list", "follow": "bool", "lines": "int?", "since": "str?", "all_fields": "bool"},
+    # `reconcile exec`: run attached to the caller's stdio (agent/attach.py), not as a request
+    # on stdin; run_task's fields say how the process runs, `who` is recorded in the history.
+    "exec": {
+        "state": "str",
+        "app": "str",
+        "release": "str",
+        "argv": "list",
+        "workdir": "str",
+        "env_file": "str",
+        "user": "str?",
+        "state_directory": "str?",
+        "container": "list",
+        "interactive": "bool",
+        "tty": "bool",
+        "who": "str",
+    },
 }
 
 _TYPES: dict[str, tuple[type, ...]] = {

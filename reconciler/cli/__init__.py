@@ -15,7 +15,8 @@ from reconciler import __version__
 from reconciler.errors import ReconcilerError
 
 # Kept here, not imported from hostcmds: deciding which parser to use must stay cheap.
-SUBCOMMANDS = ("status", "validate", "init", "pause", "resume", "maintenance")
+SUBCOMMANDS = ("status", "validate", "init", "pause", "resume", "maintenance", "logs", "exec", "render")
+DAY_TWO = ("logs", "exec", "render")
 
 EPILOG = """\
 examples:
@@ -30,6 +31,11 @@ examples:
   reconcile maintenance on --reason "db repair"   answer 503 with a maintenance page; `off` ends it
   reconcile pause --reason TEXT       stop every run from changing the host (an incident)
   reconcile resume                    let runs converge it again
+  reconcile logs -f backend           follow the backend's journal (every host of a fleet)
+  reconcile exec -- sqlite3 /var/lib/choiros/choiros.db   a one-off command as the backend runs
+  reconcile render --to out/          the files a desired state writes, without a host
+
+each subcommand has its own --help (e.g. reconcile exec --help).
 
 exit codes: 0 converged / nothing to do, 1 error, 2 changes pending (--dry-run),
             3 release failed and was rolled back, or is quarantined,
@@ -38,9 +44,17 @@ docs: the README and schemas/desired-state.schema.json describe every field.
 """
 
 
-def _common(p: argparse.ArgumentParser) -> None:
+def _common(
+    p: argparse.ArgumentParser,
+    *,
+    short_file: bool = True,
+    short_identity: bool = True,
+    json_help: str | None = "print one JSON object on stdout",
+) -> None:
+    """The options every command shares. `logs` takes -f for --follow and `exec` -i for
+    --interactive, as journalctl and docker do; there the file and key have long names only."""
     p.add_argument(
-        "-f",
+        *(["-f"] if short_file else []),
         "--file",
         default=os.environ.get("RECONCILER_FILE", "desired-state.yaml"),
         help="the desired-state file (default: ./desired-state.yaml, or $RECONCILER_FILE)",
@@ -55,9 +69,15 @@ def _common(p: argparse.ArgumentParser) -> None:
         metavar="HOST|GROUP",
         help="act only on these hosts or groups of a fleet (repeatable, or comma-separated)",
     )
-    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    if json_help is not None:
+        p.add_argument("--json", action="store_true", help=json_help)
     p.add_argument(
-        "-i", "--identity", action="append", default=[], metavar="KEY", help="SSH private key (repeatable)"
+        *(["-i"] if short_identity else []),
+        "--identity",
+        action="append",
+        default=[],
+        metavar="KEY",
+        help="SSH private key (repeatable)",
     )
     p.add_argument("--known-hosts", metavar="FILE", help="known_hosts file (default: ~/.ssh/known_hosts)")
     p.add_argument(
@@ -148,7 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=60.0,
         metavar="SECONDS",
-        help="how often --follow fetches (default 60)",
+        help="how often --follow fetches (default 60; SIGHUP fetches at once)",
     )
     w.add_argument(
         "--metrics-listen",
@@ -176,6 +196,10 @@ def main(argv: list[str] | None = None) -> int:
         args.json = args.json or args.format == "json"
         args.markdown = args.format == "markdown" and not args.json
     try:
+        if subcommand in DAY_TWO:
+            from reconciler.cli.daytwo import run
+
+            return run(subcommand, args_list[1:], _common)
         if subcommand:
             from reconciler.cli.hostcmds import run_subcommand
 

@@ -205,6 +205,12 @@ def _history_line(r: dict[str, Any]) -> str:
     if kind in ("pause", "resume"):
         why = f": {r['reason']}" if r.get("reason") else ""
         return f"{when}  {kind + 'd':<11} by {r.get('user', '?')}{why}"
+    if kind == "exec":
+        import shlex
+
+        ended = f"exit {r['exit']}" if r.get("exit") is not None else str(r.get("error") or r.get("result"))
+        command = shlex.join(str(w) for w in r.get("command") or [])
+        return f"{when}  exec        by {r.get('user', '?')} in {r.get('release', '?')}: {command} ({ended})"
     if kind == "notify":
         outcome = "delivered" if r.get("ok") else f"NOT delivered ({r.get('error', '?')})"
         what = f"{r.get('event', '?')} to {r.get('webhook', '?')}"

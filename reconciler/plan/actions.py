@@ -203,9 +203,11 @@ class RunTask(Action):
     timeout: float
     user: str | None = None
     container: tuple[str, ...] = ()  # for an image: the `podman run` words before argv
-    state: str | None = None  # for an image: the state folder it binds, made first as systemd would
     database: str | None = None  # restored from `snapshot` when a before_switch task fails
     snapshot: str | None = None
+    # The backend's StateDirectory=: systemd makes /var/lib/<it> and gives it to `user`, as it
+    # does when the backend starts, which on a first deploy is only after its migrations.
+    state_directory: str | None = None
     kind: ClassVar[str] = "run_task"
     label: ClassVar[str] = "task"
 
