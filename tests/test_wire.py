@@ -21,6 +21,7 @@ from reconciler.errors import HostError
 from reconciler.executors.base import Payload
 from reconciler.observe.snapshot import GateParams
 from reconciler.plan import actions as actions_module
+from reconciler.plan import manual
 from reconciler.plan.actions import Action, Plan, RecordMaintenance
 from reconciler.plan.planner import plan
 from tests.model_host import ModelHost
@@ -145,6 +146,17 @@ def _plans() -> list[tuple[Any, Plan]]:
         p = plan(d, host.snapshot())
         out.append((d, p))
         host.run(p)
+    # A rollback by hand (it records a hold), then a new file, whose run ends the hold.
+    last = desired("6.0.0", image=True, keep=1, frontend_image="localhost/choiros-frontend:3")
+    choice = manual.choose(last, host.snapshot(), None)
+    assert choice.target is not None, choice.error
+    back = manual.plan_rollback(
+        last, host.snapshot(), choice.target, manual.Request(None, "ops@laptop", "bad")
+    )
+    out.append((last, back))
+    host.run(back)
+    moved = desired("7.0.0", image=True, keep=2, frontend_image="localhost/choiros-frontend:3")
+    out.append((moved, plan(moved, host.snapshot())))
     return out
 
 
@@ -190,7 +202,7 @@ def test_a_malformed_action_is_refused_with_what_is_wrong(broken: dict[str, Any]
     assert exc.value.code == "protocol"
 
 
-def test_pause_resume_and_note_requests_pass_the_agents_check() -> None:
+def test_pause_resume_note_and_releases_requests_pass_the_agents_check() -> None:
     from reconciler.engine import hostrecords
 
     recorder = Recorder()
@@ -201,7 +213,9 @@ def test_pause_resume_and_note_requests_pass_the_agents_check() -> None:
     note = {"kind": "notify", "event": "deploy", "webhook": "webhook 1 (h)", "ok": True, "attempts": 1}
     with pytest.raises(HostError):
         hostrecords.add_notes(recorder, d, [note])
-    assert [r["op"] for r in recorder.requests] == ["pause", "pause", "pause", "note"]
+    with pytest.raises(HostError):
+        hostrecords.release_sizes(recorder, d, "podman")
+    assert [r["op"] for r in recorder.requests] == ["pause", "pause", "pause", "note", "releases"]
     assert recorder.requests[2]["pause"] is None  # resume
 
 

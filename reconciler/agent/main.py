@@ -58,6 +58,10 @@ def handle(
             from .operator import note, pause
 
             return (pause if op == "pause" else note)(request, emit)
+        if op == "releases":
+            from .inventory import releases
+
+            return releases(request)
         if op == "logs":
             from .journal import logs
 

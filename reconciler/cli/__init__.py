@@ -2,7 +2,8 @@
 
 Exit codes: 0 converged (or, with --dry-run, nothing to do); 2 with --dry-run: changes
 pending; 1 error (nothing applied when the input was bad); 3 the desired release failed its
-health check and the previous release serves again, or it is quarantined from an earlier run.
+health check and the previous release serves again, or it is quarantined from an earlier run;
+4 the host is paused, or held by `reconcile rollback`.
 """
 
 from __future__ import annotations
@@ -15,7 +16,19 @@ from reconciler import __version__
 from reconciler.errors import ReconcilerError
 
 # Kept here, not imported from hostcmds: deciding which parser to use must stay cheap.
-SUBCOMMANDS = ("status", "validate", "init", "pause", "resume", "maintenance", "logs", "exec", "render")
+SUBCOMMANDS = (
+    "status",
+    "validate",
+    "init",
+    "pause",
+    "resume",
+    "maintenance",
+    "logs",
+    "exec",
+    "render",
+    "rollback",
+    "releases",
+)
 DAY_TWO = ("logs", "exec", "render")
 
 EPILOG = """\
@@ -29,8 +42,12 @@ examples:
   reconcile validate                  check desired-state.yaml, its secrets and artifact, no host
   reconcile validate --offline        the same without secrets, keys or artifacts (CI on a PR)
   reconcile maintenance on --reason "db repair"   answer 503 with a maintenance page; `off` ends it
+  reconcile rollback [VERSION] --reason TEXT   back to the previous good state (or VERSION's),
+                                      and hold the host there: runs leave it until the file
+                                      names something else or `reconcile resume`
+  reconcile releases                  the releases on the host, what serves, what rollback picks
   reconcile pause --reason TEXT       stop every run from changing the host (an incident)
-  reconcile resume                    let runs converge it again
+  reconcile resume                    let runs converge it again (ends a pause and a hold)
   reconcile logs -f backend           follow the backend's journal (every host of a fleet)
   reconcile exec -- sqlite3 /var/lib/choiros/choiros.db   a one-off command as the backend runs
   reconcile render --to out/          the files a desired state writes, without a host
@@ -39,7 +56,7 @@ each subcommand has its own --help (e.g. reconcile exec --help).
 
 exit codes: 0 converged / nothing to do, 1 error, 2 changes pending (--dry-run),
             3 release failed and was rolled back, or is quarantined,
-            4 the host is paused: nothing was done
+            4 the host is paused, or held by `reconcile rollback`: nothing was deployed
 docs: the README and schemas/desired-state.schema.json describe every field.
 """
 
