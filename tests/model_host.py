@@ -40,6 +40,7 @@ from reconciler.plan.actions import (
     LinkShared,
     LoadCaddy,
     LoadImage,
+    MakeShared,
     Plan,
     PruneFrontend,
     PruneRelease,
@@ -190,7 +191,7 @@ class ModelHost:
         parsed = units.parse(text)
         service = parsed.get("Service", [])
         values = dict(service)
-        exec_start = values.get("ExecStart", "")
+        exec_start = values.get("ExecStart", "").lstrip("@-:+!")  # systemd's prefixes
         container = exec_start.startswith((units.PODMAN, "/usr/bin/docker"))
         environ: dict[str, Any] = {}
         for key, value in service:
@@ -322,6 +323,9 @@ class ModelHost:
         elif isinstance(action, LinkShared):
             for path in action.paths:
                 self.links[f"{action.release}/{path}"] = LinkState("symlink", f"{action.shared}/{path}", True)
+        elif isinstance(action, MakeShared):
+            for path in action.paths:
+                self.links[f"{action.shared}/{path}"] = LinkState("dir", None, True)
         elif isinstance(action, RunTask):
             done = self.tasks.setdefault(action.config, {})
             if done.get(action.when, 0) <= action.index:

@@ -158,7 +158,7 @@ def assert_runs_desired(d: DesiredState, host: Observed) -> None:
         colour = caddyfile.routed_colour(caddy_text)
         assert colour in ("blue", "green")
         strategy = BlueGreen(d)
-        wanted = {f"choiros-backend-{colour}.service": strategy.text(colour)}
+        wanted = {f"choiros-backend-{colour}.service": strategy.text(colour, host)}
         env_files = {f"choiros-backend-{colour}.service": d.colour_env_file(colour)}
         assert host.link(f"/opt/choiros/{colour}") == LinkState(
             "symlink", f"releases/{d.release.version}", True
@@ -170,7 +170,7 @@ def assert_runs_desired(d: DesiredState, host: Observed) -> None:
         if d.blue_green.idle == "stop":
             assert not host.unit(f"choiros-backend-{idle}.service").is_active
     else:
-        wanted = SingleSlot(d).texts()
+        wanted = SingleSlot(d).texts(host)
         env_files = {BACKEND: d.layout.env_file}
         assert caddy_text == SingleSlot(d).caddy_text()
         for name in (BLUE, GREEN):
@@ -426,9 +426,11 @@ def test_a_backend_user_missing_on_the_host_blocks_the_plan() -> None:
     assert not p.actions and len(p.blockers) == 1
     assert "backend.user 'svc' does not exist on the host" in p.blockers[0]
     assert "useradd --system --user-group" in p.blockers[0]
-    no_group = replace(empty_host(), users=MappingProxyType({"svc": UserState(998, has_group=False)}))
+    no_group = replace(
+        empty_host(), users=MappingProxyType({"svc": UserState(998, has_group=False, gid=997)})
+    )
     assert "groupadd --system svc" in plan(with_user, no_group).blockers[0]
-    present = replace(empty_host(), users=MappingProxyType({"svc": UserState(998, has_group=True)}))
+    present = replace(empty_host(), users=MappingProxyType({"svc": UserState(998, has_group=True, gid=997)}))
     assert plan(with_user, present).blockers == () and plan(with_user, present).actions
 
 
@@ -438,8 +440,8 @@ def test_the_backend_user_is_asked_about_and_parsed_from_the_observation() -> No
     assert request_for(desired())["users"] == []
     raw = {"host": {"hostname": "h"}, "files": {}, "links": {}, "releases": {}, "units": {}}
     assert parse({**raw, "users": {"svc": None}}).users == {"svc": None}
-    assert parse({**raw, "users": {"svc": {"uid": 998, "group": True}}}).users == {
-        "svc": UserState(998, True)
+    assert parse({**raw, "users": {"svc": {"uid": 998, "gid": 997, "group": True}}}).users == {
+        "svc": UserState(998, True, 997)
     }
 
 
@@ -963,6 +965,8 @@ def test_shared_paths_are_linked_once() -> None:
 def test_stop_timeout_and_signal_reach_the_unit() -> None:
     d = desired()
     d = replace(d, backend=replace(d.backend, stop_timeout=90.0, stop_signal="SIGINT"))
-    text = SingleSlot(d).texts()[BACKEND]
+    text = SingleSlot(d).texts(empty_host())[BACKEND]
     assert "TimeoutStopSec=90s" in text and "KillSignal=SIGINT" in text
-    assert "KillSignal" not in SingleSlot(desired()).texts()[BACKEND], "the default stays as it was"
+    assert "KillSignal" not in SingleSlot(desired()).texts(empty_host())[BACKEND], (
+        "the default stays as it was"
+    )

@@ -126,6 +126,7 @@ def render_state(desired_file: Path, tarball: Path) -> dict[str, Any]:
     """Everything the peers need for one version, rendered by our own code."""
     from reconciler.observe.snapshot import unit_path
     from reconciler.plan import config
+    from reconciler.plan.preview import empty_host
     from reconciler.plan.strategies.single_slot import SingleSlot
     from reconciler.render import caddymain
     from reconciler.spec.load import load
@@ -134,7 +135,7 @@ def render_state(desired_file: Path, tarball: Path) -> dict[str, Any]:
     version = desired.release.version
     layout = desired.layout
     slot = SingleSlot(desired)
-    units = slot.texts()
+    units = slot.texts(empty_host(desired, ""))  # the units a first deploy writes
     if list(units) != [desired.backend_unit]:
         raise RuntimeError(f"expected only the backend unit, got {list(units)}")
     caddy = slot.caddy_text()

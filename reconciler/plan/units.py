@@ -25,7 +25,9 @@ def backend_spec(
     env_file: str,
     role: str = "backend",
     runtime: str = "podman",
+    run_as: tuple[int, int] | None = None,
 ) -> units.ServiceSpec:
+    """`runtime` and `run_as` (backend.user's uid and gid) as the host has them, for an image."""
     rel = desired.release
     return units.ServiceSpec(
         app=desired.app,
@@ -45,10 +47,16 @@ def backend_spec(
         if rel.image
         else (),
         runtime=runtime,
+        run_as=run_as if rel.image else None,
     )
 
 
-def frontend_text(desired: DesiredState, release_dir: str, runtime: str = "podman") -> str:
+def frontend_text(
+    desired: DesiredState,
+    release_dir: str,
+    runtime: str = "podman",
+    run_as: tuple[int, int] | None = None,
+) -> str:
     """The dev server's unit: run from the release folder, or as a container of its own image.
     A container of its own image names no release, so a backend bump leaves it running."""
     fe = desired.frontend
@@ -62,6 +70,7 @@ def frontend_text(desired: DesiredState, release_dir: str, runtime: str = "podma
             release=None if fe.image else desired.release.version,
             image=fe.image,
             runtime=runtime,
+            run_as=run_as if fe.image else None,
         )
     )
 

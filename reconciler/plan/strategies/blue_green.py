@@ -46,17 +46,22 @@ class BlueGreen:
         self.config = config.fingerprint(desired)
         self.release_dir = releases.release_dir(desired, desired.release.version)
 
-    def text(self, colour: str, runtime: str = "podman") -> str:
+    def spec(self, colour: str, observed: Observed, release_dir: str | None = None) -> unit_files.ServiceSpec:
+        """A colour's backend service (from its link, or from `release_dir` for a task), with
+        what the host says an image runs with."""
         d = self.desired
-        spec = units.backend_spec(
+        return units.backend_spec(
             d,
-            d.colour_link(colour),
+            release_dir or d.colour_link(colour),
             d.blue_green.port(colour),
             d.colour_env_file(colour),
             f"backend ({colour})",
-            runtime,
+            images.runtime_of(d, observed),
+            images.run_as(d, observed),
         )
-        return unit_files.render_service(spec)
+
+    def text(self, colour: str, observed: Observed) -> str:
+        return unit_files.render_service(self.spec(colour, observed))
 
     def gate(self, colour: str, version: str | None = None) -> CheckHealth:
         d = self.desired
@@ -68,8 +73,7 @@ class BlueGreen:
         return (
             unit.is_active
             and unit.config == self.config
-            and unit.environ.get(unit_files.HASH_VAR)
-            == unit_files.marker_of(self.text(colour, images.runtime_of(self.desired, observed)))
+            and unit.environ.get(unit_files.HASH_VAR) == unit_files.marker_of(self.text(colour, observed))
             and releases.link_points_to(observed, self.desired.colour_link(colour)) == self.release_dir
         )
 
@@ -97,7 +101,7 @@ class BlueGreen:
         target = self.choose_colour(observed)
         routed = routed_colour(d, observed)
         name, env_file = d.colour_unit(target), d.colour_env_file(target)
-        text = self.text(target, images.runtime_of(d, observed))
+        text = self.text(target, observed)
         out: list[Action] = releases.upload_if_missing(d, observed)
         out += releases.shared_actions(d, observed)
         out += images.frontend_actions(d, observed)
@@ -117,7 +121,7 @@ class BlueGreen:
         serving = self.serving(observed)
         leaving = {serving} if serving and routed != target else set()
         out += data.data_actions(d, observed, [d.colour_unit(c) for c in COLOURS], leaving)
-        spec = units.backend_spec(d, self.release_dir, d.blue_green.port(target), env_file)
+        spec = self.spec(target, observed, self.release_dir)
         out += tasks.task_actions(d, observed, spec, self.config, serving, out)
         fragment = self.caddy_text(target, observed.maintenance is not None)
         out += proxy.caddy_actions(d, observed, fragment, routes_to=(name,))

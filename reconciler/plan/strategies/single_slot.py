@@ -23,13 +23,25 @@ class SingleSlot:
         self.config = config.fingerprint(desired)
         self.release_dir = releases.release_dir(desired, desired.release.version)
 
-    def texts(self, runtime: str = "podman") -> dict[str, str]:
+    def spec(self, observed: Observed) -> unit_files.ServiceSpec:
+        """The backend's service, with what the host says an image runs with."""
+        d = self.desired
+        return units.backend_spec(
+            d,
+            self.release_dir,
+            d.backend.port,
+            d.layout.env_file,
+            runtime=images.runtime_of(d, observed),
+            run_as=images.run_as(d, observed),
+        )
+
+    def texts(self, observed: Observed) -> dict[str, str]:
         """Unit name -> file content, for the units this desired state runs."""
         d = self.desired
-        spec = units.backend_spec(d, self.release_dir, d.backend.port, d.layout.env_file, runtime=runtime)
-        out = {d.backend_unit: unit_files.render_service(spec)}
+        out = {d.backend_unit: unit_files.render_service(self.spec(observed))}
         if d.frontend.mode == "dev-server":
-            out[d.frontend_unit] = units.frontend_text(d, self.release_dir, runtime)
+            runtime, run_as = images.runtime_of(d, observed), images.run_as(d, observed)
+            out[d.frontend_unit] = units.frontend_text(d, self.release_dir, runtime, run_as)
         return out
 
     def gates(self) -> dict[str, CheckHealth]:
@@ -46,7 +58,7 @@ class SingleSlot:
 
     def actions(self, observed: Observed) -> list[Action]:
         d = self.desired
-        texts, gates = self.texts(images.runtime_of(d, observed)), self.gates()
+        texts, gates = self.texts(observed), self.gates()
         out: list[Action] = releases.upload_if_missing(d, observed)
         out += releases.shared_actions(d, observed)
         out += images.frontend_actions(d, observed)
@@ -67,8 +79,7 @@ class SingleSlot:
             )
         running = releases.running_release(observed.unit(d.backend_unit))
         out += data.data_actions(d, observed, [d.backend_unit], {running} if running else set())
-        spec = units.backend_spec(d, self.release_dir, d.backend.port, d.layout.env_file)
-        out += tasks.task_actions(d, observed, spec, self.config, running, out)
+        out += tasks.task_actions(d, observed, self.spec(observed), self.config, running, out)
         fragment = self.caddy_text(observed.maintenance is not None)
         out += proxy.caddy_actions(d, observed, fragment, routes_to=tuple(gates))
         if d.frontend.mode != "dev-server":
