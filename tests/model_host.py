@@ -54,6 +54,7 @@ from reconciler.plan.actions import (
     LinkShared,
     LoadCaddy,
     LoadImage,
+    MakeShared,
     Plan,
     PruneFrontend,
     PruneRelease,
@@ -343,7 +344,7 @@ class ModelHost:
         parsed = units.parse(text)
         service = parsed.get("Service", [])
         values = dict(service)
-        exec_start = values.get("ExecStart", "")
+        exec_start = values.get("ExecStart", "").lstrip("@-:+!")  # systemd's prefixes
         runtime = (
             "podman"
             if exec_start.startswith(units.PODMAN)
@@ -488,6 +489,9 @@ class ModelHost:
         elif isinstance(action, LinkShared):
             for path in action.paths:
                 self.links[f"{action.release}/{path}"] = LinkState("symlink", f"{action.shared}/{path}", True)
+        elif isinstance(action, MakeShared):
+            for path in action.paths:
+                self.links[f"{action.shared}/{path}"] = LinkState("dir", None, True)
         elif isinstance(action, RunTask):
             done = self.tasks.setdefault(action.config, {})
             if done.get(action.when, 0) <= action.index:
@@ -648,6 +652,12 @@ class ModelHost:
         )
 
     def _record_good(self, action: RecordGood) -> None:
+        for port in upstream_ports(self.disk_fragment()):  # as the agent: the fragment is this state's
+            unit = action.ports.get(str(port))
+            if unit is not None and unit not in action.gates:
+                if not self._disturbed:
+                    self.refusals.append(f"good state whose fragment routes to {unit}")
+                raise Failure("ungated", f"not recording a good state: the fragment routes to {unit}")
         for name in action.gates:
             record = self.gates.get(name)
             if not self.gated(name) or record is None or record.config not in (None, action.config):

@@ -1,8 +1,17 @@
 """A real container registry for the tests: Debian's docker-registry (the CNCF distribution
-registry) on this machine, with htpasswd (bcrypt) auth and TLS from a test CA, listening
-only on one test host's veth gateway address (10.231.N.1), which that host reaches directly
-and nothing else does. Images are pushed with skopeo from docker-archives built like CI
-builds them; each push records the manifest digest the registry gave it.
+registry) on this machine, with TLS from a test CA, listening only on one test host's veth
+gateway address (10.231.N.1), which that host reaches directly and nothing else does.
+Images are pushed with skopeo from docker-archives built like CI builds them; each push
+records the manifest digest the registry gave it.
+
+Two ways to authenticate, as the registries users push to do:
+
+- `auth="htpasswd"`: Basic auth against a bcrypt htpasswd line, as ECR answers.
+- `auth="token"`: the registry in `auth: token` mode with a token service beside it
+  (tests/token_service.py, on PORT + 1 of the same address), as GHCR and Docker Hub work: a
+  Bearer challenge, a token asked for with Basic credentials or none, scopes granted per
+  user, repository and action. USER may pull `choiros/*`, PUSHER may push anything, and
+  anyone, without credentials, may pull `public/*`.
 
 Its log is how a test proves a revert pulled nothing: every manifest or blob request is a
 line in it.
@@ -14,16 +23,21 @@ import contextlib
 import json
 import shutil
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests import token_service
+from tests.deploying import WATCHED_PATHS
 from tests.testhost import TestHost
 
 PORT = 5000
 USER = "ci-deploy"
 PASSWORD = "s3cret-pull-t0ken"  # the value tests look for everywhere it must not be
+PUSHER = "ci-push"  # token mode: the only user that may push
+PUSHER_PASSWORD = "push-0nly-from-ci"
 
 
 def _run(argv: list[str], **kw: object) -> subprocess.CompletedProcess[str]:
@@ -55,6 +69,8 @@ class Registry:
     log: Path
     digests: dict[str, str] = field(default_factory=dict)  # what tests pushed: version -> digest
     archives: dict[str, Path] = field(default_factory=dict)
+    tokens: token_service.TokenService | None = None  # token mode: the service that signs them
+    realm: str = ""  # token mode: where tokens are asked for
 
     def log_lines(self) -> list[str]:
         return self.log.read_text(errors="replace").splitlines()
@@ -63,20 +79,21 @@ class Registry:
         """Manifest and blob requests logged after line `mark` (see log_lines)."""
         return [ln for ln in self.log_lines()[mark:] if "/manifests/" in ln or "/blobs/" in ln]
 
-    def authfile(self, password: str = PASSWORD) -> Path:
+    def authfile(self, password: str = PASSWORD, user: str = USER) -> Path:
         import base64
 
-        path = self.folder / f"auth-{abs(hash(password))}.json"
-        token = base64.b64encode(f"{USER}:{password}".encode()).decode()
+        path = self.folder / f"auth-{abs(hash((user, password)))}.json"
+        token = base64.b64encode(f"{user}:{password}".encode()).decode()
         path.write_text(json.dumps({"auths": {self.address: {"auth": token}}}))
         return path
 
     def push(self, archive: Path, repo: str, tag: str) -> str:
         """skopeo copy of a docker-archive to REPO:TAG here; returns the manifest digest."""
         digest_file = self.folder / "digest"
+        authfile = self.authfile(PUSHER_PASSWORD, PUSHER) if self.tokens else self.authfile()
         _run([
             "skopeo", "copy", "--insecure-policy", "--quiet",
-            "--dest-authfile", str(self.authfile()), "--dest-cert-dir", str(self.folder / "certs"),
+            "--dest-authfile", str(authfile), "--dest-cert-dir", str(self.folder / "certs"),
             "--digestfile", str(digest_file),
             f"docker-archive:{archive}", f"docker://{self.address}/{repo}:{tag}",
         ])  # fmt: skip
@@ -89,16 +106,50 @@ class Registry:
             host.write(f"{folder}/{self.address}/ca.crt", data)
 
 
+def token_grants() -> token_service.Grants:
+    return {
+        USER: token_service.Grant(pull=["choiros/*"]).table(),
+        PUSHER: token_service.Grant(push=["*"]).table(),
+        None: token_service.Grant(pull=["public/*"]).table(),
+    }
+
+
 @contextlib.contextmanager
-def serve(host: TestHost, folder: Path) -> Iterator[Registry]:
+def serve(host: TestHost, folder: Path, auth: str = "htpasswd") -> Iterator[Registry]:
     """The registry, listening on `host`'s gateway address, until the block ends."""
     folder.mkdir(parents=True, exist_ok=True)
     ca, cert, key = make_ca(folder, host.gateway)
     certs = folder / "certs"
     certs.mkdir()
     shutil.copyfile(ca, certs / "ca.crt")
-    htpasswd = _run(["htpasswd", "-nbB", USER, PASSWORD]).stdout.strip()
-    (folder / "htpasswd").write_text(htpasswd + "\n")
+    with contextlib.ExitStack() as stack:
+        tokens, realm = None, ""
+        if auth == "token":
+            users = {USER: PASSWORD, PUSHER: PUSHER_PASSWORD}
+            tokens = token_service.TokenService(folder, users, token_grants())
+            realm = stack.enter_context(token_service.serve(tokens, host.gateway, PORT + 1, cert, key))
+            settings: dict[str, object] = {
+                "token": {
+                    "realm": realm,
+                    "service": token_service.SERVICE,
+                    "issuer": token_service.ISSUER,
+                    "rootcertbundle": str(tokens.bundle),
+                }
+            }
+        else:
+            htpasswd = _run(["htpasswd", "-nbB", USER, PASSWORD]).stdout.strip()
+            (folder / "htpasswd").write_text(htpasswd + "\n")
+            settings = {"htpasswd": {"realm": "reconciler-test", "path": str(folder / "htpasswd")}}
+        registry = stack.enter_context(_registry(host, folder, ca, cert, key, settings))
+        registry.tokens = tokens
+        registry.realm = realm if tokens else ""
+        yield registry
+
+
+@contextlib.contextmanager
+def _registry(
+    host: TestHost, folder: Path, ca: Path, cert: Path, key: Path, auth: dict[str, object]
+) -> Iterator[Registry]:
     config = folder / "config.yml"
     config.write_text(
         json.dumps(
@@ -110,7 +161,7 @@ def serve(host: TestHost, folder: Path) -> Iterator[Registry]:
                     "addr": f"{host.gateway}:{PORT}",
                     "tls": {"certificate": str(cert), "key": str(key)},
                 },
-                "auth": {"htpasswd": {"realm": "reconciler-test", "path": str(folder / "htpasswd")}},
+                "auth": auth,
             }
         )
     )
@@ -135,3 +186,43 @@ def serve(host: TestHost, folder: Path) -> Iterator[Registry]:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(5)
+
+
+class Watch:
+    """Every command line on the host, sampled while something runs."""
+
+    def __init__(self, host: TestHost) -> None:
+        self.host = host
+        self.seen: set[str] = set()
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+
+    def run(self) -> None:
+        for _ in range(2000):  # bounded: at most a few minutes
+            if self.stop.is_set():
+                return
+            out = self.host.exec(["ps", "-eo", "args", "--no-headers"], check=False).stdout
+            self.seen |= set(out.splitlines())
+
+    def __enter__(self) -> Watch:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join(30)
+
+
+def nowhere(said: str, host: TestHost, password: str = PASSWORD) -> None:
+    """The password is in nothing a run printed (`said`) or left on the host: no file the
+    reconciler may touch, nothing under /run, /tmp, /var/log or /root, not the journal, and
+    no auth folder outlived its pull."""
+    assert password not in said
+    found = host.exec(
+        ["grep", "-rl", "--", password, *WATCHED_PATHS, "/run", "/tmp", "/var/log", "/root"], check=False
+    )
+    assert found.stdout == "", f"the password was left in {found.stdout}"
+    journal = host.exec(["journalctl", "--no-pager", "-o", "cat"]).stdout
+    assert password not in journal
+    left = host.exec(["sh", "-c", "ls -d /run/reconciler-pull-* 2>/dev/null || true"]).stdout
+    assert left == "", f"an auth folder outlived its pull: {left}"

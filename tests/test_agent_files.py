@@ -166,7 +166,7 @@ def test_observe_reads_files_links_and_releases(tmp_path: Path) -> None:
     assert snap["links"][str(tmp_path / "previous")] is None
     assert snap["files"][str(tmp_path / "f")]["content"] == "hello"
     assert snap["files"][str(tmp_path / "missing")] is None
-    assert snap["users"] == {"root": {"uid": 0, "group": True}, "no-such-user": None}
+    assert snap["users"] == {"root": {"uid": 0, "gid": 0, "group": True}, "no-such-user": None}
     assert not (tmp_path / "state").exists(), "observation must not write"
 
 
@@ -254,3 +254,39 @@ def test_a_corrupt_state_file_is_named_with_what_to_do(
     errors = snap["state"]["errors"]
     assert len(errors) == 1 and str(state / name) in errors[0] and says in errors[0]
     assert "Move it away and run again" in errors[0]
+
+
+def test_a_state_folder_is_made_and_handed_over_as_systemd_does(tmp_path: Path) -> None:
+    """For a container run as backend.user, whose transient unit cannot have systemd do it:
+    made 0755 for the user, the whole tree handed over when the folder is not theirs (a
+    database a root container wrote), links not followed, and nothing done when it is."""
+    import pwd
+
+    from reconciler.agent.fsops import state_folder
+
+    nobody = pwd.getpwnam("nobody")
+    ids = (nobody.pw_uid, nobody.pw_gid)
+    folder = tmp_path / "app"
+    state_folder(str(folder), "nobody")
+    assert (folder.stat().st_uid, folder.stat().st_gid, folder.stat().st_mode & 0o7777) == (*ids, 0o755)
+
+    outside = tmp_path / "outside"
+    outside.write_text("not the app's")
+    os.chown(folder, 0, 0)
+    folder.chmod(0o700)
+    (folder / "app.db").write_text("rows")
+    (folder / "sub").mkdir()
+    (folder / "sub" / "wal").write_text("x")
+    (folder / "link").symlink_to(outside)
+    state_folder(str(folder), "nobody")
+    for path in (folder, folder / "app.db", folder / "sub", folder / "sub" / "wal"):
+        assert (path.stat().st_uid, path.stat().st_gid) == ids, path
+    assert (os.lstat(folder / "link").st_uid, os.lstat(folder / "link").st_gid) == ids
+    assert (outside.stat().st_uid, outside.stat().st_gid) == (0, 0), "a link was followed"
+    assert folder.stat().st_mode & 0o7777 == 0o755
+
+    os.chown(folder / "app.db", 0, 0)  # the folder is theirs: systemd's test says done
+    state_folder(str(folder), "nobody")
+    assert (folder / "app.db").stat().st_uid == 0
+    state_folder(str(folder), None)  # no backend.user: root's again, as a unit without User=
+    assert (folder / "sub" / "wal").stat().st_uid == 0 and folder.stat().st_uid == 0

@@ -41,6 +41,7 @@ from reconciler.plan.actions import (
     WriteFile,
 )
 from reconciler.plan.planner import plan
+from reconciler.plan.strategies import for_host
 from reconciler.plan.strategies.blue_green import BlueGreen, other
 from reconciler.plan.strategies.single_slot import SingleSlot
 from reconciler.render import envfile, units
@@ -163,7 +164,8 @@ def assert_runs_desired(d: DesiredState, host: Observed) -> None:
         routed = routing.routed_colours(d, host)
         assert len(routed) == 1, f"Caddy routes to {routed}"
         colour = routed[0]
-        strategy = BlueGreen(d)
+        strategy = for_host(d, host)
+        assert isinstance(strategy, BlueGreen)
         wanted = {f"choiros-backend-{colour}.service": strategy.text(colour)}
         env_files = {f"choiros-backend-{colour}.service": d.colour_env_file(colour)}
         assert host.link(f"/opt/choiros/{colour}") == LinkState(
@@ -176,7 +178,9 @@ def assert_runs_desired(d: DesiredState, host: Observed) -> None:
         if d.blue_green.idle == "stop":
             assert not host.unit(f"choiros-backend-{idle}.service").is_active
     else:
-        wanted = SingleSlot(d).texts()
+        slot = for_host(d, host)
+        assert isinstance(slot, SingleSlot)
+        wanted = slot.texts()
         env_files = {BACKEND: d.layout.env_file}
         assert caddy_text == SingleSlot(d).caddy_text()
         for name in (BLUE, GREEN):
@@ -194,7 +198,7 @@ def assert_runs_desired(d: DesiredState, host: Observed) -> None:
         assert host.gated(name), f"{name} serves without a gate record"
     if FRONTEND not in wanted:
         assert host.content(f"{UNIT_DIR}/{FRONTEND}") is None and not host.unit(FRONTEND).is_active
-    fp = identity.fingerprint(d, host.runtime)
+    fp = for_host(d, host).config
     for name, path in env_files.items():
         assert host.content(path) == envfile.render("choiros", d.env, fp)
         assert host.unit(name).environ.get(envfile.CONFIG_VAR) == fp
@@ -433,9 +437,11 @@ def test_a_backend_user_missing_on_the_host_blocks_the_plan() -> None:
     assert not p.actions and len(p.blockers) == 1
     assert "backend.user 'svc' does not exist on the host" in p.blockers[0]
     assert "useradd --system --user-group" in p.blockers[0]
-    no_group = replace(empty_host(), users=MappingProxyType({"svc": UserState(998, has_group=False)}))
+    no_group = replace(
+        empty_host(), users=MappingProxyType({"svc": UserState(998, has_group=False, gid=997)})
+    )
     assert "groupadd --system svc" in plan(with_user, no_group).blockers[0]
-    present = replace(empty_host(), users=MappingProxyType({"svc": UserState(998, has_group=True)}))
+    present = replace(empty_host(), users=MappingProxyType({"svc": UserState(998, has_group=True, gid=997)}))
     assert plan(with_user, present).blockers == () and plan(with_user, present).actions
 
 
@@ -445,8 +451,8 @@ def test_the_backend_user_is_asked_about_and_parsed_from_the_observation() -> No
     assert request_for(desired())["users"] == []
     raw = {"host": {"hostname": "h"}, "files": {}, "links": {}, "releases": {}, "units": {}}
     assert parse({**raw, "users": {"svc": None}}).users == {"svc": None}
-    assert parse({**raw, "users": {"svc": {"uid": 998, "group": True}}}).users == {
-        "svc": UserState(998, True)
+    assert parse({**raw, "users": {"svc": {"uid": 998, "gid": 997, "group": True}}}).users == {
+        "svc": UserState(998, True, 997)
     }
 
 

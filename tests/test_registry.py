@@ -7,13 +7,12 @@ a file, the history, a log or --json."""
 from __future__ import annotations
 
 import sys
-import threading
 from collections.abc import Iterator
 
 import pytest
 
 from tests import registry as reg
-from tests.deploying import REPO, WATCHED_PATHS, Project, Run
+from tests.deploying import REPO, WATCHED_PATHS, Project
 from tests.testhost import TestHost, ensure_rootfs
 
 pytestmark = pytest.mark.testhost
@@ -52,50 +51,12 @@ def write(
     project.write(body=body)
 
 
-class Watch:
-    """Every command line on the host, sampled while something runs."""
-
-    def __init__(self, host: TestHost) -> None:
-        self.host = host
-        self.seen: set[str] = set()
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self.run, daemon=True)
-
-    def run(self) -> None:
-        for _ in range(2000):  # bounded: at most a few minutes
-            if self.stop.is_set():
-                return
-            out = self.host.exec(["ps", "-eo", "args", "--no-headers"], check=False).stdout
-            self.seen |= set(out.splitlines())
-
-    def __enter__(self) -> Watch:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        self.thread.join(30)
-
-
-def nowhere(run: Run, host: TestHost) -> None:
-    """The password is in nothing the run printed or left on the host."""
-    assert reg.PASSWORD not in run.stdout + run.stderr
-    found = host.exec(
-        ["grep", "-rl", "--", reg.PASSWORD, *WATCHED_PATHS, "/run", "/tmp", "/var/log", "/root"], check=False
-    )
-    assert found.stdout == "", f"the password was left in {found.stdout}"
-    journal = host.exec(["journalctl", "--no-pager", "-o", "cat"]).stdout
-    assert reg.PASSWORD not in journal
-    left = host.exec(["sh", "-c", "ls -d /run/reconciler-pull-* 2>/dev/null || true"]).stdout
-    assert left == "", f"an auth folder outlived its pull: {left}"
-
-
 def test_pull_by_digest_with_credentials_then_a_revert_pulls_nothing(
     project: Project, registry: reg.Registry
 ) -> None:
     host = project.host
     write(project, registry, "1.0.0")
-    with Watch(host) as watch:
+    with reg.Watch(host) as watch:
         first = project.once(env=ENV)
     assert first.rc == 0, first.stdout + first.stderr
     pulls = [(a["action"], a["reason"]) for a in first.json["actions"] if a["action"] == "load-image"]
@@ -107,7 +68,7 @@ def test_pull_by_digest_with_credentials_then_a_revert_pulls_nothing(
     assert not any(reg.PASSWORD in line or reg.USER in line for line in watch.seen), "credentials in ps"
     history = host.exec(["cat", "/var/lib/reconciler/choiros/history.jsonl"]).stdout
     assert reg.PASSWORD not in history and reg.USER not in history
-    nowhere(first, host)
+    reg.nowhere(first.stdout + first.stderr, host)
     digests = host.exec(["docker", "image", "ls", "--digests", "--format", "{{.Tag}} {{.Digest}}"]).stdout
     assert f"1.0.0 {registry.digests['1.0.0']}" in digests
 
@@ -123,7 +84,7 @@ def test_pull_by_digest_with_credentials_then_a_revert_pulls_nothing(
     assert not any(a == "load-image" for a, _ in back.actions())
     assert registry.pulls_since(mark) == [], "the revert asked the registry for something"
     assert '"1.0.0"' in host.http("/api/version").text
-    nowhere(back, host)
+    reg.nowhere(back.stdout + back.stderr, host)
 
 
 def test_wrong_credentials_and_an_unknown_digest_change_nothing(

@@ -33,6 +33,7 @@ from reconciler.observe.snapshot import Observed
 from reconciler.plan import identity, proxy, routing
 from reconciler.plan.actions import Plan, RecordMaintenance
 from reconciler.plan.planner import plan, serving_release
+from reconciler.plan.strategies import for_host
 from reconciler.render import units
 from reconciler.spec.model import DesiredState
 from tests.model_host import DISTURBANCES, ModelHost, Process
@@ -177,7 +178,7 @@ def play(image: str, idle: str, docker_ok: bool, run: list[Step]) -> None:
     for number, step in enumerate(run):
         d = state(image, idle, step)
         good = is_healthy(d, docker_ok)
-        fp = identity.fingerprint(d, observe(host, d).runtime)
+        fp = for_host(d, observe(host, d)).config
         assert health_of.setdefault(fp, good) == good, (
             f"step {number}: fingerprint {fp} names a healthy and an unhealthy configuration"
         )

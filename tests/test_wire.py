@@ -135,7 +135,7 @@ def _plans() -> list[tuple[Any, Plan]]:
         desired("2.0.0", data=data, keep=1),
         desired("1.0.0", data=data, keep=1),
         desired("1.0.0", strategy="blue-green"),
-        desired("2.0.0", image=True, keep=1),
+        desired("2.0.0", image=True, keep=1, data="shared: [uploads]\n"),
         desired("3.0.0", mode="dev-server"),
         desired("4.0.0", keep=1),
         desired("5.0.0", keep=1, data=data + "shared: [uploads]\n", tasks=TASKS),

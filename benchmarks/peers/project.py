@@ -133,7 +133,7 @@ def render_state(desired_file: Path, tarball: Path) -> dict[str, Any]:
     version = desired.release.version
     layout = desired.layout
     slot = SingleSlot(desired)
-    units = slot.texts()
+    units = slot.texts()  # the units a first deploy writes
     if list(units) != [desired.backend_unit]:
         raise RuntimeError(f"expected only the backend unit, got {list(units)}")
     caddy = slot.caddy_text()

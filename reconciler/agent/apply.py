@@ -44,7 +44,7 @@ from .lock import HostLock, release_host_lock
 from .observe import fingerprint, observe
 from .operator import refuse_if_paused
 from .protocol import AgentError, Emit, Json, check_request
-from .releases import do_link_shared, do_prune_release, do_upload_release
+from .releases import do_link_shared, do_make_shared, do_prune_release, do_upload_release
 from .systemd import stop_unit
 from .tasks import do_run_task
 
@@ -53,6 +53,7 @@ HANDLERS: dict[str, Callable[[Context, Json], Json]] = {
     "write_file": do_write_file,
     "remove_file": do_remove_file,
     "link_shared": do_link_shared,
+    "make_shared": do_make_shared,
     "run_task": do_run_task,
     "set_symlink": do_set_symlink,
     "daemon_reload": do_daemon_reload,

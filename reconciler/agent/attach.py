@@ -20,10 +20,10 @@ import subprocess
 import sys
 from typing import Any
 
-from .fsops import now
+from .fsops import now, state_folder
 from .history import append_history
 from .protocol import AgentError, Json, check_request
-from .transient import transient_argv
+from .transient import own_state_folder, transient_argv
 
 # The modules a host needs to run this one (sent instead of the whole agent).
 MODULES = ("attach", "fsops", "history", "protocol", "transient")
@@ -42,6 +42,9 @@ def run(request: Json) -> int:
         pty=bool(request["tty"]),
         extra=(f"--property=TimeoutStopSec={STOP_SECONDS}s",),
     )
+    folder = own_state_folder(request)
+    if folder:
+        state_folder(folder, request["user"])
     started = now()
     stop_why: list[str] = []
 

@@ -8,7 +8,7 @@ import contextlib
 import grp
 import os
 
-from . import records
+from . import caddyconfig, records
 from .context import Context
 from .fsops import atomic_symlink, atomic_write, fsync_dir, read_file, read_link, run
 from .protocol import AgentError, Json
@@ -136,6 +136,16 @@ def do_record_good(ctx: Context, a: Json) -> Json:
         if record is None or record.get("config") not in (None, a["config"]):
             raise AgentError(
                 f"not recording a good state: {unit} has not passed its health gate", code="ungated"
+            )
+    fragment = read_file(a["caddyfile"])
+    text = str(fragment["content"]) if fragment and fragment.get("kind") == "file" else None
+    for port in caddyconfig.fragment_upstreams(text):
+        unit = (a.get("ports") or {}).get(str(port))
+        if unit is not None and unit not in a["gates"]:
+            raise AgentError(
+                f"not recording a good state: {a['caddyfile']} routes to {unit} (port {port}), which "
+                "is not part of it (edited by hand while the run went on?); the next run corrects it",
+                code="ungated",
             )
     files: Json = {}
     for path in [*a["files"], a["caddyfile"]]:

@@ -58,18 +58,40 @@ def owner_ids(owner: str | None, group: str | None) -> tuple[int, int]:
 
 def account(name: str) -> Json | None:
     """A user as the planner needs to know it: None if there is none of that name, else its
-    uid and whether a group of the same name exists (the environment file is given to it)."""
+    uid, its primary gid (what a container of it runs as) and whether a group of the same name
+    exists (the environment file is given to it)."""
     import grp
 
     try:
-        uid = pwd.getpwnam(name).pw_uid
+        entry = pwd.getpwnam(name)
     except KeyError:
         return None
     try:
         grp.getgrnam(name)
     except KeyError:
-        return {"uid": uid, "group": False}
-    return {"uid": uid, "group": True}
+        return {"uid": entry.pw_uid, "gid": entry.pw_gid, "group": False}
+    return {"uid": entry.pw_uid, "gid": entry.pw_gid, "group": True}
+
+
+def state_folder(path: str, user: str | None) -> None:
+    """`path` made as systemd's StateDirectory= makes it for a service of `user` (root when
+    None): created 0755 if missing, its mode set to 0755, and the whole tree handed to the
+    user's uid and primary gid when the folder itself is not theirs (systemd's own test, so a
+    database written while the service ran as root changes hands once). Links are not
+    followed."""
+    if user:
+        entry = pwd.getpwnam(user)
+        uid, gid = entry.pw_uid, entry.pw_gid
+    else:
+        uid, gid = 0, 0
+    makedirs(path)
+    os.chmod(path, 0o755)
+    have = os.lstat(path)
+    if (have.st_uid, have.st_gid) == (uid, gid):
+        return
+    for root, dirs, files in os.walk(path):
+        for name in [root, *(os.path.join(root, n) for n in dirs + files)]:
+            os.lchown(name, uid, gid)
 
 
 def atomic_write(

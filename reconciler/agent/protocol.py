@@ -74,6 +74,7 @@ ACTIONS: dict[str, dict[str, str]] = {
     },
     "remove_file": {"path": "str", "backup": "bool"},
     "link_shared": {"release": "str", "shared": "str", "paths": "list", "owner": "str?"},
+    "make_shared": {"shared": "str", "paths": "list", "owner": "str?"},
     "run_task": {
         "when": "str",
         "index": "int",
@@ -135,6 +136,7 @@ ACTIONS: dict[str, dict[str, str]] = {
         "links": "list",
         "gates": "dict",
         "caddyfile": "str",
+        "ports": "dict",
     },
     "prune_release": {
         "version": "str",

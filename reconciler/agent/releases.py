@@ -286,3 +286,19 @@ def do_link_shared(ctx: Context, a: Json) -> Json:
         atomic_symlink(inside, outside)
         linked += 1
     return {"linked": linked}
+
+
+def do_make_shared(ctx: Context, a: Json) -> Json:
+    """<shared>/<path> for an image's containers to bind: Podman refuses to bind a folder that
+    does not exist, and Docker would make it root's. Made once, the backend user's as a
+    release's shared folder is; one that exists is left as it is."""
+    made = 0
+    for rel in a["paths"]:
+        outside = os.path.join(a["shared"], rel)
+        if os.path.isdir(outside):
+            continue
+        makedirs(outside)
+        if a.get("owner"):
+            os.lchown(outside, *owner_ids(a["owner"], a["owner"]))
+        made += 1
+    return {"made": made}

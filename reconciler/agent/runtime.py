@@ -119,7 +119,15 @@ def pull(runtime: str, image: str, digest: str | None, auth: Json | None) -> Non
     if digest:
         check_pin(image, digest, auth)
     with credentials(runtime, registry_of(repo), auth) as extra:
-        cli(runtime, *extra["global"], "pull", "--quiet", *extra["pull"], ref)
+        argv = [*extra["global"], "pull", "--quiet", *extra["pull"], ref]
+        try:
+            cli(runtime, *argv)
+        except AgentError as exc:
+            if "unauthorized" not in exc.detail.lower():
+                raise
+            # A registry token that expires in the middle of a pull is not asked for again by
+            # Podman or Docker: the pull fails "unauthorized". A new pull starts with a new token.
+            cli(runtime, *argv)
     if ref != image:
         cli(runtime, "tag", ref, image)
 

@@ -11,10 +11,10 @@ import os
 from . import records
 from .context import Context
 from .database import sqlite_copy
-from .fsops import decode, run
+from .fsops import decode, run, state_folder
 from .journal import to_journal
 from .protocol import AgentError, Json
-from .transient import transient_argv
+from .transient import own_state_folder, transient_argv
 
 
 def do_run_task(ctx: Context, a: Json) -> Json:
@@ -23,6 +23,11 @@ def do_run_task(ctx: Context, a: Json) -> Json:
         return {"skipped": "this task succeeded for this configuration already"}
     unit = f"reconciler-task-{a['app']}-{os.getpid()}-{a['index']}"
     argv = transient_argv(a, unit, timeout=float(a["timeout"]))
+    folder = own_state_folder(a)
+    if folder:
+        # A migration may run before the backend ever started: the folder its container
+        # binds must exist (Podman refuses a missing one; Docker would make it root's).
+        state_folder(folder, a["user"])
     proc = run(argv, timeout=float(a["timeout"]) + 30)
     output = decode(proc.stdout + b"\n" + proc.stderr)
     to_journal(f"{unit}.service", os.path.basename(a["argv"][0]), output, failed=proc.returncode != 0)

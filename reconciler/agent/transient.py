@@ -20,6 +20,18 @@ def systemd_literal(word: str) -> str:
     return word.replace("$", "$$")
 
 
+def own_state_folder(spec: Json) -> str | None:
+    """The state folder the caller must make before starting `spec`, or None when the
+    transient unit's StateDirectory= makes it. A container run as backend.user is started by
+    the runtime as root, so its unit has no User=, and a StateDirectory= there would hand
+    /var/lib/<app> to root, the whole tree, under the backend that runs as the user: the
+    caller makes the folder as systemd makes it for the backend's own unit instead
+    (fsops.state_folder)."""
+    if spec.get("state_directory") and spec["container"] and spec.get("user"):
+        return f"/var/lib/{spec['state_directory']}"
+    return None
+
+
 def transient_argv(
     spec: Json,
     unit: str,
@@ -47,7 +59,7 @@ def transient_argv(
     ]
     if timeout is not None:
         argv.append(f"--property=RuntimeMaxSec={int(timeout)}")
-    if spec.get("state_directory"):
+    if spec.get("state_directory") and own_state_folder(spec) is None:
         argv.append(f"--property=StateDirectory={spec['state_directory']}")
     if spec.get("user") and not spec["container"]:
         argv.append(f"--property=User={spec['user']}")

@@ -190,6 +190,7 @@ class CaddyState:
 class UserState:
     uid: int
     has_group: bool  # a group of the same name exists (the environment file's group)
+    gid: int  # its primary group: a container runs as uid:gid, as systemd's User= would
 
 
 @dataclass(frozen=True)
@@ -274,6 +275,7 @@ def request_for(desired: DesiredState) -> dict[str, Any]:
             layout.previous,
             *(desired.colour_link(c) for c in colours),
             *(f"{layout.release_dir(desired.release.version)}/{p}" for p in desired.shared),
+            *(f"{layout.shared}/{p}" for p in desired.shared),
         ],
         "globs": [f"{desired.proxy.apps_dir}/*.caddy"],
         "units": [*units, CADDY_UNIT],
@@ -354,7 +356,7 @@ def parse(raw: Mapping[str, Any]) -> Observed:
         user=int(raw["host"].get("uid", 0)),
         users=_freeze(
             {
-                name: None if v is None else UserState(int(v["uid"]), bool(v["group"]))
+                name: None if v is None else UserState(int(v["uid"]), bool(v["group"]), int(v["gid"]))
                 for name, v in (raw.get("users") or {}).items()
             }
         ),

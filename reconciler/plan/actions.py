@@ -170,6 +170,23 @@ class LinkShared(Action):
 
 
 @dataclass(frozen=True)
+class MakeShared(Action):
+    """The shared folders an image's containers bind (uploads, caches), made under
+    <root>/shared where they are missing, for the backend's user; never emptied or replaced."""
+
+    shared: str  # <root>/shared
+    paths: tuple[str, ...]
+    owner: str | None = None  # backend.user: the app writes there
+    phase: Phase = field(default=Phase.STAGE, init=False)
+    kind: ClassVar[str] = "make_shared"
+    label: ClassVar[str] = "make-shared"
+
+    @property
+    def target(self) -> str:
+        return f"{self.shared}/{{{','.join(self.paths)}}}"
+
+
+@dataclass(frozen=True)
 class RunTask(Action):
     """A release task: one command, run as the backend would run (its release folder, its
     environment file, its user; for an image, in a container of it), once per configuration.
@@ -550,6 +567,9 @@ class RecordGood(Action):
     links: tuple[str, ...]
     gates: Mapping[str, GateParams]
     caddyfile: str
+    # The app's units by port, as WriteCaddyfile's: the fragment recorded must route to the
+    # units of this state and no other (an edit by hand may have raced the run).
+    ports: Mapping[str, str] = field(default_factory=dict)
     phase: Phase = field(default=Phase.RECORD, init=False)
     kind: ClassVar[str] = "record_good"
     label: ClassVar[str] = "record-good"

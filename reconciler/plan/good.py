@@ -24,6 +24,8 @@ class GoodParts:
 
 
 def record_actions(desired: DesiredState, observed: Observed, parts: GoodParts, config: str) -> list[Action]:
+    from reconciler.plan import proxy
+
     gates = {unit: gate.params() for unit, gate in parts.gates.items()}
     latest = observed.good[0] if observed.good else None
     files = {**parts.files, desired.proxy.fragment(desired.app): parts.caddy_text}
@@ -51,6 +53,7 @@ def record_actions(desired: DesiredState, observed: Observed, parts: GoodParts, 
             links=tuple(parts.links),
             gates=gates,
             caddyfile=desired.proxy.fragment(desired.app),
+            ports=proxy.ports(desired, observed),
         )
     ]
 

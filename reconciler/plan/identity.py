@@ -33,14 +33,22 @@ def runtime_for(desired: DesiredState, resolved: str | None) -> str | None:
     return resolved or desired.release.runtime or "podman"
 
 
-def fingerprint(desired: DesiredState, runtime: str | None = None) -> str:
-    """`runtime`: the one the host resolved for an image release (it is part of what runs)."""
+def fingerprint(
+    desired: DesiredState, runtime: str | None = None, run_as: tuple[int, int] | None = None
+) -> str:
+    """`runtime` and `run_as`: what the host resolved for an image release (the container
+    runtime, backend.user's uid and gid): they are part of what runs."""
     d = desired
     engine = runtime_for(d, runtime) or "podman"
+    if run_as is None and d.release.image and d.backend.user:
+        # The host has no such user: the plan is refused for that (a blocker), and the
+        # configuration is named for the refusal only.
+        run_as = (-1, -1)
     if d.strategy == "blue-green":
-        rendered = {"backend": services.colour_text(d, "blue", engine)}  # either colour names it
+        rendered = {"backend": services.colour_text(d, "blue", engine, run_as)}  # either colour names it
     else:
-        rendered = {unit.rsplit("-", 1)[-1]: text for unit, text in services.slot_texts(d, engine).items()}
+        texts = services.slot_texts(d, engine, run_as)
+        rendered = {unit.rsplit("-", 1)[-1]: text for unit, text in texts.items()}
     fe = d.frontend
     canonical = {
         "strategy": d.strategy,

@@ -20,6 +20,14 @@ def runtime_of(desired: DesiredState, observed: Observed) -> str:
     return observed.runtime or desired.release.runtime or "podman"
 
 
+def run_as(desired: DesiredState, observed: Observed) -> tuple[int, int] | None:
+    """The uid and primary gid backend.user has on the host, which its containers run as
+    (None without backend.user, or when the host lacks it: a blocker says so)."""
+    user = desired.backend.user
+    account = observed.users.get(user) if user else None
+    return (account.uid, account.gid) if account is not None else None
+
+
 def present(observed: Observed, image: str, digest: str | None) -> bool:
     """The image is on the host, and when it is pinned, as the pinned digest."""
     return (f"{image}@{digest}" if digest else image) in observed.images

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from reconciler.observe.snapshot import GoodState, Hold, Observed
-from reconciler.plan import images, rollback
+from reconciler.plan import images, proxy, rollback
 from reconciler.plan.actions import (
     Action,
     CheckHealth,
@@ -198,7 +198,7 @@ def plan_rollback(desired: DesiredState, observed: Observed, target: GoodState, 
                 actions.append(CheckHealth.from_params(why, unit, params))
         actions += _data(desired, observed, target, now)
         if not observed.good or observed.good[0].config != target.config:
-            actions.append(_record_good(desired, target))
+            actions.append(_record_good(desired, observed, target))
     hold = _hold(desired, observed, target, now, request, config)
     if hold is not None:
         # Recorded first, and undone with the rest: a rollback interrupted after its switch
@@ -242,7 +242,7 @@ def _data(
     return out
 
 
-def _record_good(desired: DesiredState, target: GoodState) -> RecordGood:
+def _record_good(desired: DesiredState, observed: Observed, target: GoodState) -> RecordGood:
     """Recorded again as the newest good state: it serves again since now, and it is what an
     automatic rollback of the next deploy goes back to."""
     caddy = (desired.proxy.caddyfile, target.caddyfile)
@@ -256,6 +256,7 @@ def _record_good(desired: DesiredState, target: GoodState) -> RecordGood:
         links=tuple(target.links),
         gates=target.gates,
         caddyfile=target.caddyfile,
+        ports=proxy.ports(desired, observed),
     )
 
 

@@ -90,8 +90,17 @@ def one_off(
     release_dir = desired.layout.release_dir(version)
     image_root = desired.release.image_root
     runtime = images.runtime_of(desired, observed)
+    run_as = images.run_as(desired, observed)
+    user = desired.backend.user
+    if state.image and user and run_as is None:
+        raise NotRunnable(
+            f"backend.user {user!r} does not exist on {host}, and release {version}'s container runs as it",
+            hint="create it (`useradd --system --user-group --no-create-home --shell /usr/sbin/nologin "
+            f"{user}`)",
+        )
     spec = replace(
         backend_spec(desired, release_dir, desired.backend.port, env_file, runtime=runtime),
+        run_as=run_as,
         image=state.image,
         release=version,
         workdir=image_root if state.image else release_dir,
@@ -113,7 +122,7 @@ def one_off(
     # Attached as `docker run -it` would be; --init passes a stop's signal to the command.
     flags = ["--init", *(["--interactive"] if interactive else []), *(["--tty"] if tty else [])]
     container = (*words[:-1], *flags, words[-1])
-    return OneOff(version, argv, "/", env_file, None, spec.state_directory, container)
+    return OneOff(version, argv, "/", env_file, user, spec.state_directory, container)
 
 
 def _env_file(desired: DesiredState, observed: Observed, version: str) -> str:

@@ -105,8 +105,9 @@ def _blockers(desired: DesiredState, observed: Observed, adopt: bool) -> Iterabl
         if link is not None and link.kind != "symlink":
             yield f"{path} is a real {link.kind}, not a symlink; move it away and run again"
     user = desired.backend.user  # the reconciler does not create accounts: they must exist
-    if user is not None and user in observed.users:
-        account = observed.users[user]
+    # An image's container is started as the account's uid and gid, so it must be known.
+    if user is not None and (user in observed.users or desired.release.image is not None):
+        account = observed.users.get(user)
         if account is None:
             yield (
                 f"backend.user {user!r} does not exist on the host: create it as a system user "

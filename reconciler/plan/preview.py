@@ -18,6 +18,7 @@ from reconciler.render import envfile
 from reconciler.spec.model import DesiredState
 
 CADDY_FILE_MODE = 0o644  # as the agent writes Caddy's files
+STAND_IN_ID = 999  # backend.user's uid and gid as rendered without a host
 
 
 @dataclass(frozen=True)
@@ -36,7 +37,10 @@ def runtime(desired: DesiredState) -> str | None:
 
 
 def empty_host(desired: DesiredState, hostname: str) -> Observed:
-    users = {desired.backend.user: UserState(uid=999, has_group=True)} if desired.backend.user else {}
+    # A stand-in account: a container of an image runs as the real one's uid and gid, which
+    # only the host knows (its unit then says --user=999:999 here).
+    user = desired.backend.user
+    users = {user: UserState(uid=STAND_IN_ID, has_group=True, gid=STAND_IN_ID)} if user else {}
     run = runtime(desired)
     commands = {"systemctl": "/usr/bin/systemctl", "caddy": "/usr/bin/caddy"}
     if run is not None:

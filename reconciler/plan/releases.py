@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import posixpath
 
-from reconciler.observe.snapshot import Observed, UnitState
+from reconciler.observe.snapshot import LinkState, Observed, UnitState
 from reconciler.plan import images
 from reconciler.plan.actions import (
     Action,
     LinkShared,
     LoadImage,
+    MakeShared,
     PruneRelease,
     RecordGood,
     SetSymlink,
@@ -85,9 +86,11 @@ def upload_if_missing(desired: DesiredState, observed: Observed) -> list[Action]
 
 def shared_actions(desired: DesiredState, observed: Observed) -> list[Action]:
     """The release's shared paths linked to the one copy under <root>/shared. An image release
-    gets them as volumes instead (see the unit)."""
-    if not desired.shared or desired.release.image:
+    gets them as volumes instead (see the unit), which must exist before a container starts."""
+    if not desired.shared:
         return []
+    if desired.release.image:
+        return _image_shared(desired, observed)
     release = release_dir(desired, desired.release.version)
     missing = [
         p
@@ -106,6 +109,27 @@ def shared_actions(desired: DesiredState, observed: Observed) -> list[Action]:
             owner=desired.backend.user,
         )
     ]
+
+
+def _image_shared(desired: DesiredState, observed: Observed) -> list[Action]:
+    shared = desired.layout.shared
+    missing = [p for p in desired.shared if not _is_folder(observed.link(f"{shared}/{p}"))]
+    if not missing:
+        return []
+    one = len(missing) == 1
+    return [
+        MakeShared(
+            f"{', '.join(missing)} {'does' if one else 'do'} not exist in {shared}: "
+            f"the image's containers bind {'it' if one else 'them'}",
+            shared=shared,
+            paths=tuple(missing),
+            owner=desired.backend.user,
+        )
+    ]
+
+
+def _is_folder(link: LinkState | None) -> bool:
+    return link is not None and (link.kind == "dir" or (link.kind == "symlink" and link.resolves))
 
 
 def running_release(unit: UnitState) -> str | None:

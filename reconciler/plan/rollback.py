@@ -114,6 +114,7 @@ def checkpoint(
             links=tuple(now.links),
             gates=now.gates,
             caddyfile=now.caddyfile,
+            ports=proxy.ports(desired, observed),
         ).at(Phase.CHECKPOINT),
         recorded,
     )

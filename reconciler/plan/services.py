@@ -15,7 +15,9 @@ def backend_spec(
     env_file: str,
     role: str = "backend",
     runtime: str = "podman",
+    run_as: tuple[int, int] | None = None,
 ) -> units.ServiceSpec:
+    """`runtime` and `run_as` (backend.user's uid and gid) as the host has them, for an image."""
     rel = desired.release
     return units.ServiceSpec(
         app=desired.app,
@@ -35,10 +37,16 @@ def backend_spec(
         if rel.image
         else (),
         runtime=runtime,
+        run_as=run_as if rel.image else None,
     )
 
 
-def frontend_text(desired: DesiredState, release_dir: str, runtime: str = "podman") -> str:
+def frontend_text(
+    desired: DesiredState,
+    release_dir: str,
+    runtime: str = "podman",
+    run_as: tuple[int, int] | None = None,
+) -> str:
     """The dev server's unit: run from the release folder, or as a container of its own image.
     A container of its own image names no release, so a backend bump leaves it running."""
     fe = desired.frontend
@@ -52,22 +60,27 @@ def frontend_text(desired: DesiredState, release_dir: str, runtime: str = "podma
             release=None if fe.image else desired.release.version,
             image=fe.image,
             runtime=runtime,
+            run_as=run_as if fe.image else None,
         )
     )
 
 
-def slot_texts(desired: DesiredState, runtime: str = "podman") -> dict[str, str]:
+def slot_texts(
+    desired: DesiredState, runtime: str = "podman", run_as: tuple[int, int] | None = None
+) -> dict[str, str]:
     """restart and symlink-swap: unit name -> file content, for the units the state runs."""
     d = desired
     release_dir = releases.release_dir(d, d.release.version)
-    spec = backend_spec(d, release_dir, d.backend.port, d.layout.env_file, runtime=runtime)
+    spec = backend_spec(d, release_dir, d.backend.port, d.layout.env_file, runtime=runtime, run_as=run_as)
     out = {d.backend_unit: units.render_service(spec)}
     if d.frontend.mode == "dev-server":
-        out[d.frontend_unit] = frontend_text(d, release_dir, runtime)
+        out[d.frontend_unit] = frontend_text(d, release_dir, runtime, run_as)
     return out
 
 
-def colour_text(desired: DesiredState, colour: str, runtime: str = "podman") -> str:
+def colour_text(
+    desired: DesiredState, colour: str, runtime: str = "podman", run_as: tuple[int, int] | None = None
+) -> str:
     """blue-green: one colour's unit, running the release its link points to."""
     d = desired
     spec = backend_spec(
@@ -77,5 +90,6 @@ def colour_text(desired: DesiredState, colour: str, runtime: str = "podman") -> 
         d.colour_env_file(colour),
         f"backend ({colour})",
         runtime,
+        run_as,
     )
     return units.render_service(spec)

@@ -18,6 +18,9 @@ What Docker cannot do that Podman does, and what the unit does instead:
 - The client, not the container, is what systemd and the observation see: it gets the
   release marker in its own environment (Environment=), where `-e NAME` (no value) hands
   it on into the container together with the EnvironmentFile's variables.
+
+With backend.user the unit is shaped as Podman's is (units.user_lines): User= for the state
+folder, `+` on the client's commands, `--user UID:GID` for the container.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from reconciler.render.units import (
     container_argv,
     container_unit_end,
     container_words,
+    user_lines,
     with_marker,
 )
 
@@ -54,15 +58,17 @@ def render_docker_service(spec: ServiceSpec) -> str:
         "[Service]",
         "Type=exec",
     ]
+    user, root = user_lines(spec)
+    lines += user
     if spec.release is not None:
         lines.append(f"Environment={RELEASE_VAR}={spec.release}")
     if spec.port is not None:
         lines.append(f"Environment=PORT={spec.port}")
     lines += [
-        f"ExecStartPre=-{DOCKER} rm -f %N",
-        "ExecStart=" + " \\\n    ".join(run),
-        f"ExecStop=-{DOCKER} stop -t {int(spec.stop_timeout)} %N",
-        f"ExecStopPost=-{DOCKER} rm -f %N",
+        f"ExecStartPre=-{root}{DOCKER} rm -f %N",
+        f"ExecStart={root}" + " \\\n    ".join(run),
+        f"ExecStop=-{root}{DOCKER} stop -t {int(spec.stop_timeout)} %N",
+        f"ExecStopPost=-{root}{DOCKER} rm -f %N",
         "SuccessExitStatus=143",
     ]
     return with_marker("\n".join([*lines, *container_unit_end(spec)]) + "\n")

@@ -167,6 +167,7 @@ class ServiceSpec:
     stop_signal: str = "SIGTERM"
     shared: tuple[tuple[str, str], ...] = ()  # (host folder, path in the container) for images
     runtime: str = "podman"  # podman | docker, for an image
+    run_as: tuple[int, int] | None = None  # for an image with a user: that user's uid and gid on the host
 
 
 def render_service(spec: ServiceSpec) -> str:
@@ -232,6 +233,8 @@ def container_words(spec: ServiceSpec) -> list[str]:
     assert spec.image is not None
     docker = spec.runtime == "docker"
     words = [DOCKER if docker else PODMAN, "run", "--rm", "--network=host", f"--workdir={spec.workdir}"]
+    if spec.user:
+        words.append(f"--user={_run_as(spec)}")
     if spec.release is not None:
         words.append(f"--env={RELEASE_VAR}" if docker else f"--env={RELEASE_VAR}={spec.release}")
     if spec.env_file:
@@ -239,7 +242,32 @@ def container_words(spec: ServiceSpec) -> list[str]:
     if spec.state_directory:
         words.append(f"--volume=/var/lib/{spec.state_directory}:/var/lib/{spec.state_directory}")
     words += [f"--volume={host}:{inside}" for host, inside in spec.shared]
-    return [*words, spec.image]  # as the image's own user: backend.user is refused with images
+    return [*words, spec.image]  # without backend.user: as the image's own user (USER)
+
+
+def _run_as(spec: ServiceSpec) -> str:
+    """`--user` for the container: numbers, since the host's account is not in the image's
+    /etc/passwd, where the runtime would look a name up."""
+    if spec.run_as is None:
+        raise ValueError(
+            f"the container of {spec.app} {spec.role} runs as {spec.user}, whose ids are unknown"
+        )
+    return f"{spec.run_as[0]}:{spec.run_as[1]}"
+
+
+def user_lines(spec: ServiceSpec) -> tuple[list[str], str]:
+    """A container unit's lines for backend.user, and the prefix of its runtime commands.
+
+    The unit names the user (User=), so systemd makes /var/lib/<app> (StateDirectory=) the
+    user's exactly as for a release folder: created for them, handed over (the whole tree)
+    when it is not theirs. A StateDirectory= without User= would hand it back to root on
+    every start. The runtime's own commands keep root's privileges (`+`: rootful Podman and
+    the Docker client need them) and root's HOME, not the user's: a root process reads no
+    configuration from the service user's home. The container itself runs as the user's
+    uid and gid (`--user`)."""
+    if not spec.user:
+        return [], ""
+    return [f"User={spec.user}", "Environment=HOME=/root"], "+"
 
 
 def render_container_service(spec: ServiceSpec) -> str:
@@ -285,6 +313,7 @@ def render_podman_service(spec: ServiceSpec) -> str:
         service.append(f"--stop-signal={spec.stop_signal}")
     words = container_words(spec)
     run = [f"{words[0]} {words[1]}", *service, *words[2:], *container_argv(spec)]
+    user, root = user_lines(spec)
     lines = [
         HEADER.format(app=spec.app).rstrip("\n"),
         "[Unit]",
@@ -294,11 +323,12 @@ def render_podman_service(spec: ServiceSpec) -> str:
         "[Service]",
         "Type=notify",
         "NotifyAccess=all",
+        *user,
         # podman 4.3's rm --cidfile leaves the file, and run refuses to start over it.
-        "ExecStartPre=/bin/rm -f %t/%n.ctr-id",
-        "ExecStart=" + " \\\n    ".join(run),
-        f"ExecStop={PODMAN} stop --ignore -t {int(spec.stop_timeout)} --cidfile=%t/%n.ctr-id",
-        f"ExecStopPost={PODMAN} rm -f --ignore --cidfile=%t/%n.ctr-id",
+        f"ExecStartPre={root}/bin/rm -f %t/%n.ctr-id",
+        f"ExecStart={root}" + " \\\n    ".join(run),
+        f"ExecStop={root}{PODMAN} stop --ignore -t {int(spec.stop_timeout)} --cidfile=%t/%n.ctr-id",
+        f"ExecStopPost={root}{PODMAN} rm -f --ignore --cidfile=%t/%n.ctr-id",
         "SuccessExitStatus=143",
     ]
     return with_marker("\n".join([*lines, *container_unit_end(spec)]) + "\n")

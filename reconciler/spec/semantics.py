@@ -234,16 +234,6 @@ def _release_problems(doc: SourceDoc) -> list[InputProblem]:
                 at=("release",),
             )
         )
-    if "image" in release and isinstance(_get(doc.data, "backend", "user"), str):
-        # A container runs as its image's user: the host's account is not in the image's
-        # /etc/passwd, and the state folder systemd makes for a unit without User= is root's.
-        out.append(
-            doc.problem(
-                ("backend", "user"),
-                "is for release folders: a container runs as the user its image names (USER in the image)",
-                "remove backend.user, or set the user when building the image",
-            )
-        )
     frontend = _get(doc.data, "frontend")
     frontend = frontend if isinstance(frontend, dict) else {}
     dev_server = frontend.get("mode") == "dev-server"

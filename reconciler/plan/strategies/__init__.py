@@ -27,17 +27,21 @@ class Strategy(Protocol):
 def for_host(desired: DesiredState, observed: Observed) -> Strategy:
     """The strategy for this host: its configuration's identity includes the container
     runtime the host resolved for an image release."""
-    from reconciler.plan.images import runtime_of
+    from reconciler.plan.images import run_as, runtime_of
 
-    return for_desired(desired, runtime_of(desired, observed) if desired.release.image else None)
+    runtime = runtime_of(desired, observed) if desired.release.image else None
+    return for_desired(desired, runtime, run_as(desired, observed))
 
 
-def for_desired(desired: DesiredState, runtime: str | None = None) -> Strategy:
-    """`runtime`: the container runtime the host resolved, for an image release."""
+def for_desired(
+    desired: DesiredState, runtime: str | None = None, run_as: tuple[int, int] | None = None
+) -> Strategy:
+    """`runtime`, `run_as`: what the host resolved for an image release (the container runtime,
+    and backend.user's uid and gid)."""
     if desired.strategy == "blue-green":
         from reconciler.plan.strategies.blue_green import BlueGreen
 
-        return BlueGreen(desired, runtime)
+        return BlueGreen(desired, runtime, run_as)
     from reconciler.plan.strategies.single_slot import SingleSlot
 
-    return SingleSlot(desired, runtime)
+    return SingleSlot(desired, runtime, run_as)

@@ -46,14 +46,17 @@ def routed_colour(desired: DesiredState, observed: Observed) -> str | None:
 
 
 class BlueGreen:
-    def __init__(self, desired: DesiredState, runtime: str | None = None) -> None:
+    def __init__(
+        self, desired: DesiredState, runtime: str | None = None, run_as: tuple[int, int] | None = None
+    ) -> None:
         self.desired = desired
         self.runtime = identity.runtime_for(desired, runtime) or "podman"
-        self.config = identity.fingerprint(desired, runtime)
+        self.run_as = run_as if desired.release.image else None
+        self.config = identity.fingerprint(desired, runtime, self.run_as)
         self.release_dir = releases.release_dir(desired, desired.release.version)
 
     def text(self, colour: str) -> str:
-        return services.colour_text(self.desired, colour, self.runtime)
+        return services.colour_text(self.desired, colour, self.runtime, self.run_as)
 
     def gate(self, colour: str, version: str | None = None) -> CheckHealth:
         d = self.desired
@@ -114,7 +117,7 @@ class BlueGreen:
         leaving = {serving} if serving and routed != (target,) else set()
         out += data.data_actions(d, observed, [d.colour_unit(c) for c in COLOURS], leaving)
         spec = services.backend_spec(
-            d, self.release_dir, d.blue_green.port(target), env_file, runtime=self.runtime
+            d, self.release_dir, d.blue_green.port(target), env_file, runtime=self.runtime, run_as=self.run_as
         )
         out += tasks.task_actions(d, observed, spec, self.config, serving, out)
         fragment = self.caddy_text(target)

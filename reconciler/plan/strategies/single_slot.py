@@ -28,15 +28,18 @@ COLOURS = ("blue", "green")
 
 
 class SingleSlot:
-    def __init__(self, desired: DesiredState, runtime: str | None = None) -> None:
+    def __init__(
+        self, desired: DesiredState, runtime: str | None = None, run_as: tuple[int, int] | None = None
+    ) -> None:
         self.desired = desired
         self.runtime = identity.runtime_for(desired, runtime) or "podman"
-        self.config = identity.fingerprint(desired, runtime)
+        self.run_as = run_as if desired.release.image else None
+        self.config = identity.fingerprint(desired, runtime, self.run_as)
         self.release_dir = releases.release_dir(desired, desired.release.version)
 
     def texts(self) -> dict[str, str]:
         """Unit name -> file content, for the units this desired state runs."""
-        return services.slot_texts(self.desired, self.runtime)
+        return services.slot_texts(self.desired, self.runtime, self.run_as)
 
     def gates(self) -> dict[str, CheckHealth]:
         d = self.desired
@@ -76,7 +79,7 @@ class SingleSlot:
         )
         out += data.data_actions(d, observed, [d.backend_unit], {running} if running else set())
         spec = services.backend_spec(
-            d, self.release_dir, d.backend.port, d.layout.env_file, runtime=self.runtime
+            d, self.release_dir, d.backend.port, d.layout.env_file, runtime=self.runtime, run_as=self.run_as
         )
         out += tasks.task_actions(d, observed, spec, self.config, running, out)
         fragment = self.caddy_text()
