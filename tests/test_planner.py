@@ -68,6 +68,7 @@ def desired(
     frontend_image: str | None = None,
     runtime: str | None = None,
     flags: str = "",
+    maintenance: bool = False,
 ) -> DesiredState:
     env = {"DATABASE_PATH": "/var/lib/choiros/choiros.db"} if env is None else env
     env_yaml = "".join(f"  {k}: {v!r}\n" for k, v in env.items()) or "  {}\n"
@@ -99,7 +100,7 @@ backend:
   command: {command}
   port: {port}
 env:
-{env_yaml}{data}"""
+{env_yaml}{data}{"proxy: {maintenance: true}" if maintenance else ""}"""
     return load_bytes(text.encode(), "desired-state.yaml", base_dir=Path("/src"))
 
 

@@ -77,6 +77,7 @@ class Step:
     after: str | None = None  # ...or after the run
     tick: bool = False  # time passes after the run (crash loops show)
     frontend: str = "1"  # the frontend image's tag, when the frontend has its own image
+    down: bool = False  # proxy.maintenance: true in the desired state
 
     def __repr__(self) -> str:  # what differs from the defaults: counterexamples stay readable
         from dataclasses import fields
@@ -108,6 +109,7 @@ def steps(pool: list[str]) -> st.SearchStrategy[Step]:
         st.one_of(st.none(), st.sampled_from(BETWEEN)),
         st.booleans(),
         st.sampled_from(["1", "2", "3"]),
+        st.booleans(),
     )
 
 
@@ -124,6 +126,7 @@ def state(image: str, idle: str, step: Step) -> DesiredState:
         frontend_image=f"localhost/choiros-frontend:{step.frontend}" if image == "frontend" else None,
         runtime=step.runtime if image else None,
         flags=step.flags,
+        maintenance=step.down,
     )
 
 
@@ -219,6 +222,10 @@ def play(image: str, idle: str, docker_ok: bool, run: list[Step]) -> None:
             said = serving_release(d, observe(host, d))
             truth = host.unit_state(routed[0]).environ.get(units.RELEASE_VAR)
             assert said == truth, f"{where}: status says {said} serves, Caddy routes to {truth}"
+        if d.proxy.maintenance and result == "ok" and step.disturb is None and host.caddy_active():
+            assert host.answers() in ("maintenance", "down"), (
+                f"{where}: proxy.maintenance, the site answers app"
+            )
         if (
             result == "ok"
             and step.fail_at is None
@@ -235,7 +242,7 @@ def play(image: str, idle: str, docker_ok: bool, run: list[Step]) -> None:
             on = step.after == "maintenance_on"
             maintenance(host, d, on)
             answer = host.answers()
-            if on:
+            if on or d.proxy.maintenance:  # the desired file's setting outlasts a hand `off`
                 assert answer in ("maintenance", "down"), (
                     f"{where}, maintenance on: the site answers {answer}"
                 )
