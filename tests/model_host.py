@@ -326,14 +326,16 @@ class ModelHost:
             self.units[name] = replace(unit, need_daemon_reload=False)
             if name != CADDY_UNIT and unit.is_enabled and self.unit_file(name) is not None:
                 try:
-                    self.start(name)
+                    self.start(name, by_plan=False)
                 except Failure:
                     self.units[name] = replace(self.units[name], active="failed", sub="failed")
         self._caddy_start()
 
     # -- processes -------------------------------------------------------------------------
 
-    def start(self, name: str) -> None:
+    def start(self, name: str, by_plan: bool = True) -> None:
+        """`by_plan`: the reconciler starts it (a missing release is a planner bug); else systemd
+        does, at boot, and a unit whose release or image is gone fails to start."""
         text = self.unit_file(name)
         unit = self.units.get(name) or UnitState(name)
         if name == CADDY_UNIT:
@@ -372,12 +374,17 @@ class ModelHost:
                 if word.startswith(f"--env={units.RELEASE_VAR}="):
                     release = word.split("=", 2)[2]
             if release is not None:  # a frontend of its own image names no release
+                present = release in self.releases and self.releases[release].image in self.images
+                if not present and not by_plan:
+                    raise Failure("systemd", f"{name}: the image of {release} is gone")
                 assert release in self.releases, f"{name} started with missing release {release}"
                 assert self.releases[release].image in self.images, f"{name} started without its image"
                 environ[units.RELEASE_VAR] = release
             cwd = None
         else:
             cwd = self.resolve(values.get("WorkingDirectory", "/"))
+            if posixpath.basename(cwd) not in self.releases and not by_plan:
+                raise Failure("systemd", f"{name}: its release folder {cwd} is gone")
             assert posixpath.basename(cwd) in self.releases, f"{name} started in missing release {cwd}"
         self.proc[name] = Process(name, release, env_values, exec_start, runtime)
         self.units[name] = replace(
@@ -534,6 +541,9 @@ class ModelHost:
             for unit in action.units:
                 self.stop(unit)
         elif isinstance(action, PruneRelease):
+            for unit in action.unless_running:  # as the agent: still in use when the step runs
+                if self.unit_state(unit).is_active and self.process(unit).release == action.version:
+                    return
             if action.image:
                 self.images.discard(action.image)
             in_use = {
@@ -746,9 +756,6 @@ class ModelHost:
                 except Failure as failure:
                     if action.on_failure == "stop" and isinstance(action, CheckHealth) and action.unit:
                         self.stop(action.unit)
-                        if action.quarantine:
-                            key, version = action.quarantine["key"], action.quarantine["version"]
-                            self.quarantine[key] = QuarantineEntry(version, str(failure), key)
                         continue
                     if action.on_failure not in ("rollback", "quarantine") or plan.rollback is None:
                         return "failed"

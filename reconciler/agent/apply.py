@@ -159,13 +159,13 @@ class Run:
         return action["kind"] == "check_health" and action.get("unit") in self.ctx.started
 
     def _stop_idle(self, gate: Json, failure: Json) -> Json:
-        """An idle process that fails its gate is stopped and its configuration quarantined;
-        it serves nothing, so the rest of the plan goes on."""
+        """An idle process that fails its gate is stopped; it serves nothing, so the rest of
+        the plan goes on. Nothing is quarantined: a process an interrupted run left behind may
+        have been started from the files of two configurations (a unit written, its
+        environment file not yet), so which configuration failed cannot be told; a deploy of
+        either is gated on its own."""
         unit = gate["unit"]
         stop_unit(unit)
-        quarantine = gate.get("quarantine") or {}
-        if quarantine:
-            records.quarantine(self.ctx.state_dir, quarantine["key"], quarantine["version"], failure["error"])
         note = {"event": "idle_stopped", "unit": unit, "why": failure["error"]}
         self.ctx.emit(note)
         return note

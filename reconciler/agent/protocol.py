@@ -106,7 +106,6 @@ ACTIONS: dict[str, dict[str, str]] = {
         "any_status": "bool",
         "unless_gated": "bool",
         "idle": "bool",
-        "quarantine": "dict?",
     },
     "write_caddyfile": {
         "path": "str",
@@ -144,6 +143,7 @@ ACTIONS: dict[str, dict[str, str]] = {
         "state": "str",
         "image": "str?",
         "runtime": "str?",
+        "unless_running": "list",
     },
     "snapshot_database": {"database": "str", "snapshot": "str"},
     "restore_database": {"database": "str", "snapshot": "str", "units": "list", "only_if_taken": "bool"},

@@ -243,6 +243,13 @@ def do_prune_release(ctx: Context, a: Json) -> Json:
     path = os.path.join(a["releases"], a["version"])
     if not os.path.isdir(path):
         return {}
+    from .systemd import unit_state
+
+    for unit in a.get("unless_running") or ():
+        state = unit_state(unit)
+        runs = state["environ"].get("RECONCILER_RELEASE") or os.path.basename(state.get("cwd") or "")
+        if state["active"] in ("active", "reloading") and runs == a["version"]:
+            return {"skipped": f"{unit} still runs it"}
     trash = os.path.join(a["releases"], f".trash-{a['version']}-{os.getpid()}")
     os.rename(path, trash)  # gone from view at once; the slow delete happens out of sight
     fsync_dir(a["releases"])

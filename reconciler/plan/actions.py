@@ -19,7 +19,7 @@ from reconciler.observe.snapshot import GateParams
 #   report      stop here, say what failed
 #   rollback    run the request's rollback: back to the host's last good state
 #   quarantine  the same, after quarantining the desired configuration (it failed its gate)
-#   stop        stop this (idle) unit, quarantine its configuration, go on with the plan
+#   stop        stop this (idle) unit and go on with the plan
 OnFailure = Literal["report", "rollback", "quarantine", "stop"]
 
 
@@ -361,7 +361,6 @@ class CheckHealth(Action):
     any_status: bool = False  # a dev server is up when it answers at all (< 500)
     unless_gated: bool = False  # skipped when the running process passed already
     idle: bool = False  # the unit serves nothing: a failure stops it (plan/policy.py)
-    quarantine: Mapping[str, str] | None = None  # {key, version}: what a failing idle gate marks
     phase: Phase = field(default=Phase.VERIFY, init=False)
     kind: ClassVar[str] = "check_health"
     label: ClassVar[str] = "health-check"
@@ -454,6 +453,9 @@ class PruneRelease(Action):
     state: str
     image: str | None = None  # the release's image, removed with it
     runtime: str | None = None  # whose image it is
+    # Skipped when one of these units still runs the release when the step runs: an idle
+    # colour's process the plan stops only if its gate fails.
+    unless_running: tuple[str, ...] = ()
     phase: Phase = field(default=Phase.PRUNE, init=False)
     kind: ClassVar[str] = "prune_release"
     label: ClassVar[str] = "prune"

@@ -2,8 +2,8 @@
 
     quarantine  a health gate failed: only a gate proves a configuration unhealthy, so only a
                 gate quarantines it; then back to the last good state
-    stop        an idle colour's gate failed: it serves nothing, so it is stopped (and its
-                configuration quarantined) and the plan goes on
+    stop        an idle colour's gate failed: it serves nothing, so it is stopped and the plan
+                goes on (nothing is quarantined: see agent/apply.py)
     rollback    a step between the first write and the proxy switch failed (the host's fault,
                 perhaps: a start systemd refused is not a verdict on the configuration): the
                 host is between two states, so it goes back to the last good one

@@ -9,6 +9,7 @@ from reconciler.observe.snapshot import LinkState, Observed, UnitState
 from reconciler.plan import images
 from reconciler.plan.actions import (
     Action,
+    CheckHealth,
     LinkShared,
     LoadImage,
     MakeShared,
@@ -164,9 +165,14 @@ def protected_releases(desired: DesiredState, observed: Observed, actions: list[
     keep |= _rollback_targets(observed, actions)
     for name in (desired.backend_unit, desired.frontend_unit, *(desired.colour_unit(c) for c in COLOURS)):
         running = running_release(observed.unit(name))
-        if running and name not in touched_units:
+        if running and name not in touched_units and name not in _may_stop(actions):
             keep.add(running)
     return keep
+
+
+def _may_stop(actions: list[Action]) -> set[str]:
+    """Units the plan stops only if their (idle) gate fails."""
+    return {a.unit for a in actions if isinstance(a, CheckHealth) and a.idle and a.unit}
 
 
 def _rollback_targets(observed: Observed, actions: list[Action]) -> set[str]:
@@ -187,19 +193,26 @@ def prune(desired: DesiredState, observed: Observed, actions: list[Action]) -> l
     if excess <= 0:
         return []
     keep = protected_releases(desired, observed, actions)
+    maybe = {  # what an idle colour runs, which the plan stops if its gate fails: guarded
+        release: unit
+        for unit in _may_stop(actions)
+        if (release := running_release(observed.unit(unit))) is not None
+    }
     candidates = sorted(
         (observed.releases[v] for v in present - keep if v in observed.releases),
-        key=lambda r: (r.uploaded, r.version),
+        key=lambda r: (r.version in maybe, r.uploaded, r.version),
     )
     return [
         PruneRelease(
             f"more than release.keep={desired.release.keep} releases on the host; "
-            f"{r.version} is the oldest one not in use",
+            f"{r.version} is the oldest one not in use"
+            + (f" (unless {maybe[r.version]} still runs it then)" if r.version in maybe else ""),
             version=r.version,
             releases=desired.layout.releases,
             state=desired.layout.state,
             image=r.image,
             runtime=images.runtime_of(desired, observed) if r.image else None,
+            unless_running=(maybe[r.version],) if r.version in maybe else (),
         )
         for r in candidates[:excess]
     ]

@@ -165,16 +165,15 @@ class BlueGreen:
         if not observed.gated(name):
             version = unit.release or ""
             gate = units.with_reason(self.gate(colour, version), f"{units.NOT_GATED} (idle colour {colour})")
-            quarantine = {"key": unit.config or "", "version": version} if unit.config else None
-            return [_soft(gate, quarantine)]
+            return [_soft(gate)]
         return []
 
 
-def _soft(gate: CheckHealth, quarantine: dict[str, str] | None) -> CheckHealth:
+def _soft(gate: CheckHealth) -> CheckHealth:
     """The gate of a colour that serves nothing: a failure stops it (plan/policy.py)."""
     from dataclasses import replace
 
-    return replace(gate, quarantine=quarantine, idle=True).at(Phase.RETIRE)
+    return replace(gate, idle=True).at(Phase.RETIRE)
 
 
 def _point(
