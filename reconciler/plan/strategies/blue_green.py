@@ -109,7 +109,7 @@ class BlueGreen:
         out += units.run_actions(
             d, observed, name, text, self.gate(target), config=self.config, env_file=env_file
         )
-        out += self._left_behind(observed, other(target), routed)
+        out += self._left_behind(observed, other(target))
         serving = routing.serving_release(d, observed)
         leaving = {serving} if serving and routed != (target,) else set()
         out += data.data_actions(d, observed, [d.colour_unit(c) for c in COLOURS], leaving)
@@ -132,9 +132,10 @@ class BlueGreen:
         out += good.record_actions(d, observed, parts, self.config)
         return out
 
-    def _left_behind(self, observed: Observed, colour: str, routed: tuple[str, ...]) -> list[Action]:
+    def _left_behind(self, observed: Observed, colour: str) -> list[Action]:
         """The colour not chosen: never restarted or rewritten; it stays warm as it is, gated
-        if its process has no gate record, and is stopped when it must not run."""
+        if its process has no gate record (after the switch, when it served until then: a
+        reboot leaves both colours without one), and is stopped when it must not run."""
         d = self.desired
         name = d.colour_unit(colour)
         unit = observed.unit(name)
@@ -155,7 +156,7 @@ class BlueGreen:
         if entry is not None:
             why = f"idle colour {colour} runs a configuration that failed ({unit.release}: {entry.reason})"
             return [Systemctl(why, verb="stop", unit=name)]
-        if colour not in routed and not observed.gated(name):
+        if not observed.gated(name):
             version = unit.release or ""
             gate = units.with_reason(self.gate(colour, version), f"{units.NOT_GATED} (idle colour {colour})")
             quarantine = {"key": unit.config or "", "version": version} if unit.config else None
