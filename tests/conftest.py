@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from tests.deploying import Project, build_artifacts, reset_host
+from tests.distribution import Distribution, built
 from tests.testhost import TestHost, boot
 from tests.testhost.rootfs import DEFAULT_RELEASE
 
@@ -22,6 +23,12 @@ os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="reconciler-test-cache-")
 @pytest.fixture(scope="session")
 def artifacts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return build_artifacts(tmp_path_factory.mktemp("dist"))
+
+
+@pytest.fixture(scope="session")
+def distribution(tmp_path_factory: pytest.TempPathFactory) -> Distribution:
+    """The wheel and sdist as .ci/run builds them into dist/ (built afresh when stale)."""
+    return built(tmp_path_factory.mktemp("dist-build"))
 
 
 @pytest.fixture(scope="module")

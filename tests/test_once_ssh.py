@@ -222,6 +222,7 @@ def test_history_records_each_apply(project: Project) -> None:
 def test_many_requests_on_one_connection(project: Project) -> None:
     """The agent leaves as soon as it has answered: sshd allows ten sessions per connection,
     so a lingering agent would refuse watch mode's fast no-op passes."""
+    from reconciler.agent.protocol import PROTOCOL
     from reconciler.executors.ssh import SSHExecutor
     from reconciler.executors.ssh_options import SSHOptions
     from reconciler.spec.model import Target
@@ -231,7 +232,9 @@ def test_many_requests_on_one_connection(project: Project) -> None:
     executor = SSHExecutor(Target("ssh", host=host.address, user="root", port=22), options)
     try:
         answers = [
-            executor.request({"op": "history", "protocol": 2, "state": "/var/lib/reconciler/x", "limit": 1})
+            executor.request(
+                {"op": "history", "protocol": PROTOCOL, "state": "/var/lib/reconciler/x", "limit": 1}
+            )
             for _ in range(25)
         ]
     finally:

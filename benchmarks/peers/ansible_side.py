@@ -156,13 +156,6 @@ PLAYBOOK_TEXT = """\
       ansible.builtin.command:
         argv: [caddy, reload, --config, "{{ caddyfile }}", --adapter, caddyfile, --force]
       listen: caddy changed
-
-    - name: Record what Caddy loaded
-      ansible.builtin.copy:
-        src: "files/caddy-loaded-{{ version }}.json"
-        dest: "{{ caddy_loaded_path }}"
-        mode: "0644"
-      listen: caddy changed
 """
 
 
@@ -230,7 +223,6 @@ def write(root: Path, states: dict[str, dict[str, str]]) -> None:
         (files / f"backend-{version}.env").write_text(state["env_text"])
         (files / "Caddyfile").write_text(state["caddy_main_text"])
         (files / f"{state['app']}-{version}.caddy").write_text(state["fragment_text"])
-        (files / f"caddy-loaded-{version}.json").write_text(state["caddy_loaded_text"])
 
 
 def command(

@@ -46,11 +46,10 @@ What a peer cannot express the same way, and how it was made equivalent:
   from one MainPID. Both peers run `health_gate.py` (written next to the playbook), which
   implements the same rule, uploaded and run by Ansible's `script` and pyinfra's
   `server.script` only after a restart.
-- **What Caddy loaded.** Caddy's loaded config is invisible; ours records the sha256 of the
-  app's Caddy site it loaded in `/var/lib/reconciler/choiros/caddy-loaded.json` and reloads
-  when the record does not match. The peers reload when they changed a Caddy file, with the
-  same command ours uses (`caddy reload --config /etc/caddy/Caddyfile --adapter caddyfile
-  --force`), and then write the same record (`{"sha256": ..., "routes": null, "at": ...}`).
+- **What Caddy loaded.** Ours asks Caddy's admin API what it runs (the upstreams, and the
+  mark each fragment carries) and reloads when that is not the fragment on disk. The peers
+  cannot see it; they reload when they changed a Caddy file, with the same command ours uses
+  (`caddy reload --config /etc/caddy/Caddyfile --adapter caddyfile --force`).
 - **Ours' own records.** Ours trusts a running process only when its gate record on the host
   names it, and keeps the last good states for rollback. The peers keep neither, so after a
   peer's change run ours plans exactly two bookkeeping actions and nothing else: a

@@ -8,7 +8,6 @@ that both read, so a difference between the tools can only be in how they conver
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 import re
@@ -125,7 +124,7 @@ def desired_text(version: str, template: str) -> str:
 def render_state(desired_file: Path, tarball: Path) -> dict[str, Any]:
     """Everything the peers need for one version, rendered by our own code."""
     from reconciler.observe.snapshot import unit_path
-    from reconciler.plan import config
+    from reconciler.plan import identity
     from reconciler.plan.strategies.single_slot import SingleSlot
     from reconciler.render import caddymain
     from reconciler.spec.load import load
@@ -152,19 +151,13 @@ def render_state(desired_file: Path, tarball: Path) -> dict[str, Any]:
         "unit_path": unit_path(desired, desired.backend_unit),
         "unit_text": units[desired.backend_unit],
         "env_path": layout.env_file,
-        "env_text": config.env_text(desired),
+        "env_text": identity.env_text(desired, slot.config),
         # Ours owns only the app's fragment, and the main Caddyfile's import line: on the test
         # host (Caddy's stock Caddyfile before ours ran) the main file imports nothing else.
         "caddyfile": desired.proxy.caddyfile,
         "caddy_main_text": caddymain.render(desired.proxy.apps_dir),
         "fragment": desired.proxy.fragment(desired.app),
         "fragment_text": caddy,
-        # Our reconciler knows what Caddy loaded only from this record; the peers write it after
-        # their reload too, so the end state of a peer's change run is ours byte for byte.
-        "caddy_loaded_path": f"{layout.state}/caddy-loaded.json",
-        "caddy_loaded_text": json.dumps(
-            {"sha256": hashlib.sha256(caddy.encode()).hexdigest(), "routes": None, "at": "by a peer"}
-        ),
         "health_args": [
             f"http://127.0.0.1:{desired.backend.port}{desired.backend.health}",
             version,

@@ -84,13 +84,6 @@ server.shell(
     commands=[f"caddy reload --config {S['caddyfile']} --adapter caddyfile --force"],
     _if=caddy_changed,
 )
-files.put(
-    name="Record what Caddy loaded",
-    src=str(HERE / "files" / f"caddy-loaded-{S['version']}.json"),
-    dest=S["caddy_loaded_path"],
-    mode="644",
-    _if=caddy_changed,
-)
 '''
 
 

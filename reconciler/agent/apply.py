@@ -106,6 +106,8 @@ class Run:
 
     def _one(self, index: int, action: Json, phase: str) -> Json:
         ctx = self.ctx
+        if phase == "forward" and self.fault.get("pause_before_action") == index + 1:
+            time.sleep(float(self.fault.get("pause", 3)))
         ctx.emit({"event": "action_start", "index": index, "phase": phase})
         if phase == "forward" and self.fault.get("kill_during_action") == index + 1:
             timer = threading.Timer(float(self.fault.get("delay", 0.5)), _die)

@@ -16,7 +16,7 @@ from typing import Any
 Json = dict[str, Any]
 Emit = Callable[[Json], None]
 
-PROTOCOL = 2
+PROTOCOL = 3
 ENV_PREFIX = "RECONCILER_"
 CHUNK = 1 << 16
 

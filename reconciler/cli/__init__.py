@@ -148,7 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=60.0,
         metavar="SECONDS",
-        help="how often --follow fetches (default 60)",
+        help="how often --follow fetches (default 60; SIGHUP fetches at once)",
     )
     w.add_argument(
         "--metrics-listen",

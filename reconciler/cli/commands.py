@@ -283,10 +283,16 @@ def finish(args: argparse.Namespace, desired: DesiredState, outcome: Outcome) ->
 def fault_points() -> dict[str, float]:
     """Test-only fault injection, sent along with an apply: RECONCILER_FAULT_AFTER_ACTION=N
     kills the agent after action N, RECONCILER_FAULT_DURING_ACTION=N[:SECONDS] that long into
-    action N. An agent honours them only on a host whose root switched fault injection on
-    (reconciler/agent/apply.py FAULT_SWITCH): never on a production host by accident."""
+    action N, RECONCILER_FAULT_PAUSE_BEFORE=N[:SECONDS] makes it wait before action N (so a test
+    can change the host between two steps). An agent honours them only on a host whose root
+    switched fault injection on (reconciler/agent/apply.py FAULT_SWITCH): never on a production
+    host by accident."""
     out: dict[str, float] = {}
     with contextlib.suppress(ValueError):
+        if pause := os.environ.get("RECONCILER_FAULT_PAUSE_BEFORE"):
+            index, _, seconds = pause.partition(":")
+            out["pause_before_action"] = int(index)
+            out["pause"] = float(seconds or 3)
         if after := os.environ.get("RECONCILER_FAULT_AFTER_ACTION"):
             out["kill_after_action"] = int(after)
         if during := os.environ.get("RECONCILER_FAULT_DURING_ACTION"):

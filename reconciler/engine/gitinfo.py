@@ -18,20 +18,30 @@ class Revision:
         return self.commit[:12] + (" + uncommitted changes" if self.dirty else "")
 
 
-def revision_of(file: Path) -> Revision:
-    folder = file.resolve().parent
+def head(file: Path) -> str | None:
+    """The commit checked out in the repository holding `file`; None when not in git."""
     try:
-        head = subprocess.run(
-            ["git", "-C", str(folder), "rev-parse", "HEAD"],
+        done = subprocess.run(
+            ["git", "-C", str(file.resolve().parent), "rev-parse", "HEAD"],
             capture_output=True,
             text=True,
             timeout=10,
             check=False,
         )
-        if head.returncode != 0:
-            return Revision(None, False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if done.returncode != 0:
+        return None
+    return done.stdout.strip() or None
+
+
+def revision_of(file: Path) -> Revision:
+    commit = head(file)
+    if commit is None:
+        return Revision(None, False)
+    try:
         status = subprocess.run(
-            ["git", "-C", str(folder), "status", "--porcelain", "--", file.resolve().name],
+            ["git", "-C", str(file.resolve().parent), "status", "--porcelain", "--", file.resolve().name],
             capture_output=True,
             text=True,
             timeout=10,
@@ -39,4 +49,4 @@ def revision_of(file: Path) -> Revision:
         )
     except (OSError, subprocess.TimeoutExpired):
         return Revision(None, False)
-    return Revision(head.stdout.strip(), bool(status.stdout.strip()))
+    return Revision(commit, bool(status.stdout.strip()))

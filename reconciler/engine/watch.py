@@ -84,7 +84,8 @@ class Watcher:
         self.passes = 0
         self.last_fetch = 0.0
         self.reasons: list[str] = ["start"]
-        self._lock = threading.Lock()
+        # Re-entrant: SIGHUP's handler (trigger) runs on the main thread, which may hold it.
+        self._lock = threading.RLock()
         self.metrics = metrics
         self.notifier: Notifier | None = None
         self.app = "?"  # the app of the last valid desired state, for notices about an invalid one
@@ -125,6 +126,10 @@ class Watcher:
     def on_signal(self, signum: int, _frame: FrameType | None) -> None:
         if signum == signal.SIGHUP:
             self.reload.set()
+            # Re-read everything, the followed branch included: a repository's post-receive
+            # hook that runs `systemctl reload` makes a push deploy without waiting for
+            # the next fetch.
+            self.last_fetch = 0.0
             self.trigger("SIGHUP")
             return
         log.info("stopping after the current action", signal=signal.Signals(signum).name)
@@ -332,9 +337,15 @@ class Watcher:
 
     # -- git -------------------------------------------------------------------------------
 
+    def fetch_due_in(self, now: float) -> float:
+        """Seconds until --follow fetches again (0: now)."""
+        if not self.last_fetch:
+            return 0.0
+        return max(0.0, self.last_fetch + self.settings.fetch_interval - now)
+
     def follow_git(self) -> None:
         branch = self.settings.follow
-        if not branch or time.monotonic() - self.last_fetch < self.settings.fetch_interval:
+        if not branch or self.fetch_due_in(time.monotonic()) > 0:
             return
         self.last_fetch = time.monotonic()
         folder = str(self.file.resolve().parent)
@@ -348,6 +359,7 @@ class Watcher:
         if fetch.returncode != 0:
             log.warning("git fetch failed", error=fetch.stderr.strip()[-300:])
             return
+        before = gitinfo.head(self.file)
         merge = subprocess.run(
             ["git", "-C", folder, "merge", "--ff-only", "--quiet", f"origin/{branch}"],
             capture_output=True,
@@ -359,6 +371,13 @@ class Watcher:
             log.error(
                 "cannot fast-forward; not deploying the remote change", error=merge.stderr.strip()[-300:]
             )
+            return
+        after = gitinfo.head(self.file)
+        if after and after != before:
+            # Said once per push, and named as the reason of the pass that deploys it.
+            log.info("followed a push", branch=branch, commit=after[:12])
+            with self._lock:
+                self.reasons.append(f"push to {branch}")
 
     # -- the loop --------------------------------------------------------------------------
 
@@ -366,7 +385,9 @@ class Watcher:
         jitter = random.uniform(0.9, 1.1)  # noqa: S311 - spreads drift checks of many hosts
         wait = self.settings.interval * jitter
         if self.settings.follow:
-            wait = min(wait, self.settings.fetch_interval)
+            # Wake when the fetch is due, not a whole fetch interval from now: a pass between
+            # two fetches (a drift tick, a file change) must not put the next fetch off.
+            wait = min(wait, self.fetch_due_in(time.monotonic()) + 0.01)
         if self.backoff.until:
             wait = min(wait, max(0.0, self.backoff.until - time.monotonic()) + 0.01)
         return wait
@@ -421,6 +442,15 @@ def run(
     watcher = Watcher(Path(args.file), lambda: load_desired(args), make_executor, settings, metrics)
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, watcher.on_signal)
-    threading.Thread(target=watcher.watch_file, name="watch-file", daemon=True).start()
+    watching = threading.Thread(target=watcher.watch_file, name="watch-file", daemon=True)
+    watching.start()
     log.info("watching", file=str(args.file), interval_s=settings.interval, follow=settings.follow)
-    return watcher.loop()
+    try:
+        return watcher.loop()
+    finally:
+        # watchfiles waits in Rust. A daemon thread still there when the interpreter finalizes
+        # is ended with pthread_exit, whose unwinding Rust turns into an abort (Python 3.9:
+        # "FATAL: exception not rethrown", SIGABRT instead of exit 0). It sees `stop` within
+        # rust_timeout.
+        watcher.stop.set()
+        watching.join(timeout=5)

@@ -4,8 +4,8 @@ Three variants: bookworm (the default: python3 3.11, systemd 252, Caddy, Podman,
 and a venv with the project's runtime dependencies, so the reconciler itself can
 run inside), docker (bookworm with Docker instead of Podman: Debian's docker.io,
 vfs storage; only the agent runs there) and bullseye (python3 3.9, systemd 247:
-the oldest host the agent supports; only the agent runs there, sent over SSH to
-/usr/bin/python3).
+the oldest host the reconciler supports; the agent is sent over SSH to /usr/bin/python3,
+and a test installs the reconciler's wheel there into a venv of its own).
 
 Each rootfs is built once (debootstrap + fix-ups, plus an offline-installed venv
 for bookworm) and cached outside the repository, in a directory named after the
@@ -86,7 +86,9 @@ DOCKER_PACKAGES: tuple[str, ...] = (
     "ca-certificates",
 )
 #: bullseye has no caddy package (Caddy is borrowed from bookworm, see
-#: _borrow_caddy), and needs no venv or Podman: only the agent runs there.
+#: _borrow_caddy), and no Podman. The agent runs there on /usr/bin/python3; the
+#: reconciler itself is installed the way the README tells a server to (python3-venv,
+#: then pip from wheels carried in) and follows a git repository on the host (git).
 #: media-types is what Debian's caddy package depends on for /etc/mime.types.
 BULLSEYE_PACKAGES: tuple[str, ...] = (
     "systemd",
@@ -94,6 +96,8 @@ BULLSEYE_PACKAGES: tuple[str, ...] = (
     "dbus",
     "openssh-server",
     "python3",
+    "python3-venv",
+    "git",
     "iproute2",
     "procps",
     "curl",

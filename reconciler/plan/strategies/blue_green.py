@@ -113,7 +113,9 @@ class BlueGreen:
         serving = routing.serving_release(d, observed)
         leaving = {serving} if serving and routed != (target,) else set()
         out += data.data_actions(d, observed, [d.colour_unit(c) for c in COLOURS], leaving)
-        spec = services.backend_spec(d, self.release_dir, d.blue_green.port(target), env_file)
+        spec = services.backend_spec(
+            d, self.release_dir, d.blue_green.port(target), env_file, runtime=self.runtime
+        )
         out += tasks.task_actions(d, observed, spec, self.config, serving, out)
         fragment = self.caddy_text(target)
         out += proxy.caddy_actions(d, observed, fragment)

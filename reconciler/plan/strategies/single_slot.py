@@ -75,7 +75,9 @@ class SingleSlot:
             observed.unit(d.backend_unit)
         )
         out += data.data_actions(d, observed, [d.backend_unit], {running} if running else set())
-        spec = services.backend_spec(d, self.release_dir, d.backend.port, d.layout.env_file)
+        spec = services.backend_spec(
+            d, self.release_dir, d.backend.port, d.layout.env_file, runtime=self.runtime
+        )
         out += tasks.task_actions(d, observed, spec, self.config, running, out)
         fragment = self.caddy_text()
         out += proxy.caddy_actions(d, observed, fragment)
