@@ -13,6 +13,8 @@ ReconcilerError                 exit 1 unless stated
 ├── RolledBack                  exit 3: a release failed and the last good one serves again
 ├── Quarantined                 exit 3: the desired release failed before and is not retried
 ├── Paused                      exit 4: someone paused the reconciler on the host
+├── Held                        exit 4: `reconcile rollback` holds the host at an earlier state
+├── RollbackRefused             `reconcile rollback` has nothing (or not that) to go back to
 └── NotConverged                apply finished but the host still differs
 """
 
@@ -169,6 +171,18 @@ class Paused(ReconcilerError):
     """The host is paused (`reconcile pause`): nothing was changed. `--once --force` overrides."""
 
     exit_code = 4
+
+
+class Held(ReconcilerError):
+    """`reconcile rollback` holds the host at a recorded good state: runs keep it there (drift
+    of that state corrected) while the desired file names what it named then."""
+
+    exit_code = 4
+
+
+class RollbackRefused(ReconcilerError):
+    """`reconcile rollback` found nothing to go back to, or not the release named: nothing
+    was changed."""
 
 
 class NotConverged(ReconcilerError):

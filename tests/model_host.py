@@ -45,6 +45,7 @@ from reconciler.observe.snapshot import (
     RecordedFile,
     ReleaseState,
     UnitState,
+    hold_of,
 )
 from reconciler.plan.actions import (
     Action,
@@ -58,6 +59,7 @@ from reconciler.plan.actions import (
     PruneRelease,
     PullFrontend,
     RecordGood,
+    RecordHold,
     RecordMaintenance,
     RecordQuarantine,
     RemoveFile,
@@ -163,6 +165,7 @@ class ModelHost:
         self.gates: dict[str, GateRecord] = dict(observed.gates)
         self.tasks: dict[str, dict[str, int]] = {k: dict(v) for k, v in observed.tasks.items()}
         self.maintenance = observed.maintenance
+        self.hold = observed.hold
         self.good: list[GoodState] = list(observed.good)
         self.base = observed
         self.units_dir = units_dir
@@ -516,6 +519,8 @@ class ModelHost:
             )
         elif isinstance(action, RecordGood):
             self._record_good(action)
+        elif isinstance(action, RecordHold):
+            self.hold = hold_of(dict(action.hold, at="t")) if action.hold else None
         elif isinstance(action, SnapshotDatabase):
             self.snapshots.add(posixpath.basename(action.snapshot).removesuffix(".sqlite"))
             self._taken.add(action.snapshot)
@@ -789,6 +794,7 @@ class ModelHost:
             gates=MappingProxyType(dict(self.gates)),
             tasks=MappingProxyType({k: MappingProxyType(dict(v)) for k, v in self.tasks.items()}),
             maintenance=self.maintenance,
+            hold=self.hold,
             fragments=MappingProxyType(
                 {
                     p: f.content

@@ -55,12 +55,14 @@ env:
 {rollout}"""
         )
 
-    def reconcile(self, *args: str) -> tuple[int, dict[str, Any], str]:
+    def reconcile(
+        self, *args: str, command: tuple[str, ...] = ("--once",)
+    ) -> tuple[int, dict[str, Any], str]:
         cmd = [
             sys.executable,
             "-m",
             "reconciler",
-            "--once",
+            *command,
             "--json",
             *args,
             "-f",
@@ -166,6 +168,37 @@ def test_failure_budget_lets_the_rollout_continue(fleet_project: Fleet) -> None:
         "c": "converged",
     }
     assert f.serving() == {"a": "1.0.0", "b": "2.0.0", "c": "2.0.0"}
+
+
+def test_rollback_by_hand_goes_back_in_batches_on_the_limited_hosts(fleet_project: Fleet) -> None:
+    f = fleet_project
+    for version in ("1.0.0", "2.0.0"):
+        f.write(version)
+        assert f.reconcile()[0] == 0
+    c_before = f.hosts["c"].tree_state(WATCHED_PATHS)
+    rc, out, err = f.reconcile("--limit", "a,b", "--reason", "INC-9", command=("rollback",))
+    assert rc == 0, err
+    assert out["result"] == "held" and out["batches"] == [["a"], ["b"]], out
+    assert f.serving() == {"a": "1.0.0", "b": "1.0.0", "c": "2.0.0"}
+    assert f.hosts["c"].tree_state(WATCHED_PATHS) == c_before, "--limit was not respected"
+    # The whole fleet's next run: the held hosts stay, and say so (exit 4); c has nothing to do.
+    rc, out, _ = f.reconcile()
+    assert rc == 4 and {n: h["result"] for n, h in out["hosts"].items()} == {
+        "a": "held",
+        "b": "held",
+        "c": "noop",
+    }
+    # Without VERSION the hosts must agree on where to go: a and b (held) have nothing left.
+    before = {n: h.tree_state(WATCHED_PATHS) for n, h in f.hosts.items()}
+    rc, out, err = f.reconcile(command=("rollback",))
+    assert rc == 1 and "a: nothing to roll back to" in err and "nothing was changed" in err, err
+    assert {n: h.tree_state(WATCHED_PATHS) for n, h in f.hosts.items()} == before
+    # A release one host cannot go back to stops the rollback before any host changes.
+    f.hosts["b"].exec(["bash", "-c", "rm -rf /opt/choiros/releases/2.0.0"])
+    before = {n: h.tree_state(WATCHED_PATHS) for n, h in f.hosts.items()}
+    rc, out, err = f.reconcile("2.0.0", command=("rollback",))
+    assert rc == 1 and out["hosts"]["b"]["result"] == "failed" and "2.0.0" in out["hosts"]["b"]["error"], out
+    assert {n: h.tree_state(WATCHED_PATHS) for n, h in f.hosts.items()} == before
 
 
 def test_limit_touches_only_the_named_host(fleet_project: Fleet) -> None:

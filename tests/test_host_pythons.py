@@ -7,11 +7,14 @@ tests of the agent's essential paths, collected again in this module, so conftes
 boots TESTHOST_RELEASE for them: a deploy from scratch and a second run that plans nothing,
 a bump and its revert (symlink-swap), blue-green with its instant rollback, health gates
 that fail (an error answer, a crash) and are rolled back and quarantined, SQLite snapshots
-taken and restored with Python 3.9's sqlite3, and unit properties read from systemd 247's bus
-agreeing with its `systemctl show`.
+taken and restored with Python 3.9's sqlite3, unit properties read from systemd 247's bus
+agreeing with its `systemctl show`, and `reconcile logs` and `exec` on the host's side.
 """
 
 from __future__ import annotations
+
+import json
+import uuid
 
 import pytest
 
@@ -20,6 +23,8 @@ from reconciler.executors.ssh import SSHExecutor
 from reconciler.executors.ssh_options import SSHOptions
 from reconciler.spec.model import Target
 from tests import test_data, test_health_gates, test_once_ssh, test_systemd_bus
+from tests.deploying import Project
+from tests.operating import Running, command, processes, run, until
 from tests.testhost import TestHost
 
 pytestmark = pytest.mark.testhost
@@ -67,3 +72,36 @@ def test_the_agent_runs_on_the_hosts_python_3_9_with_systemd_247(testhost: TestH
         executor.close()
     assert answer["event"] == "result", answer
     assert answer["snapshot"]["host"]["python"].startswith("3.9."), answer["snapshot"]["host"]
+
+
+def test_logs_and_exec_run_on_python_3_9(project: Project) -> None:
+    """The day-two commands' host side (agent/journal.py, agent/attach.py) on 3.9 and systemd
+    247: a followed line, Ctrl-C leaving no journalctl, exit statuses with and without a
+    terminal, an interrupted command stopped and recorded."""
+    host = project.host
+    project.write("1.0.0")
+    assert project.once().rc == 0
+    follower = Running(command(project, "logs", "-f", "-n", "0", "backend"))
+    try:
+        until(lambda: len(processes(host, "journalctl")) == 1)
+        marker = uuid.uuid4().hex
+        assert host.http(f"/api/version?marker={marker}").status == 200
+        follower.wait_for(lambda line: marker in line)
+        assert follower.interrupt()[0] == 130
+    finally:
+        follower.kill()
+    until(lambda: processes(host, "journalctl") == [], timeout=10)
+    db = "/var/lib/choiros/choiros.db"
+    plain = run(command(project, "exec", argv=("sh", "-c", f"sqlite3 {db} 'select 6*7' && exit 3")))
+    assert (plain.rc, plain.stdout) == (3, "42\n"), plain.stderr
+    tty = run(command(project, "exec", "-t", argv=("sh", "-c", "test -t 1 && exit 4")))
+    assert tty.rc == 4, tty.stdout + tty.stderr
+    sleeper = Running(command(project, "exec", argv=("sleep", "600")))
+    try:
+        until(lambda: processes(host, "sleep") != [])
+        assert sleeper.interrupt()[0] == 130
+    finally:
+        sleeper.kill()
+    until(lambda: processes(host, "sleep") == [])
+    records = (host.read("/var/lib/reconciler/choiros/history.jsonl") or b"").decode().splitlines()
+    assert [json.loads(r).get("result") for r in records[-3:]] == ["failed", "failed", "interrupted"]

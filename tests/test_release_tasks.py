@@ -149,3 +149,26 @@ def test_shared_folders_outlive_releases_and_stop_settings_reach_the_unit(projec
         assert host.read(f"/opt/choiros/releases/{version}/uploads/photo.jpg") == b"jpeg"
     shown = host.exec(["systemctl", "show", "-p", "TimeoutStopUSec,KillSignal", "choiros-backend"]).stdout
     assert "TimeoutStopUSec=45s" in shown and "KillSignal=2" in shown, shown
+
+
+def test_a_first_deploy_migrates_as_backend_user_and_the_output_is_in_the_journal(project: Project) -> None:
+    """On a fresh host the migration runs before the backend ever started, so before systemd
+    made its state folder: the task's unit makes it (StateDirectory=) as the backend's would,
+    owned by backend.user. Its output is filed in the journal under the task's unit."""
+    host = project.host
+    host.exec(
+        ["bash", "-c", "id -u choiros-svc || useradd --system --user-group --no-create-home choiros-svc"]
+    )
+    body = project.render(
+        "1.0.0", backend="command: bin/backend --port {port}\nport: 8080\nuser: choiros-svc"
+    )
+    project.write(
+        body=body.replace("  source:", "  tasks:\n    before_switch: [bin/backend --migrate]\n  source:", 1)
+    )
+    run = project.once()
+    assert run.rc == 0, run.stdout + run.stderr
+    assert serves(host) == "1.0.0"
+    owners = host.exec(["stat", "-c", "%U", "/var/lib/choiros", "/var/lib/choiros/choiros.db"]).stdout.split()
+    assert owners == ["choiros-svc", "choiros-svc"]
+    journal = host.exec(["journalctl", "--no-pager", "-o", "cat", "-u", "reconciler-task-choiros-*"]).stdout
+    assert "database /var/lib/choiros/choiros.db is at choiros 1.0.0's schema" in journal, journal

@@ -21,6 +21,7 @@ from reconciler.errors import HostError
 from reconciler.executors.base import Payload
 from reconciler.observe.snapshot import GateParams
 from reconciler.plan import actions as actions_module
+from reconciler.plan import manual
 from reconciler.plan.actions import Action, Plan, RecordMaintenance
 from reconciler.plan.planner import plan
 from tests.model_host import ModelHost
@@ -108,6 +109,12 @@ class Recorder:
         self.requests.append(wire)
         return {"event": "error", "error": "recorded", "code": "test"}
 
+    def attach(self, request: dict[str, Any]) -> int:
+        wire = json.loads(json.dumps(request))
+        protocol.check_request(wire)
+        self.requests.append(wire)
+        return 0
+
     def cancel(self) -> None:
         pass
 
@@ -139,6 +146,17 @@ def _plans() -> list[tuple[Any, Plan]]:
         p = plan(d, host.snapshot())
         out.append((d, p))
         host.run(p)
+    # A rollback by hand (it records a hold), then a new file, whose run ends the hold.
+    last = desired("6.0.0", image=True, keep=1, frontend_image="localhost/choiros-frontend:3")
+    choice = manual.choose(last, host.snapshot(), None)
+    assert choice.target is not None, choice.error
+    back = manual.plan_rollback(
+        last, host.snapshot(), choice.target, manual.Request(None, "ops@laptop", "bad")
+    )
+    out.append((last, back))
+    host.run(back)
+    moved = desired("7.0.0", image=True, keep=2, frontend_image="localhost/choiros-frontend:3")
+    out.append((moved, plan(moved, host.snapshot())))
     return out
 
 
@@ -184,7 +202,7 @@ def test_a_malformed_action_is_refused_with_what_is_wrong(broken: dict[str, Any]
     assert exc.value.code == "protocol"
 
 
-def test_pause_resume_and_note_requests_pass_the_agents_check() -> None:
+def test_pause_resume_note_and_releases_requests_pass_the_agents_check() -> None:
     from reconciler.engine import hostrecords
 
     recorder = Recorder()
@@ -195,5 +213,27 @@ def test_pause_resume_and_note_requests_pass_the_agents_check() -> None:
     note = {"kind": "notify", "event": "deploy", "webhook": "webhook 1 (h)", "ok": True, "attempts": 1}
     with pytest.raises(HostError):
         hostrecords.add_notes(recorder, d, [note])
-    assert [r["op"] for r in recorder.requests] == ["pause", "pause", "pause", "note"]
+    with pytest.raises(HostError):
+        hostrecords.release_sizes(recorder, d, "podman")
+    assert [r["op"] for r in recorder.requests] == ["pause", "pause", "pause", "note", "releases"]
     assert recorder.requests[2]["pause"] is None  # resume
+
+
+def test_logs_and_exec_requests_pass_the_agents_check() -> None:
+    from reconciler.engine import logs, oneoff
+    from reconciler.plan.oneoff import OneOff
+
+    recorder = Recorder()
+    d = desired("1.0.0", image=True)
+    for follow, lines, since in ((False, None, None), (True, 0, "10 min ago")):
+        request = logs.logs_request(d, ["backend"], follow=follow, lines=lines, since=since, all_fields=True)
+        with pytest.raises(HostError):
+            logs.read(recorder, request, print)
+    command = OneOff(
+        "1.0.0", ("sqlite3", "db"), "/", "/etc/choiros/backend.env", None, "choiros", ("podman",)
+    )
+    assert oneoff.run(d, recorder, command, interactive=True, tty=False) == 0
+    assert [r["op"] for r in recorder.requests] == ["logs", "logs", "exec"]
+    # an exec request sent the way every other one travels is refused: its stdin is the user's
+    answer = handle(recorder.requests[-1], None, lambda e: None)
+    assert answer["event"] == "error" and "attached" in answer["error"]

@@ -2,7 +2,7 @@
 """Build a deterministic choiros release artifact (the CI build step).
 
     python3 examples/app/build.py VERSION [--out DIR] [--format tar.gz|dir]
-                                          [--fault health-500|crash|slow-start]
+                                          [--fault health-500|crash|slow-start|notes-500]
 
 Produces ``DIR/choiros-VERSION.tar.gz`` (default) or the directory ``DIR/choiros-VERSION/``
 (``DIR`` defaults to ``examples/app/dist``) and prints one line: ``PATH sha256=HEX``.
@@ -49,7 +49,7 @@ NAME = "choiros"
 
 VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$")
 FORMATS = ("tar.gz", "dir")
-FAULTS = ("health-500", "crash", "slow-start", "chdir")
+FAULTS = ("health-500", "crash", "slow-start", "chdir", "notes-500")
 
 DIR_MODE = 0o755
 EXEC_MODE = 0o755

@@ -3,7 +3,8 @@ newer (it runs on the host's own python3), importing nothing else of the project
 
 Over SSH its modules travel as source on stdin of a single `python3 -c` exec (see
 `boot.py` and `reconciler/executors/bootstrap.py`), followed by one JSON request line and an
-optional payload (a release archive); it answers with JSON lines on stdout. So a whole
+optional payload (a release archive); it answers with JSON lines on stdout. (`exec` is the
+exception: the caller's stdin is the command's, so it travels as an argument; attach.py.) So a whole
 observation is one round trip, and a whole apply (lock, actions, history, the observation
 that verifies it) is one more. For `target: local` the same modules are imported in-process.
 
@@ -23,6 +24,10 @@ are written as bytes. The request is data, interpreted by the handlers.
     caddy      validated Caddyfile writes, reloads
     database   SQLite snapshots and restores
     files      plain file, link and systemctl actions
+    transient  a command run as the backend runs (a transient unit): release tasks, `exec`
+    tasks      release tasks (migrations), their output into the journal
+    journal    `reconcile logs`: journalctl streamed back line by line
+    attach     `reconcile exec`: one command attached to the caller's terminal, recorded
     apply      lock, re-check, run the actions, record
     main       entry points: handle() in-process, main() over SSH
     boot       loads these modules from the sources sent along (remote only)

@@ -28,6 +28,7 @@ from .database import do_restore_database, do_snapshot_database
 from .files import (
     do_daemon_reload,
     do_record_good,
+    do_record_hold,
     do_record_maintenance,
     do_record_quarantine,
     do_remove_file,
@@ -62,6 +63,7 @@ HANDLERS: dict[str, Callable[[Context, Json], Json]] = {
     "record_quarantine": do_record_quarantine,
     "record_good": do_record_good,
     "record_maintenance": do_record_maintenance,
+    "record_hold": do_record_hold,
     "prune_release": do_prune_release,
     "load_image": do_load_image,
     "pull_frontend": do_pull_frontend,

@@ -120,6 +120,12 @@ def do_record_maintenance(ctx: Context, a: Json) -> Json:
     return {}
 
 
+def do_record_hold(ctx: Context, a: Json) -> Json:
+    """`reconcile rollback`'s hold on the host (or, `hold` null, its end), under the apply's lock."""
+    records.hold(ctx.state_dir, a["hold"])
+    return {}
+
+
 def do_record_good(ctx: Context, a: Json) -> Json:
     """Record the state that now serves as good: every process in it passed its gate with this
     configuration, and its files and links are read back from the host as they are."""

@@ -58,6 +58,18 @@ def handle(
             from .operator import note, pause
 
             return (pause if op == "pause" else note)(request, emit)
+        if op == "releases":
+            from .inventory import releases
+
+            return releases(request)
+        if op == "logs":
+            from .journal import logs
+
+            return logs(request, emit, cancelled)
+        if op == "exec":
+            raise AgentError(
+                "exec runs attached to the caller's terminal (agent/attach.py), not as a request"
+            )
         from .history import history
 
         return history(request)

@@ -14,7 +14,7 @@ from . import caddyconfig
 from .fsops import account, read_file, read_link
 from .lock import lock_state
 from .protocol import PROTOCOL, Json
-from .records import GATES, GOOD, MAINTENANCE, PAUSE, QUARANTINE, TASKS, StateFileError, load
+from .records import GATES, GOOD, HOLD, MAINTENANCE, PAUSE, QUARANTINE, TASKS, StateFileError, load
 from .runtime import list_images, resolve
 from .systemd import systemctl_show
 
@@ -139,6 +139,7 @@ def records(state_dir: str) -> Json:
         ("tasks", TASKS, {}),
         ("maintenance", MAINTENANCE, {}),
         ("paused", PAUSE, {}),
+        ("held", HOLD, {}),
     ]
     for key, name, empty in named:
         try:

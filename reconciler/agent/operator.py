@@ -1,5 +1,6 @@
 """What people and the controller record on the host besides applies: a pause (who, when,
-why) that every run respects, and notes such as whether a notification was delivered.
+why) that every run respects, its resume (which also ends a hold left by `reconcile
+rollback`), and notes such as whether a notification was delivered.
 
 Both are written under the host lock, so a pause never lands in the middle of an apply: it
 waits for the apply to finish, and every run that starts after it sees it. The pause is a
@@ -45,7 +46,8 @@ def refuse_if_paused(state_dir: str, request: Json) -> None:
 
 def pause(request: Json, emit: Emit) -> Json:
     """Pause (request["pause"] is {by, reason}) or resume (it is null); returns what was
-    recorded before and what is recorded now."""
+    recorded before and what is recorded now. A resume ends a hold too (`held`: the hold it
+    ended, or null)."""
     check_request(request)
     state_dir = request["state"]
     makedirs(state_dir, 0o700)
@@ -53,6 +55,7 @@ def pause(request: Json, emit: Emit) -> Json:
         before = paused(state_dir)
         wanted = request.get("pause")
         after: Json | None = None
+        held: Json | None = None
         if wanted is not None:
             reason = str(wanted.get("reason") or "")
             after = {"by": str(wanted.get("by") or "?"), "reason": reason, "at": now()}
@@ -60,6 +63,21 @@ def pause(request: Json, emit: Emit) -> Json:
         else:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(os.path.join(state_dir, records.PAUSE))
+            held = _held(state_dir)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(state_dir, records.HOLD))
+        if held is not None:
+            user = str((request.get("holder") or {}).get("user") or "?")
+            append_history(
+                state_dir,
+                {
+                    "kind": "unhold",
+                    "finished": now(),
+                    "result": "ok",
+                    "user": user,
+                    "version": held.get("version"),
+                },
+            )
         if before != after:
             record = {"kind": "pause" if after else "resume", "finished": now(), "result": "ok"}
             who = after or wanted or {}
@@ -67,7 +85,16 @@ def pause(request: Json, emit: Emit) -> Json:
             if after:
                 record["reason"] = after["reason"]
             append_history(state_dir, record)
-    return {"event": "result", "ok": True, "before": before, "after": after}
+    return {"event": "result", "ok": True, "before": before, "after": after, "held": held}
+
+
+def _held(state_dir: str) -> Json | None:
+    """The hold a resume ends; an unreadable record is ended too (that is what resume is for)."""
+    try:
+        record = records.load(state_dir, records.HOLD, {})
+    except records.StateFileError:
+        return {"version": "?", "config": "?", "reason": "held.json was unreadable"}
+    return record or None
 
 
 def note(request: Json, emit: Emit) -> Json:

@@ -88,6 +88,7 @@ ACTIONS: dict[str, dict[str, str]] = {
         "container": "list",
         "database": "str?",
         "snapshot": "str?",
+        "state_directory": "str?",
     },
     "daemon_reload": {"unless_clean": "list"},
     "set_symlink": {"path": "str", "target": "str"},
@@ -123,6 +124,8 @@ ACTIONS: dict[str, dict[str, str]] = {
     },
     "record_quarantine": {"key": "str", "version": "str", "why": "str", "clear": "bool"},
     "record_maintenance": {"on": "bool", "why": "str", "by": "str"},
+    # `reconcile rollback`'s hold: {version, config, by, reason, origin, ...}; null ends it.
+    "record_hold": {"hold": "dict?"},
     "record_good": {
         "config": "str",
         "version": "str",
@@ -163,6 +166,26 @@ REQUESTS: dict[str, dict[str, str]] = {
     "pause": {"state": "str", "pause": "dict?", "holder": "dict", "lock_timeout": "num"},
     # Records appended to the host's history (notification outcomes), under the host lock.
     "note": {"state": "str", "records": "list", "lock_timeout": "num"},
+    # Read-only: every release folder's size on disk, file count and times (`reconcile releases`).
+    "releases": {"releases": "str", "state": "str", "runtime": "str?"},
+    # `reconcile logs`: journalctl on these units, streamed as {"event": "log", "line"} events.
+    "logs": {"units": "list", "follow": "bool", "lines": "int?", "since": "str?", "all_fields": "bool"},
+    # `reconcile exec`: run attached to the caller's stdio (agent/attach.py), not as a request
+    # on stdin; run_task's fields say how the process runs, `who` is recorded in the history.
+    "exec": {
+        "state": "str",
+        "app": "str",
+        "release": "str",
+        "argv": "list",
+        "workdir": "str",
+        "env_file": "str",
+        "user": "str?",
+        "state_directory": "str?",
+        "container": "list",
+        "interactive": "bool",
+        "tty": "bool",
+        "who": "str",
+    },
 }
 
 _TYPES: dict[str, tuple[type, ...]] = {

@@ -9,6 +9,9 @@ quarantine.json  configuration fingerprint -> what failed and why. A healthy con
                  is never keyed here, so restoring it needs no flag.
 paused.json      who paused the reconciler on this host, when and why (`reconcile pause`):
                  while it exists no run changes anything unless forced.
+held.json        the good state `reconcile rollback` went back to, who did it, when, why, from
+                 which release, and what the desired file named then: runs keep the host
+                 there until the file names something else or `reconcile resume`.
 
 A state file that cannot be read is reported by name with what to do, never guessed at: the
 planner refuses to act on a host whose safety records it cannot trust.
@@ -30,6 +33,7 @@ QUARANTINE = "quarantine.json"
 TASKS = "tasks.json"
 MAINTENANCE = "maintenance.json"
 PAUSE = "paused.json"
+HOLD = "held.json"
 GOOD_KEPT = 5
 
 _WHAT = {
@@ -41,6 +45,7 @@ _WHAT = {
     TASKS: "which release tasks succeeded; removing it runs them again on the next deploy",
     MAINTENANCE: "that maintenance mode was switched on by hand; removing it switches it off",
     PAUSE: "that someone paused the reconciler here (`reconcile resume` removes it)",
+    HOLD: "that `reconcile rollback` holds the host at an earlier state (`reconcile resume` removes it)",
 }
 
 
@@ -142,5 +147,14 @@ def maintenance(state_dir: str, on: bool, why: str, by: str) -> None:
     path = os.path.join(state_dir, MAINTENANCE)
     if on:
         save(state_dir, MAINTENANCE, {"on": True, "reason": why, "by": by, "at": now()})
+    elif os.path.exists(path):
+        os.unlink(path)
+
+
+def hold(state_dir: str, record: Json | None) -> None:
+    """Record the hold `reconcile rollback` leaves (stamped now), or end it (None)."""
+    path = os.path.join(state_dir, HOLD)
+    if record is not None:
+        save(state_dir, HOLD, dict(record, at=now()))
     elif os.path.exists(path):
         os.unlink(path)

@@ -1,8 +1,8 @@
 """Release tasks (migrations and the like): one command run the way the backend runs (its
 release folder, its environment file, its user; for an image, a container of it), as a
-transient systemd unit, so it gets exactly what the service would get and its output goes to
-the journal as well as to the run. A task that succeeded is recorded per configuration and
-not run again."""
+transient systemd unit, so it gets exactly what the service would get; its output comes back
+to the run and goes into the journal, filed under the task's unit. A task that succeeded is
+recorded per configuration and not run again."""
 
 from __future__ import annotations
 
@@ -12,31 +12,20 @@ from . import records
 from .context import Context
 from .database import sqlite_copy
 from .fsops import decode, run
+from .journal import to_journal
 from .protocol import AgentError, Json
+from .transient import transient_argv
 
 
 def do_run_task(ctx: Context, a: Json) -> Json:
     done = records.load(ctx.state_dir, records.TASKS, {}).get(a["config"], {}).get(a["when"], 0)
     if done > a["index"]:
         return {"skipped": "this task succeeded for this configuration already"}
-    argv = [
-        "systemd-run",
-        "--quiet",
-        "--wait",
-        "--pipe",
-        "--collect",
-        "--service-type=exec",
-        f"--unit=reconciler-task-{a['app']}-{os.getpid()}-{a['index']}",
-        f"--property=WorkingDirectory={a['workdir']}",
-        f"--property=EnvironmentFile={a['env_file']}",
-        f"--property=RuntimeMaxSec={int(a['timeout'])}",
-        f"--setenv=RECONCILER_RELEASE={a['release']}",
-    ]
-    if a.get("user") and not a["container"]:
-        argv.append(f"--property=User={a['user']}")
-    argv += ["--", *a["container"], *a["argv"]]
+    unit = f"reconciler-task-{a['app']}-{os.getpid()}-{a['index']}"
+    argv = transient_argv(a, unit, timeout=float(a["timeout"]))
     proc = run(argv, timeout=float(a["timeout"]) + 30)
     output = decode(proc.stdout + b"\n" + proc.stderr)
+    to_journal(f"{unit}.service", os.path.basename(a["argv"][0]), output, failed=proc.returncode != 0)
     if proc.returncode != 0:
         restored = _restore(ctx, a)
         raise AgentError(

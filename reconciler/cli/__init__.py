@@ -2,7 +2,8 @@
 
 Exit codes: 0 converged (or, with --dry-run, nothing to do); 2 with --dry-run: changes
 pending; 1 error (nothing applied when the input was bad); 3 the desired release failed its
-health check and the previous release serves again, or it is quarantined from an earlier run.
+health check and the previous release serves again, or it is quarantined from an earlier run;
+4 the host is paused, or held by `reconcile rollback`.
 """
 
 from __future__ import annotations
@@ -15,7 +16,20 @@ from reconciler import __version__
 from reconciler.errors import ReconcilerError
 
 # Kept here, not imported from hostcmds: deciding which parser to use must stay cheap.
-SUBCOMMANDS = ("status", "validate", "init", "pause", "resume", "maintenance")
+SUBCOMMANDS = (
+    "status",
+    "validate",
+    "init",
+    "pause",
+    "resume",
+    "maintenance",
+    "logs",
+    "exec",
+    "render",
+    "rollback",
+    "releases",
+)
+DAY_TWO = ("logs", "exec", "render")
 
 EPILOG = """\
 examples:
@@ -28,19 +42,36 @@ examples:
   reconcile validate                  check desired-state.yaml, its secrets and artifact, no host
   reconcile validate --offline        the same without secrets, keys or artifacts (CI on a PR)
   reconcile maintenance on --reason "db repair"   answer 503 with a maintenance page; `off` ends it
+  reconcile rollback [VERSION] --reason TEXT   back to the previous good state (or VERSION's),
+                                      and hold the host there: runs leave it until the file
+                                      names something else or `reconcile resume`
+  reconcile releases                  the releases on the host, what serves, what rollback picks
   reconcile pause --reason TEXT       stop every run from changing the host (an incident)
-  reconcile resume                    let runs converge it again
+  reconcile resume                    let runs converge it again (ends a pause and a hold)
+  reconcile logs -f backend           follow the backend's journal (every host of a fleet)
+  reconcile exec -- sqlite3 /var/lib/choiros/choiros.db   a one-off command as the backend runs
+  reconcile render --to out/          the files a desired state writes, without a host
+
+each subcommand has its own --help (e.g. reconcile exec --help).
 
 exit codes: 0 converged / nothing to do, 1 error, 2 changes pending (--dry-run),
             3 release failed and was rolled back, or is quarantined,
-            4 the host is paused: nothing was done
+            4 the host is paused, or held by `reconcile rollback`: nothing was deployed
 docs: the README and schemas/desired-state.schema.json describe every field.
 """
 
 
-def _common(p: argparse.ArgumentParser) -> None:
+def _common(
+    p: argparse.ArgumentParser,
+    *,
+    short_file: bool = True,
+    short_identity: bool = True,
+    json_help: str | None = "print one JSON object on stdout",
+) -> None:
+    """The options every command shares. `logs` takes -f for --follow and `exec` -i for
+    --interactive, as journalctl and docker do; there the file and key have long names only."""
     p.add_argument(
-        "-f",
+        *(["-f"] if short_file else []),
         "--file",
         default=os.environ.get("RECONCILER_FILE", "desired-state.yaml"),
         help="the desired-state file (default: ./desired-state.yaml, or $RECONCILER_FILE)",
@@ -55,9 +86,15 @@ def _common(p: argparse.ArgumentParser) -> None:
         metavar="HOST|GROUP",
         help="act only on these hosts or groups of a fleet (repeatable, or comma-separated)",
     )
-    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    if json_help is not None:
+        p.add_argument("--json", action="store_true", help=json_help)
     p.add_argument(
-        "-i", "--identity", action="append", default=[], metavar="KEY", help="SSH private key (repeatable)"
+        *(["-i"] if short_identity else []),
+        "--identity",
+        action="append",
+        default=[],
+        metavar="KEY",
+        help="SSH private key (repeatable)",
     )
     p.add_argument("--known-hosts", metavar="FILE", help="known_hosts file (default: ~/.ssh/known_hosts)")
     p.add_argument(
@@ -176,6 +213,10 @@ def main(argv: list[str] | None = None) -> int:
         args.json = args.json or args.format == "json"
         args.markdown = args.format == "markdown" and not args.json
     try:
+        if subcommand in DAY_TWO:
+            from reconciler.cli.daytwo import run
+
+            return run(subcommand, args_list[1:], _common)
         if subcommand:
             from reconciler.cli.hostcmds import run_subcommand
 

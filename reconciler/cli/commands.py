@@ -17,6 +17,7 @@ from reconciler.cli.output import HumanReporter, json_result, serving_fields
 from reconciler.engine import gitinfo
 from reconciler.engine.once import Outcome, Reporter, RunOptions, SilentReporter, reconcile_once
 from reconciler.errors import (
+    Held,
     InputProblem,
     InvalidDesiredState,
     Paused,
@@ -103,6 +104,8 @@ def _result_name(exc: ReconcilerError) -> str:
         return "invalid"
     if isinstance(exc, Paused):
         return "paused"
+    if isinstance(exc, Held):
+        return "held"
     return "failed"
 
 

@@ -1,6 +1,7 @@
-"""The subcommands that read or record on the host: status, pause, resume, and maintenance
-(which records, then converges so Caddy answers with the maintenance page); validate and init,
-which touch no host, are dispatched from here to their own modules."""
+"""The subcommands that read or record on the host: status, pause, resume, maintenance
+(which records, then converges so Caddy answers with the maintenance page), releases and
+rollback (reconciler/cli/rollbackcmds.py); validate and init, which touch no host, are
+dispatched from here to their own modules."""
 
 from __future__ import annotations
 
@@ -17,13 +18,42 @@ from reconciler.executors.base import Executor
 from reconciler.executors.connect import executor_for
 from reconciler.spec.model import DesiredState
 
+# What `reconcile NAME --help` says above the options, and below them.
+ABOUT = {
+    "rollback": (
+        "Go back to the previous good state recorded on the host (or VERSION's), restored whole as an "
+        "automatic rollback restores it, and hold the host there: later runs (watch mode, --once, CI) "
+        "leave it there, exit 4 (held), until the desired file names another configuration or "
+        "`reconcile resume`.",
+        """exit codes: 0 rolled back and held (or already there), 1 error (nothing to go back to: nothing
+            changed), 2 with --dry-run: changes pending, 3 the target failed its gate and what
+            served before serves again, 4 the host is paused""",
+    ),
+    "releases": (
+        "Every release on the host: size on disk, upload time, checksum, what points at it (current, "
+        "previous, a colour), its recorded good states, what of it is quarantined, and which one "
+        "`reconcile rollback` would pick.",
+        "the README shows an example output (section: Rolling back by hand)",
+    ),
+    "resume": (
+        "Let runs converge the host again: ends a pause and a hold left by `reconcile rollback`.",
+        None,
+    ),
+}
+
 
 def run_subcommand(name: str, argv: list[str], add_common: Callable[[argparse.ArgumentParser], None]) -> int:
     if name == "init":
         from reconciler.cli.init import run_init
 
         return run_init(argv)
-    parser = argparse.ArgumentParser(prog=f"reconcile {name}")
+    about, epilog = ABOUT.get(name, (None, None))
+    parser = argparse.ArgumentParser(
+        prog=f"reconcile {name}",
+        description=about,
+        epilog=epilog,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     add_common(parser)
     if name == "validate":
         from reconciler.cli import validate
@@ -38,7 +68,11 @@ def run_subcommand(name: str, argv: list[str], add_common: Callable[[argparse.Ar
     if name == "maintenance":
         parser.add_argument("state", choices=["on", "off"], help="on: answer 503 (the health path excepted)")
         parser.add_argument("--reason", default="", metavar="TEXT", help="why, recorded on the host")
-    if name in ("pause", "resume", "maintenance"):
+    if name == "rollback":
+        from reconciler.cli.rollbackcmds import add_rollback_arguments
+
+        add_rollback_arguments(parser)
+    if name in ("pause", "resume", "maintenance", "rollback"):
         parser.add_argument(
             "--lock-timeout",
             type=float,
@@ -47,7 +81,8 @@ def run_subcommand(name: str, argv: list[str], add_common: Callable[[argparse.Ar
             help="wait this long for a run in progress to finish (default 120)",
         )
     args = parser.parse_args(argv)
-    args.dry_run = args.markdown = False
+    args.dry_run = getattr(args, "dry_run", False)
+    args.markdown = False
     setup_logging(args)
     if name == "validate":
         return validate.validate(args)
@@ -57,6 +92,10 @@ def run_subcommand(name: str, argv: list[str], add_common: Callable[[argparse.Ar
         return fail(args, exc)
     if not args.json:
         print_warnings(desired)
+    if name == "rollback":
+        from reconciler.cli.rollbackcmds import rollback
+
+        return rollback(args, desired)
     from reconciler.engine.fleet import select
 
     try:
@@ -75,6 +114,10 @@ def run_subcommand(name: str, argv: list[str], add_common: Callable[[argparse.Ar
                 answers[host.name] = status(args, one, executor)
             elif name == "maintenance":
                 answers[host.name] = maintenance(args, one, executor)
+            elif name == "releases":
+                from reconciler.cli.rollbackcmds import releases
+
+                answers[host.name] = releases(args, one, executor)
             else:
                 answers[host.name] = pause_or_resume(args, one, executor, pausing=name == "pause")
         except ReconcilerError as exc:
@@ -101,21 +144,28 @@ def pause_or_resume(
             print(f"  waiting for the run in progress to finish ({holder})", flush=True)
 
     reason = (args.reason or "") if pausing else None
-    before, after = set_pause(executor, desired, reason, lock_timeout=args.lock_timeout, on_event=waiting)
+    before, after, held = set_pause(
+        executor, desired, reason, lock_timeout=args.lock_timeout, on_event=waiting
+    )
     if not args.json:
         where = executor.description
         if after is not None:
             if before is not None:
                 print(f"{where} was already {before.describe()}")
             print(f"{where}: {after.describe()}. Runs report it and change nothing until `reconcile resume`.")
-        elif before is not None:
+        if before is not None and after is None:
             print(f"{where}: resumed (it was {before.describe()}). The next run converges it.")
-        else:
-            print(f"{where}: was not paused.")
+        if held is not None:
+            print(
+                f"{where}: the hold ended (it was {held.describe()}). The next run deploys the desired state."
+            )
+        if before is None and after is None and held is None:
+            print(f"{where}: was neither paused nor held.")
     return {
         "result": "paused" if after else "resumed",
         "paused": None if after is None else vars(after),
         "was_paused": None if before is None else vars(before),
+        "was_held": None if held is None else vars(held) | {"passed": list(held.passed)},
     }
 
 
@@ -164,6 +214,9 @@ def status(args: argparse.Namespace, desired: DesiredState, executor: Executor) 
         # The unit Caddy sends the app's backend traffic to, as Caddy itself reported it.
         "serving_unit": serving_unit(desired, observed),
         "paused": None if paused is None else vars(paused),
+        "held": None
+        if observed.hold is None
+        else vars(observed.hold) | {"passed": list(observed.hold.passed)},
         "maintenance": maintenance_on or None,
         "runs": records,
         "quarantined": quarantine,
@@ -178,6 +231,11 @@ def status(args: argparse.Namespace, desired: DesiredState, executor: Executor) 
     )
     if paused is not None:
         print(f"PAUSED: {paused.describe()} (`reconcile resume` to let runs converge it again)")
+    if observed.hold is not None:
+        print(
+            f"HELD: {observed.hold.describe()}; runs leave it there while the desired file names "
+            f"{observed.hold.desired_version} (`reconcile resume` ends it)"
+        )
     if maintenance_on.get("on"):
         print(
             f"maintenance: on since {maintenance_on.get('at', '?')} by {maintenance_on.get('by', '?')}: "
@@ -208,6 +266,14 @@ def _history_line(r: dict[str, Any]) -> str:
     if kind in ("pause", "resume"):
         why = f": {r['reason']}" if r.get("reason") else ""
         return f"{when}  {kind + 'd':<11} by {r.get('user', '?')}{why}"
+    if kind == "unhold":
+        return f"{when}  {'hold ended':<11} by {r.get('user', '?')} (was held at {r.get('version', '?')})"
+    if kind == "exec":
+        import shlex
+
+        ended = f"exit {r['exit']}" if r.get("exit") is not None else str(r.get("error") or r.get("result"))
+        command = shlex.join(str(w) for w in r.get("command") or [])
+        return f"{when}  exec        by {r.get('user', '?')} in {r.get('release', '?')}: {command} ({ended})"
     if kind == "notify":
         outcome = "delivered" if r.get("ok") else f"NOT delivered ({r.get('error', '?')})"
         what = f"{r.get('event', '?')} to {r.get('webhook', '?')}"
@@ -220,4 +286,6 @@ def _history_line(r: dict[str, Any]) -> str:
     )
     if kind:
         line += f"  [{kind}]"
+    if kind == "rollback" and r.get("reason"):
+        line += f": {r['reason']}"
     return line

@@ -30,6 +30,7 @@ HEADLINES = {
     "quarantined": "quarantined: not deployed",
     "failed": "failed",
     "paused": "paused: nothing applied",
+    "held": "held by `reconcile rollback`: not deployed",
     "invalid": "the desired state is invalid",
     "not_reached": "not reached",
     "stopped": "rollout stopped",
@@ -79,6 +80,12 @@ def plan_markdown(
     if plan.quarantined is not None:
         note = f"{desired.release.version} with this configuration failed before: {plan.quarantined}"
         lines += [f"> **Quarantined**: {note}", ""]
+    if plan.held is not None:
+        note = (
+            f"the host is {plan.held}. This file names the configuration the hold was made for: "
+            "nothing deploys until `reconcile resume` or a change to the configuration."
+        )
+        lines += [f"> **Held**: {note}", ""]
     if not plan.actions:
         lines += ["No changes: the host matches the desired state.", ""]
         return "\n".join(lines)

@@ -79,6 +79,13 @@ class HumanReporter:
                 f"  note: the host is {observed.paused.describe()}; runs apply nothing until "
                 "`reconcile resume` (or `reconcile --once --force`)"
             )
+        if plan.held is not None:
+            self.print(
+                f"  note: the host is {plan.held}. Runs leave it there while the file names this "
+                "configuration (`reconcile resume` ends the hold)"
+            )
+            if plan.actions:
+                self.print("  the held state has drifted: putting it back")
         if plan.quarantined is not None:
             self.print(
                 f"  {desired.release.version} with this configuration is quarantined: {plan.quarantined}"

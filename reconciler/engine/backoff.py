@@ -1,6 +1,6 @@
 """Watch mode's memory of one host's failures: exponential backoff with full jitter, reset
 when the desired-state file changes, and what was already said about this revision (so a
-quarantine, a pause or a string of failures is logged and notified once, not every pass)."""
+quarantine, a pause, a hold or a string of failures is logged and notified once, not every pass)."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ class Backoff:
     parked: bool = False  # the file is invalid: wait for a new revision
     quarantine_reported: str = ""  # the revision whose quarantine was last logged
     pause_reported: str = ""  # the pause (its time) last logged
+    hold_reported: str = ""  # the hold (its time) last logged and announced
 
     def reset_if_changed(self, revision: str) -> None:
         if revision != self.revision:

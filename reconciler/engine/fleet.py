@@ -18,6 +18,7 @@ from reconciler.engine.once import Outcome, Reporter, RunOptions, SilentReporter
 from reconciler.engine.report import (  # the per-host results, in the words --json uses
     CONVERGED,
     FAILED,
+    HELD,
     NOOP,
     PAUSED,
     PENDING,
@@ -28,6 +29,7 @@ from reconciler.engine.report import (  # the per-host results, in the words --j
     host_report,
 )
 from reconciler.errors import (
+    Held,
     InvalidDesiredState,
     Paused,
     Quarantined,
@@ -87,7 +89,7 @@ class FleetRun:
             return 1
         if results & {ROLLED_BACK, QUARANTINED} or self.stopped:
             return 3
-        if PAUSED in results:
+        if results & {PAUSED, HELD}:
             return 4
         return 2 if PENDING in results else 0
 
@@ -116,13 +118,22 @@ def reconcile_fleet(
     options: RunOptions,
     reporter: FleetReporter,
     limit: Iterable[str] = (),
+    *,
+    all_or_nothing: bool = False,
 ) -> FleetRun:
+    """`all_or_nothing` (a rollback by hand): a host that cannot be planned, or is paused,
+    stops the rollout before any host changes."""
     runs = [HostRun(h, desired.for_host(h)) for h in select(desired, limit)]
     fleet = FleetRun(runs)
     workers = max(1, min(desired.rollout.concurrency, len(runs)))
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="host") as pool:
         list(pool.map(lambda r: _plan(r, executor_for, options, reporter), runs))
         changing = [r for r in runs if r.result == PENDING]
+        if all_or_nothing and any(r.result in (FAILED, PAUSED) for r in runs):
+            for r in changing:
+                r.result = SKIPPED
+            fleet.stopped = bool(changing)
+            return fleet
         if options.dry_run or not changing:
             return fleet
         size = desired.rollout.batch_size(len(runs))
@@ -156,6 +167,8 @@ def _plan(
         run.failed(QUARANTINED, exc)
     except Paused as exc:
         run.failed(PAUSED, exc)
+    except Held as exc:
+        run.failed(HELD, exc)
     except ReconcilerError as exc:
         run.failed(FAILED, exc)
         log.error("host failed", host=run.host.name, error=str(exc))
@@ -176,6 +189,8 @@ def _apply(
         run.failed(QUARANTINED, exc)
     except Paused as exc:  # paused between observing and applying
         run.failed(PAUSED, exc)
+    except Held as exc:  # held by hand, a drift of the held state corrected
+        run.failed(HELD, exc)
     except ReconcilerError as exc:
         run.failed(FAILED, exc)
         log.error("host failed", host=run.host.name, error=str(exc))

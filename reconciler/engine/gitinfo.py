@@ -50,3 +50,52 @@ def revision_of(file: Path) -> Revision:
     except (OSError, subprocess.TimeoutExpired):
         return Revision(None, False)
     return Revision(commit, bool(status.stdout.strip()))
+
+
+@dataclass(frozen=True)
+class Introduced:
+    commit: str
+    subject: str
+
+
+def introduced(file: Path, version: str, limit: int = 200) -> Introduced | None:
+    """The commit that made the desired-state file name `version`: the oldest of the newest
+    commits (of those that touched the file) whose file names it, walking back from HEAD.
+    What `git revert` undoes to make a rollback permanent; None when git cannot say."""
+    import yaml
+
+    folder = file.resolve().parent
+    name = file.resolve().name
+    try:
+        log = subprocess.run(
+            ["git", "-C", str(folder), "log", f"-n{limit}", "--format=%H%x09%s", "--", name],
+            capture_output=True,
+            text=True,
+            timeout=20,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if log.returncode != 0:
+        return None
+    found: Introduced | None = None
+    for line in log.stdout.splitlines():
+        commit, _, subject = line.partition("\t")
+        try:
+            shown = subprocess.run(
+                ["git", "-C", str(folder), "show", f"{commit}:./{name}"],
+                capture_output=True,
+                text=True,
+                timeout=20,
+                check=False,
+            )
+            # Every scalar as text: versions are read verbatim ("1.10" is not 1.1).
+            data = yaml.load(shown.stdout, Loader=yaml.BaseLoader) if shown.returncode == 0 else None  # noqa: S506
+        except (OSError, subprocess.TimeoutExpired, yaml.YAMLError):
+            return found
+        release = data.get("release") if isinstance(data, dict) else None
+        named = str(release.get("version")) if isinstance(release, dict) else None
+        if named != version:
+            return found
+        found = Introduced(commit, subject)
+    return found

@@ -1,5 +1,5 @@
 """Requests that record something on the host without planning anything: a pause and its
-resume (`reconcile pause` / `resume`), and notes in the host's history (whether a
+resume (`reconcile pause` / `resume`; a resume ends a hold too), and notes in the host's history (whether a
 notification was delivered). The agent writes each under the host lock."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Any
 from reconciler.agent.protocol import PROTOCOL
 from reconciler.errors import HostError, LockHeld
 from reconciler.executors.base import Executor, OnEvent
-from reconciler.observe.snapshot import Pause, pause_of
+from reconciler.observe.snapshot import Hold, Pause, hold_of, pause_of
 from reconciler.spec.model import DesiredState
 
 
@@ -28,8 +28,9 @@ def set_pause(
     *,
     lock_timeout: float,
     on_event: OnEvent | None = None,
-) -> tuple[Pause | None, Pause | None]:
-    """Pause the host (reason not None) or resume it (None). Returns (before, after)."""
+) -> tuple[Pause | None, Pause | None, Hold | None]:
+    """Pause the host (reason not None) or resume it (None), which also ends a hold left by
+    `reconcile rollback`. Returns (pause before, pause after, the hold it ended)."""
     request: dict[str, Any] = {
         "op": "pause",
         "protocol": PROTOCOL,
@@ -44,7 +45,7 @@ def set_pause(
     }
     answer = executor.request(request, on_event=on_event)
     _raise_for(answer, lock_timeout, "recording the pause")
-    return pause_of(answer.get("before")), pause_of(answer.get("after"))
+    return pause_of(answer.get("before")), pause_of(answer.get("after")), hold_of(answer.get("held"))
 
 
 def add_notes(executor: Executor, desired: DesiredState, records: list[dict[str, Any]]) -> None:
@@ -71,3 +72,21 @@ def _raise_for(answer: dict[str, Any], lock_timeout: float, doing: str) -> None:
             holder = {}
         raise LockHeld(holder, lock_timeout)
     raise HostError(f"{doing} failed: {answer.get('error')}", hint=answer.get("detail") or None)
+
+
+def release_sizes(executor: Executor, desired: DesiredState, runtime: str | None) -> dict[str, Any]:
+    """What each release folder (and image) weighs on the host: a read-only request."""
+    answer = executor.request(
+        {
+            "op": "releases",
+            "protocol": PROTOCOL,
+            "releases": desired.layout.releases,
+            "state": desired.layout.state,
+            "runtime": runtime,
+        }
+    )
+    if answer.get("event") != "result":
+        raise HostError(
+            f"reading the releases failed: {answer.get('error')}", hint=answer.get("detail") or None
+        )
+    return dict(answer.get("releases") or {})

@@ -1,7 +1,7 @@
 """Prometheus metrics of watch mode (`--metrics-listen ADDR`), one series per host.
 
     reconciler_passes_total{host,result}           passes by result: noop, converged, rolled_back,
-                                                   quarantined, failed, paused
+                                                   quarantined, failed, paused, held
     reconciler_failures_total{host}                passes that failed or rolled back
     reconciler_rollbacks_total{host}               automatic rollbacks on the host
     reconciler_actions_applied_total{host,action}  actions of converged passes, by kind
@@ -11,6 +11,7 @@
     reconciler_pass_duration_seconds{host}         histogram
     reconciler_quarantined_releases{host}          configurations quarantined on the host
     reconciler_paused{host}                        1 while `reconcile pause` holds
+    reconciler_held{host}                          1 while `reconcile rollback` holds the host
     reconciler_serving_info{host,release,since}    the release the host serves
 
 Imported only when watch mode is asked to serve metrics: prometheus_client is not light.
@@ -21,10 +22,19 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from reconciler.engine.report import CONVERGED, FAILED, NOOP, PAUSED, QUARANTINED, ROLLED_BACK, HostReport
+from reconciler.engine.report import (
+    CONVERGED,
+    FAILED,
+    HELD,
+    NOOP,
+    PAUSED,
+    QUARANTINED,
+    ROLLED_BACK,
+    HostReport,
+)
 from reconciler.errors import ReconcilerError
 
-RESULTS = (NOOP, CONVERGED, ROLLED_BACK, QUARANTINED, FAILED, PAUSED)
+RESULTS = (NOOP, CONVERGED, ROLLED_BACK, QUARANTINED, FAILED, PAUSED, HELD)
 BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 
 
@@ -75,6 +85,9 @@ class Metrics:
             "reconciler_quarantined_releases", "Configurations quarantined on the host.", ["host"], registry=r
         )
         self.paused = Gauge("reconciler_paused", "1 while the host is paused.", ["host"], registry=r)
+        self.held = Gauge(
+            "reconciler_held", "1 while `reconcile rollback` holds the host.", ["host"], registry=r
+        )
         self.serving = Info("reconciler_serving", "The release the host serves.", ["host"], registry=r)
         self.hosts: set[str] = set()
 
@@ -117,6 +130,7 @@ class Metrics:
         if report.observed:
             self.quarantined.labels(host).set(report.quarantined)
             self.paused.labels(host).set(1 if report.paused else 0)
+            self.held.labels(host).set(1 if report.hold else 0)
             self.serving.labels(host).info(
                 {"release": report.serving or "", "since": report.serving_since or ""}
             )

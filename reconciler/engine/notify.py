@@ -72,6 +72,7 @@ def notice(
         "serving_since": report.serving_since,
         "previous": report.previous,
         "rolled_back_to": report.rolled_back_to,
+        "hold": _hold_fields(report),
         "commit": commit,
         "dirty": dirty,
         "actions": [dict(a) for a in report.actions],
@@ -82,6 +83,13 @@ def notice(
         **extra,
     }
     return Notice(event, report.host, fields, _text(event, fields))
+
+
+def _hold_fields(report: HostReport) -> dict[str, Any] | None:
+    hold = report.hold
+    if hold is None:
+        return None
+    return {"version": hold.version, "by": hold.by, "at": hold.at, "reason": hold.reason, "from": hold.origin}
 
 
 def watch_notice(event: str, app: str, host: str, error: str, *, mode: str = "watch", **extra: Any) -> Notice:
@@ -115,9 +123,18 @@ def _text(event: str, f: dict[str, Any]) -> str:
         "backoff": f":hourglass: watch mode keeps failing on *{host}* ({f.get('failures')} times in a row); "
         f"retrying every {f.get('retry_in_s')} s",
         "gave_up": f":warning: watch mode stopped trying *{app}* on *{host}* until the desired state changes",
+        "held": f":pushpin: *{app}* on *{host}* is held at *{f.get('serving') or '?'}* by hand"
+        f"{_hold_text(f.get('hold'))}; {version} is not deployed until `reconcile resume` or a new commit",
     }.get(event, f"{event}: *{app}* on *{host}*")
     error = (f.get("error") or "").strip().splitlines()
     return head + (f"\n```{error[0][:500]}```" if error else "")
+
+
+def _hold_text(hold: Any) -> str:
+    if not isinstance(hold, dict):
+        return ""
+    why = f": {hold['reason']}" if hold.get("reason") else ""
+    return f" ({hold.get('by', '?')}{why})"
 
 
 def body(hook: Webhook, item: Notice) -> bytes:

@@ -21,12 +21,14 @@ from reconciler.engine import gitinfo
 from reconciler.errors import (
     ApplyError,
     HealthCheckFailed,
+    Held,
     HostError,
     LockHeld,
     NotConverged,
     Paused,
     PlanStale,
     Quarantined,
+    RollbackRefused,
     RolledBack,
     TargetError,
 )
@@ -34,7 +36,8 @@ from reconciler.executors.base import Event, Executor, Payload
 from reconciler.log import log
 from reconciler.observe import snapshot
 from reconciler.observe.snapshot import Observed
-from reconciler.plan.actions import LoadImage, Plan, RecordMaintenance, UploadRelease
+from reconciler.plan import manual
+from reconciler.plan.actions import LoadImage, Plan, RecordHold, RecordMaintenance, UploadRelease
 from reconciler.plan.planner import plan as make_plan
 from reconciler.spec.model import DesiredState
 
@@ -48,6 +51,8 @@ class RunOptions:
     adopt: bool = False  # replace files someone else wrote at this app's places (backups kept)
     lock_timeout: float = 0.0
     force: bool = False  # apply even though the host is paused (`reconcile --once --force`)
+    # `reconcile rollback [VERSION]`: plan the way back to a recorded good state, and hold it.
+    rollback: manual.Request | None = None
     # Test-only fault points, e.g. {"kill_after_action": 3}: honoured only by an agent on a
     # host whose root switched fault injection on (see reconciler/agent/apply.py).
     fault: dict[str, float] = field(default_factory=dict)
@@ -123,11 +128,25 @@ def plan_host(desired: DesiredState, executor: Executor, options: RunOptions, re
         observed = _after_lock(desired, executor, options, reporter)
     observe_ms = (time.perf_counter() - t0) * 1000
     the_plan = make_plan(desired, observed, retry_quarantined=options.retry_quarantined, adopt=options.adopt)
+    refused = None
+    if options.rollback is not None and not the_plan.blockers:
+        choice = manual.choose(desired, observed, options.rollback.version)
+        if choice.target is not None:
+            the_plan = manual.plan_rollback(desired, observed, choice.target, options.rollback)
+        else:
+            the_plan = Plan((), observed.fingerprint, config=the_plan.config)
+            refused = RollbackRefused(
+                f"{choice.error}\nNothing was changed.",
+                hint="`reconcile releases` lists the releases on the host and what a rollback can go to",
+            )
     reporter.planned(desired, the_plan, observed, observe_ms)
     log.info(
         "planned", host=executor.description, actions=len(the_plan.actions), observe_ms=round(observe_ms, 1)
     )
     outcome = Outcome(the_plan, observed, timings={"observe_ms": observe_ms})
+    if refused is not None:
+        refused.outcome = outcome
+        raise refused
     if the_plan.blockers:
         error = HostError("the host needs attention first:\n  " + "\n  ".join(the_plan.blockers))
         error.outcome = outcome
@@ -152,14 +171,19 @@ def converge(
         if options.dry_run or not outcome.plan.changed:
             try:
                 _refuse_if_quarantined(desired, outcome)
-            except Quarantined as exc:
+                _refuse_if_held(desired, outcome)
+            except (Quarantined, Held) as exc:
                 exc.outcome = outcome
                 raise
             return outcome
         try:
-            outcome.after = _apply(desired, executor, options, reporter, outcome.plan, outcome.timings)
+            kind = "rollback" if options.rollback is not None else "deploy"
+            outcome.after = _apply(
+                desired, executor, options, reporter, outcome.plan, outcome.timings, kind=kind
+            )
             outcome.applied = True
             _refuse_if_quarantined(desired, outcome)
+            _refuse_if_held(desired, outcome)
             return outcome
         except PlanStale:
             if attempt == STALE_RETRIES:
@@ -174,7 +198,7 @@ def converge(
                 outcome.rolled_back_to = exc.rolled_back_to
             exc.outcome = outcome
             raise
-        except Quarantined as exc:
+        except (Quarantined, Held) as exc:
             exc.outcome = outcome
             raise
     raise AssertionError("unreachable")  # pragma: no cover
@@ -191,6 +215,21 @@ def _refuse_if_quarantined(desired: DesiredState, outcome: Outcome) -> None:
         f"quarantined: {outcome.plan.quarantined}{where}",
         hint="fix it and deploy (a changed file is a new configuration), "
         "or retry this one on purpose with --retry-quarantined",
+    )
+
+
+def _refuse_if_held(desired: DesiredState, outcome: Outcome) -> None:
+    """A host held by `reconcile rollback` stays where it is (its plan only ever puts the held
+    state back, if something moved it): a distinct result, so CI and watch mode say so."""
+    if outcome.plan.held is None:
+        return
+    where = " (drift of the held state was corrected)" if outcome.applied else ""
+    raise Held(
+        f"nothing was deployed: the host is {outcome.plan.held}{where}; runs leave it there while "
+        f"the desired file names {desired.release.version} with this configuration ({outcome.plan.config})",
+        hint="`reconcile resume` ends the hold (the next run deploys the file); so does a commit that "
+        "changes the desired state. `git revert` of the commit that introduced the release makes the "
+        "rollback permanent",
     )
 
 
@@ -251,7 +290,7 @@ def _apply(
         wires.append(wire)
     revision = gitinfo.revision_of(desired.file)
     who = f"{getpass.getuser()}@{socket.gethostname()}"
-    request = {
+    request: dict[str, Any] = {
         "op": "apply",
         "protocol": PROTOCOL,
         "observe": snapshot.request_for(desired),
@@ -276,6 +315,10 @@ def _apply(
         "fault": options.fault or None,
         "force": options.force or None,
     }
+    if options.rollback is not None:
+        # The history names the release the host was rolled back to, and why.
+        to = next((a.hold["version"] for a in the_plan.actions if isinstance(a, RecordHold) and a.hold), None)
+        request["journal"].update(reason=options.rollback.reason, version=to or desired.release.version)
     t0 = time.perf_counter()
     answer = executor.request(request, payload=payload, on_event=lambda e: _on_event(reporter, the_plan, e))
     timings["apply_ms"] = (time.perf_counter() - t0) * 1000

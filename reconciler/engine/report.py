@@ -11,12 +11,12 @@ from dataclasses import dataclass, field
 
 from reconciler.engine.once import Outcome
 from reconciler.errors import ReconcilerError
-from reconciler.observe.snapshot import Pause
+from reconciler.observe.snapshot import Hold, Pause
 from reconciler.plan.planner import serving_release, serving_since
 from reconciler.spec.model import DesiredState
 
 # Results, in the words of --json and the fleet summary.
-NOOP, PENDING, CONVERGED, ROLLED_BACK, QUARANTINED, FAILED, SKIPPED, PAUSED = (
+NOOP, PENDING, CONVERGED, ROLLED_BACK, QUARANTINED, FAILED, SKIPPED, PAUSED, HELD = (
     "noop",
     "changes_pending",
     "converged",
@@ -25,6 +25,7 @@ NOOP, PENDING, CONVERGED, ROLLED_BACK, QUARANTINED, FAILED, SKIPPED, PAUSED = (
     "failed",
     "not_reached",
     "paused",
+    "held",  # `reconcile rollback` holds the host: left there, drift of that state corrected
 )
 
 
@@ -45,15 +46,18 @@ class HostReport:
     rolled_back_to: str | None = None
     quarantined: int = 0  # configurations quarantined on the host
     paused: Pause | None = None
+    hold: Hold | None = None
     seconds: float = 0.0
     observed: bool = field(default=False)  # the host was observed at all
 
 
 def result_of(error: ReconcilerError) -> str:
-    from reconciler.errors import Paused, Quarantined, RolledBack
+    from reconciler.errors import Held, Paused, Quarantined, RolledBack
 
     if isinstance(error, RolledBack):
         return ROLLED_BACK
+    if isinstance(error, Held):
+        return HELD
     if isinstance(error, Quarantined):
         return QUARANTINED
     if isinstance(error, Paused):
@@ -96,6 +100,7 @@ def host_report(
             "rolled_back_to": outcome.rolled_back_to,
             "quarantined": len(after.quarantine),
             "paused": after.paused,
+            "hold": after.hold,
             "observed": True,
         }
     )
@@ -105,6 +110,9 @@ def events_of(report: HostReport) -> list[str]:
     """The notification events a pass's result makes (watch mode adds backoff and gave_up)."""
     if report.result == CONVERGED and report.applied:
         return ["drift_corrected" if report.drift else "deploy"]
-    return {ROLLED_BACK: ["rollback"], QUARANTINED: ["quarantine"], FAILED: ["failure"]}.get(
-        report.result, []
-    )
+    return {
+        ROLLED_BACK: ["rollback"],
+        QUARANTINED: ["quarantine"],
+        FAILED: ["failure"],
+        HELD: ["held"],
+    }.get(report.result, [])

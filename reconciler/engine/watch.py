@@ -29,6 +29,7 @@ from reconciler.engine.notify import Notice, Notifier, watch_notice
 from reconciler.engine.once import Outcome, RunOptions, reconcile_once
 from reconciler.engine.report import (
     CONVERGED,
+    HELD,
     NOOP,
     PAUSED,
     QUARANTINED,
@@ -38,7 +39,7 @@ from reconciler.engine.report import (
     result_of,
 )
 from reconciler.engine.watchlog import FleetLogReporter, LogReporter
-from reconciler.errors import InvalidDesiredState, Paused, Quarantined, ReconcilerError, RolledBack
+from reconciler.errors import Held, InvalidDesiredState, Paused, Quarantined, ReconcilerError, RolledBack
 from reconciler.executors.base import Executor
 from reconciler.log import log
 from reconciler.spec.model import DesiredState, Webhook
@@ -199,7 +200,7 @@ class Watcher:
                 desired, name, CONVERGED if outcome.applied else NOOP, outcome, None, time.perf_counter() - t0
             )
         except ReconcilerError as exc:
-            if self.stop.is_set() and not isinstance(exc, (Quarantined, RolledBack, Paused)):
+            if self.stop.is_set() and not isinstance(exc, (Quarantined, RolledBack, Paused, Held)):
                 log.info("stopped during apply; the next run converges from here", error=str(exc))
                 return None
             report = host_report(desired, name, result_of(exc), None, exc, time.perf_counter() - t0)
@@ -242,6 +243,14 @@ class Watcher:
             if backoff.quarantine_reported != backoff.revision:
                 backoff.quarantine_reported = backoff.revision
                 log.error("release quarantined", **host, error=report.error, commit=commit())
+                self._announce(desired, report)
+            return False
+        if report.result == HELD:
+            # Said (and announced) once per hold; every pass still keeps the held state.
+            key = report.hold.at if report.hold else "?"
+            if backoff.hold_reported != key:
+                backoff.hold_reported = key
+                log.warning("host held by `reconcile rollback`; not deploying", **host, error=report.error)
                 self._announce(desired, report)
             return False
         if report.result == PAUSED:

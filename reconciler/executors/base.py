@@ -40,4 +40,10 @@ class Executor(Protocol):
         """Ask a running apply to stop at the next action boundary."""
         ...
 
+    def attach(self, request: dict[str, Any]) -> int:
+        """Run an attached request (`exec`, agent/attach.py): the command on the host gets this
+        process's stdin, stdout and stderr (a terminal on the host when request["tty"]), and
+        its exit status is returned. Interrupted, the host stops the command."""
+        ...
+
     def close(self) -> None: ...

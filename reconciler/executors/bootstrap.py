@@ -7,6 +7,7 @@ transports send exactly the same bytes.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import re
@@ -64,6 +65,38 @@ def bootstrap_command(python: str, sudo: bool | None = None, *, resident: bool =
     )
     prefix = AS_ROOT if sudo is None else "sudo -n " if sudo else ""
     return f"{prefix}{python} -c '{code}'"
+
+
+# For a command whose output is the user's (`reconcile exec`): the same decision, saying
+# nothing unless sudo is missing.
+AS_ROOT_QUIET = (
+    "sh -c '"
+    '[ "$(id -u)" = 0 ] && exec "$@"; '
+    "command -v sudo >/dev/null || "
+    '{ echo "reconciler: connected as $(id -un), not root, and sudo is not installed" >&2; exit 126; }; '
+    'exec sudo -n "$@"'
+    "' reconcile "
+)
+
+
+def attached_command(python: str, sudo: bool | None, request: dict[str, Any]) -> str:
+    """The exec that runs an attached request (agent/attach.py): its stdin, stdout and stderr
+    are the command's, so the agent (only the modules it needs) and the request travel in
+    one argument, base64 of the compressed JSON, instead of on stdin."""
+    from reconciler.agent.attach import MODULES
+
+    sources = {name: (AGENT_DIR / f"{name}.py").read_text(encoding="utf-8") for name in MODULES}
+    sources["__init__"] = ""  # the package's docstring is all it has
+    boot = (AGENT_DIR / "boot.py").read_text(encoding="utf-8")
+    blob = base64.b64encode(
+        zlib.compress(json.dumps({"boot": boot, "modules": sources, "request": request}).encode(), 9)
+    ).decode()
+    code = (
+        "import sys,zlib,json,base64;S=json.loads(zlib.decompress(base64.b64decode(sys.argv[1])));"
+        'exec(S["boot"]);install(S["modules"]);from hostagent.attach import main;main(S["request"])'
+    )
+    prefix = AS_ROOT_QUIET if sudo is None else "sudo -n " if sudo else ""
+    return f"{prefix}{python} -c '{code}' {blob}"
 
 
 class ResidentAgent:

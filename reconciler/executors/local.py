@@ -28,6 +28,18 @@ class LocalExecutor:
         with payload.open() as stream:
             return handle(request, stream, emit, self._cancel.is_set)
 
+    def attach(self, request: dict[str, Any]) -> int:
+        """In this process: the command gets this terminal (systemd-run --pty gives it a
+        terminal of its own, joined to this one) or these pipes."""
+        from reconciler.agent.attach import run
+        from reconciler.agent.protocol import AgentError
+        from reconciler.errors import HostError
+
+        try:
+            return run(request)
+        except AgentError as exc:
+            raise HostError(exc.message, hint=exc.detail or None) from None
+
     def cancel(self) -> None:
         self._cancel.set()
 

@@ -23,6 +23,7 @@ from reconciler.executors.bootstrap import (
     ResidentAgent,
     ResidentSlot,
     agent_blob,
+    attached_command,
     bootstrap_command,
     no_answer,
     read_events,
@@ -42,11 +43,14 @@ class OpenSSHExecutor:
         self._resident = ResidentSlot(self._start_resident, target.host)
 
     def argv(self, *, resident: bool = False) -> list[str]:
+        return self._ssh(bootstrap_command(self.options.python, self.options.sudo, resident=resident))
+
+    def _ssh(self, remote: str, *, tty: bool = False) -> list[str]:
         o = self.options
         CONTROL_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)
         argv = [
             "ssh",
-            "-T",
+            "-tt" if tty else "-T",
             "-o",
             "BatchMode=yes",  # never prompt: a deploy has nobody to answer
             "-o",
@@ -68,7 +72,24 @@ class OpenSSHExecutor:
             argv += ["-p", str(self.target.port)]
         if self.target.user:
             argv += ["-l", self.target.user]
-        return [*argv, "--", self.target.host, bootstrap_command(o.python, o.sudo, resident=resident)]
+        return [*argv, "--", self.target.host, remote]
+
+    def attach(self, request: dict[str, Any]) -> int:
+        """ssh itself attaches the terminal (raw mode, window size) or the pipes."""
+        remote = attached_command(self.options.python, self.options.sudo, request)
+        argv = self._ssh(remote, tty=request["tty"])
+        argv[1:1] = ["-o", "LogLevel=ERROR"]  # no "Connection to ... closed." after a terminal
+        stdin = None if request["interactive"] else subprocess.DEVNULL
+        try:
+            proc = subprocess.Popen(argv, stdin=stdin)
+        except FileNotFoundError:
+            raise TargetError("--ssh openssh needs the ssh client: install openssh-client") from None
+        try:
+            return proc.wait()
+        except KeyboardInterrupt:
+            proc.terminate()  # the host sees the session end and stops the command
+            proc.wait(10)
+            raise
 
     def request(
         self,

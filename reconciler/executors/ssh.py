@@ -23,6 +23,7 @@ from reconciler.executors.bootstrap import (
     ResidentAgent,
     ResidentSlot,
     agent_blob,
+    attached_command,
     bootstrap_command,
     no_answer,
     read_events,
@@ -251,6 +252,16 @@ class SSHExecutor:
         finally:
             self._active = None
             chan.close()
+
+    def attach(self, request: dict[str, Any]) -> int:
+        from reconciler.executors.terminal import pump, terminal_size
+
+        chan = self._channel()
+        if request["tty"]:
+            columns, rows = terminal_size()
+            chan.get_pty(term=os.environ.get("TERM") or "xterm", width=columns, height=rows)
+        chan.exec_command(attached_command(self.options.python, self.options.sudo, request))
+        return pump(chan, tty=request["tty"], interactive=request["interactive"])
 
     def _channel(self) -> paramiko.Channel:
         client = self.connect()

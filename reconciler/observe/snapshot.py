@@ -143,6 +143,31 @@ class Pause:
 
 
 @dataclass(frozen=True)
+class Hold:
+    """`reconcile rollback` recorded on the host: the host is held at a recorded good state by
+    hand. Runs keep it there (correcting drift of that state) while the desired file still
+    names the configuration it named when the hold was made; `reconcile resume` ends it."""
+
+    version: str  # the release held
+    config: str  # the good state held (its configuration fingerprint)
+    by: str
+    at: str
+    reason: str
+    origin: str  # the release it was rolled back from ("" when nothing of ours served)
+    origin_config: str
+    desired_config: str  # what the desired file named when the hold was made
+    desired_version: str
+    commit: str | None = None  # the desired file's commit then, when it was in git
+    # Configurations this hold has rolled back from (a second rollback goes further back).
+    passed: tuple[str, ...] = ()
+
+    def describe(self) -> str:
+        origin = f" (rolled back from {self.origin})" if self.origin else ""
+        why = self.reason or "no reason given"
+        return f"held at {self.version} by {self.by} since {self.at}{origin}: {why}"
+
+
+@dataclass(frozen=True)
 class ReleaseState:
     version: str
     sha256: str | None = None
@@ -193,6 +218,7 @@ class Observed:
     # The users asked about (backend.user); None: no such user on the host.
     users: Mapping[str, UserState | None] = field(default_factory=lambda: MappingProxyType({}))
     paused: Pause | None = None
+    hold: Hold | None = None  # `reconcile rollback` left the host held at a good state
     fingerprint: str = ""
 
     def file(self, path: str) -> FileState | None:
@@ -333,6 +359,7 @@ def parse(raw: Mapping[str, Any]) -> Observed:
             }
         ),
         paused=pause_of(state.get("paused")),
+        hold=hold_of(state.get("held")),
         fingerprint=str(raw.get("fingerprint", "")),
     )
 
@@ -356,6 +383,31 @@ def pause_of(raw: Any) -> Pause | None:
     if not isinstance(raw, dict) or not raw:
         return None
     return Pause(str(raw.get("by") or "?"), str(raw.get("at") or "?"), str(raw.get("reason") or ""))
+
+
+def hold_of(raw: Any) -> Hold | None:
+    """The hold as recorded; a record missing what identifies the held state counts as none
+    (the planner then moves the host as the desired file says, which the record allowed)."""
+    if not isinstance(raw, dict) or not raw.get("version") or not raw.get("config"):
+        return None
+
+    def text(key: str) -> str:
+        return str(raw.get(key) or "")
+
+    passed = raw.get("passed")
+    return Hold(
+        version=text("version"),
+        config=text("config"),
+        by=text("by") or "?",
+        at=text("at") or "?",
+        reason=text("reason"),
+        origin=text("origin"),
+        origin_config=text("origin_config"),
+        desired_config=text("desired_config"),
+        desired_version=text("desired_version"),
+        commit=raw.get("commit") if isinstance(raw.get("commit"), str) else None,
+        passed=tuple(str(c) for c in passed) if isinstance(passed, list) else (),
+    )
 
 
 def _quarantine(raw: Mapping[str, Any]) -> dict[str, QuarantineEntry]:

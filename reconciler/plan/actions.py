@@ -188,6 +188,9 @@ class RunTask(Action):
     container: tuple[str, ...] = ()  # for an image: the `podman run` words before argv
     database: str | None = None  # restored from `snapshot` when a before_switch task fails
     snapshot: str | None = None
+    # The backend's StateDirectory=: systemd makes /var/lib/<it> and gives it to `user`, as it
+    # does when the backend starts, which on a first deploy is only after its migrations.
+    state_directory: str | None = None
     kind: ClassVar[str] = "run_task"
     label: ClassVar[str] = "task"
 
@@ -517,6 +520,24 @@ class RecordMaintenance(Action):
 
 
 @dataclass(frozen=True)
+class RecordHold(Action):
+    """`reconcile rollback`: record on the host that it is held at a good state by hand (who,
+    when, why, from which release, what the desired file named then); `hold` None ends it."""
+
+    hold: Mapping[str, Any] | None
+    phase: Phase = field(default=Phase.RECORD, init=False)
+    kind: ClassVar[str] = "record_hold"
+
+    @property
+    def target(self) -> str:
+        return str(self.hold["version"]) if self.hold else "hold"
+
+    def summary(self) -> dict[str, str]:
+        verb = "hold" if self.hold else "end-hold"
+        return {"action": verb, "target": self.target, "reason": self.reason}
+
+
+@dataclass(frozen=True)
 class RecordGood(Action):
     """Record the state now serving as the last good one. The agent refuses unless every unit
     in it passed its gate with this configuration, and reads the files back from the host."""
@@ -564,6 +585,7 @@ class Plan:
     fingerprint: str  # of the observation the plan was made from
     blockers: tuple[str, ...] = ()  # host problems the user must fix first
     quarantined: str | None = None  # the desired configuration failed before; why
+    held: str | None = None  # `reconcile rollback` holds the host at a good state: the hold
     rollback: Rollback | None = None
     config: str = ""  # the desired configuration's fingerprint
     adopting: tuple[str, ...] = ()  # files written by someone else, replaced with a backup kept

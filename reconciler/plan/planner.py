@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import replace
 
 from reconciler.observe.snapshot import Observed
-from reconciler.plan import images, policy, proxy, releases, rollback, routing
+from reconciler.plan import images, manual, policy, proxy, releases, rollback, routing
 from reconciler.plan.actions import Action, DaemonReload, Phase, Plan, RecordQuarantine
 from reconciler.plan.adopt import adopted
 from reconciler.plan.adopt import blockers as adopt_blockers
@@ -32,6 +32,27 @@ def plan(
     blockers = tuple(_blockers(desired, observed, adopt))
     if blockers:
         return Plan((), observed.fingerprint, blockers=blockers, config=fp)
+    # --- the hold `reconcile rollback` leaves (plan/manual.py) ---------------------------
+    # While the desired file names what it named when the host was held, runs keep the held
+    # state (drift of it corrected) and move nowhere else. A file that names something else
+    # is planned as if there were no hold, and its run ends the hold.
+    if observed.hold is not None:
+        hold = manual.holding(observed, fp)
+        if hold is None:
+            moved = plan(
+                desired, replace(observed, hold=None), retry_quarantined=retry_quarantined, adopt=adopt
+            )
+            return replace(moved, actions=(*moved.actions, *manual.end_hold(observed, fp)))
+        kept, blocker = manual.keep_held(desired, observed, hold)
+        ordered = tuple(sorted(_merge_daemon_reloads(kept), key=lambda a: a.phase))
+        return Plan(
+            ordered,
+            observed.fingerprint,
+            blockers=(blocker,) if blocker else (),
+            held=hold.describe(),
+            config=fp,
+        )
+    # --------------------------------------------------------------------------------------
     entry = observed.quarantined(fp, version)
     if entry is not None and not retry_quarantined:
         return _keep_last_good(desired, observed, strategy, entry.reason or "it failed before")

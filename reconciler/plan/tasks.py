@@ -44,7 +44,7 @@ def task_actions(
                     when=when,
                     index=index,
                     config=config,
-                    argv=_absolute(argv, spec.workdir) if spec.image is None else argv,
+                    argv=absolute_argv(argv, spec.workdir) if spec.image is None else argv,
                     workdir=spec.workdir if spec.image is None else "/",
                     env_file=spec.env_file or "",
                     release=desired.release.version,
@@ -54,12 +54,13 @@ def task_actions(
                     container=tuple(units.container_words(spec)) if spec.image else (),
                     database=database if when == "before_switch" else None,
                     snapshot=snapshot if when == "before_switch" else None,
+                    state_directory=spec.state_directory,
                 ).at(phase)
             )
     return out
 
 
-def _absolute(argv: tuple[str, ...], workdir: str) -> tuple[str, ...]:
+def absolute_argv(argv: tuple[str, ...], workdir: str) -> tuple[str, ...]:
     """As for the backend: a first word with a '/' that is not absolute is in the release."""
     head, *rest = argv
     if "/" in head and not head.startswith("/"):

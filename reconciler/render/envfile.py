@@ -67,3 +67,20 @@ def changed_names(old_text: str | None, new: Iterable[EnvVar]) -> list[str]:
     old = {k: v for k, v in old.items() if k != CONFIG_VAR}
     wanted = {v.name: v.value for v in new}
     return sorted(k for k in old.keys() | wanted.keys() if old.get(k) != wanted.get(k))
+
+
+SECRET = "(secret)"  # noqa: S105 - what is shown instead of a secret
+
+
+def masked(text: str, env: Iterable[EnvVar]) -> str:
+    """The file as it may be shown: every secret variable's value replaced by `(secret)`.
+    Values that are not secret are in the desired state in clear already."""
+    secret = {v.name for v in env if v.secret}
+    lines = []
+    for line in text.splitlines():
+        name, sep, _ = line.partition("=")
+        if sep and not line.lstrip().startswith(("#", ";")) and name.strip() in secret:
+            lines.append(f"{name.strip()}={SECRET}")
+        else:
+            lines.append(line)
+    return "\n".join(lines) + "\n"

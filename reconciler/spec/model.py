@@ -162,7 +162,7 @@ class Proxy:
         return f"{self.apps_dir}/{app}.maintenance"
 
 
-EVENTS = ("deploy", "rollback", "failure", "quarantine", "drift_corrected", "backoff", "gave_up")
+EVENTS = ("deploy", "rollback", "failure", "quarantine", "drift_corrected", "backoff", "gave_up", "held")
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,8 @@ Runs on a bare Debian server with only ``python3`` (3.9+) installed.
 * The release version comes from the ``VERSION`` file at the release root (the
   directory that holds ``bin/``), found from this file's real path.
 * A ``FAULT`` file at the release root (baked in at build time) injects a fault
-  for tests: ``health-500``, ``crash`` or ``slow-start``.
+  for tests: ``health-500``, ``crash``, ``slow-start``, ``chdir`` or ``notes-500`` (healthy,
+  but ``/api/notes`` answers 500).
 * ``/ws`` is a websocket (RFC 6455, on the standard library): it greets with the
   release version and echoes every text message with it, so a client sees which
   release answers.
@@ -56,7 +57,10 @@ FAULT_HEALTH_500 = "health-500"
 FAULT_CRASH = "crash"
 FAULT_SLOW_START = "slow-start"
 FAULT_CHDIR = "chdir"  # not a failure: a healthy app that changes its working directory
-KNOWN_FAULTS = (FAULT_HEALTH_500, FAULT_CRASH, FAULT_SLOW_START, FAULT_CHDIR)
+# Passes its health gate but is broken for users: /api/notes answers 500 (what a rollback by
+# hand is for).
+FAULT_NOTES_500 = "notes-500"
+KNOWN_FAULTS = (FAULT_HEALTH_500, FAULT_CRASH, FAULT_SLOW_START, FAULT_CHDIR, FAULT_NOTES_500)
 CRASH_AFTER_SECONDS = 1.0
 SLOW_START_SECONDS = 3.0
 
@@ -510,7 +514,10 @@ class Handler(BaseHTTPRequestHandler):
                 raise_method_not_allowed("GET, HEAD")
             self._send_json(HTTPStatus.OK, {"version": self.config.version})
         elif path == "/api/notes":
-            if get_like:
+            if self.config.fault == FAULT_NOTES_500:
+                broken = {"error": "notes are broken in this release"}
+                self._send_json(HTTPStatus.INTERNAL_SERVER_ERROR, broken)
+            elif get_like:
                 self._send_json(HTTPStatus.OK, list_notes(self.config.database_path))
             elif method == "POST":
                 self._create_note()
