@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from reconciler.agent.main import handle
 from reconciler.agent.protocol import PROTOCOL
 from reconciler.observe.snapshot import CADDY_UNIT, GoodState, hold_of
-from reconciler.plan import config, manual
+from reconciler.plan import identity, manual
 from reconciler.plan.actions import (
     CheckHealth,
     LoadCaddy,
@@ -281,7 +281,7 @@ def test_a_held_host_is_never_moved_away_from_the_held_state(
     held = next(g for g in host.good if g.config == hold.config)
     for what, keep, kill_at in steps:
         file = desired("3.0.0", strategy=strategy, keep=keep)
-        assert config.fingerprint(file) == hold.desired_config
+        assert identity.fingerprint(file) == hold.desired_config
         _perturb(host, what, file)
         p = plan(file, host.snapshot())
         assert p.held is not None and not p.blockers, p.blockers

@@ -207,7 +207,10 @@ def play(image: str, idle: str, docker_ok: bool, run: list[Step]) -> None:
         ever_good = ever_good or bool(host.good)
         completed = result in ("ok", "rolled_back")
         undisturbed = step.disturb is None and step.fail_back_at is None
-        if ever_good and (completed and undisturbed or result in ("failed", "cancelled") and was_safe):
+        # A run that failed or was interrupted is held to leaving what served before only when
+        # nothing else disturbed the host (the docstring's "and nothing else disturbed the
+        # host"): an admin who points Caddy at a colour that is not running is not undone by it.
+        if ever_good and undisturbed and (completed or result in ("failed", "cancelled") and was_safe):
             problem = serving_units_ok(host)
             assert problem is None, f"{where}: {problem}"
         routed = [u for u in host.routed_units() if host.unit_state(u).is_active]
