@@ -20,6 +20,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from benchmarks.chaos.gatewatch import GATED, UNCERTAIN, UNGATED, GateHistory
+from benchmarks.chaos.plan import Desired
 from benchmarks.chaos.soak import IterationRecord, StrategyResult
 from benchmarks.chaos.traffic import Sample
 
@@ -30,9 +31,25 @@ BLUE_GREEN_ITERATIONS = 500  # the issue's count for blue-green
 class FailingAttempt:
     iteration: int
     desired: str
+    kind: str  # a key of FAILING_KINDS
+    undisturbed: bool  # no disturbance in its iteration: what users see, and nothing else
     tried: bool  # False: refused as quarantined, nothing started
     answers: int  # answers by processes that never passed a gate, during the iteration
-    failed: int  # failed requests during the iteration
+    failed: int  # failed requests during the iteration (not those of a disturbance's outage)
+
+
+FAILING_KINDS = {
+    "gate": "a release that fails its gate (its health path answers 500, its API 200)",
+    "crash": "a release that crashes 1 s after it starts listening",
+    "config": "a configuration that keeps a good release from starting (a DATABASE_PATH it cannot make, "
+    "an option it refuses)",
+}
+
+
+def failing_kind(desired: Desired) -> str:
+    if desired.config != "good":
+        return "config"
+    return "crash" if "crash" in desired.version else "gate"
 
 
 @dataclass
@@ -174,6 +191,7 @@ def figures(result: StrategyResult) -> Figures:
     sent = [s.sent for s in samples]
     starts = [r.start for r in records]
     f.requests = len(samples)
+    excused: set[int] = set()  # failed samples (by id) inside an outage a disturbance caused
     for s in samples:
         if s.failed:
             f.failed += 1
@@ -181,6 +199,7 @@ def figures(result: StrategyResult) -> Figures:
             cause = next((w[2] for w in windows if _overlaps(s, w)), None)
             if cause:
                 f.failed_outage[cause] += 1
+                excused.add(id(s))
             else:
                 f.failed_counted += 1
                 near = nearest(s, happened)
@@ -247,7 +266,15 @@ def figures(result: StrategyResult) -> Figures:
             )
             tried = not all(run.result == "quarantined" for run in r.runs)
             f.attempts.append(
-                FailingAttempt(r.index, r.desired.label, tried, answers, sum(s.failed for s in inside))
+                FailingAttempt(
+                    r.index,
+                    r.desired.label,
+                    failing_kind(r.desired),
+                    not r.planned,
+                    tried,
+                    answers,
+                    sum(s.failed and id(s) not in excused for s in inside),
+                )
             )
     f.ungated_examples = [
         f"{n} answers by {version} process {process} during {where}"

@@ -9,7 +9,7 @@ import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchmarks.chaos.analysis import Figures, Goal
+from benchmarks.chaos.analysis import FAILING_KINDS, Figures, Goal
 from benchmarks.chaos.plan import CONFIGS, DISTURBANCES, FAILING_RELEASES, GOOD_RELEASES
 from benchmarks.chaos.soak import WALL, Settings, StrategyResult
 
@@ -76,20 +76,29 @@ def strategy_table(figs: list[Figures]) -> list[str]:
 
 def failing_table(figs: list[Figures]) -> list[str]:
     lines = [
-        "| strategy | failing states tried | refused as quarantined | answers by the failing "
-        "process during its try | per try: median / max | tries it answered in | failed requests "
-        "during the tries |",
-        "|---|---:|---:|---:|---|---:|---:|",
+        "| strategy | what failed | tries | refused as quarantined | undisturbed tries | answers by the "
+        "failing process per undisturbed try: median / max | failed requests per undisturbed try: "
+        "median / max | all tries: answers by the failing process | all tries: failed requests "
+        "(not in a disturbance's outage) |",
+        "|---|---|---:|---:|---:|---|---|---:|---:|",
     ]
     for f in figs:
-        tried = [a for a in f.attempts if a.tried]
-        answers = [a.answers for a in tried]
-        spread = f"{statistics.median(answers):g} / {max(answers)}" if answers else "–"
-        lines.append(
-            f"| {f.strategy} | {len(tried)} | {len(f.attempts) - len(tried)} | {_n(sum(answers))} "
-            f"| {spread} | {sum(1 for a in answers if a)} | {_n(sum(a.failed for a in tried))} |"
-        )
+        for kind in FAILING_KINDS:
+            mine = [a for a in f.attempts if a.kind == kind]
+            if not mine:
+                continue
+            tried = [a for a in mine if a.tried]
+            clean = [a for a in tried if a.undisturbed]
+            lines.append(
+                f"| {f.strategy} | {kind} | {len(tried)} | {len(mine) - len(tried)} | {len(clean)} "
+                f"| {_spread([a.answers for a in clean])} | {_spread([a.failed for a in clean])} "
+                f"| {_n(sum(a.answers for a in tried))} | {_n(sum(a.failed for a in tried))} |"
+            )
     return lines
+
+
+def _spread(values: list[int]) -> str:
+    return f"{statistics.median(values):g} / {max(values)}" if values else "–"
 
 
 def _per_strategy(f: Figures) -> list[str]:
@@ -205,9 +214,10 @@ def render(run: Run) -> str:
         "",
         *strategy_table(run.figures),
         "",
-        "What users see when a release fails (a failing release, or a configuration that breaks a "
-        "good one), the first time each failing state is tried; a state that failed is quarantined and "
-        "later refused:",
+        "What users see when a release fails, per try of a failing state (a state that failed is "
+        "quarantined, and refused when asked for again): "
+        + "; ".join(f"{k}: {v}" for k, v in FAILING_KINDS.items())
+        + ".",
         "",
         *failing_table(run.figures),
         "",
