@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from benchmarks.chaos.analysis import Figures, Goal, figures, goals
-from benchmarks.chaos.report import Run, render, update_results, write_raw
+from benchmarks.chaos.report import Run, failing_table, render, strategy_table, update_results, write_raw
 from benchmarks.chaos.soak import Settings, Soak, StrategyResult
 from tests.testhost import TestHost
 
@@ -133,6 +133,8 @@ def finish(outcome: Outcome, opts: Options, say: Say) -> Outcome:
             outcome.setup_errors,
         )
         outcome.report = render(report)
+        for line in ["", *strategy_table(outcome.figures), "", *failing_table(outcome.figures), ""]:
+            say(line)
         if opts.out is not None:
             opts.out.write_text(outcome.report)
             say(f"wrote {opts.out}")
