@@ -100,7 +100,7 @@ def clean_env(**extra: str) -> dict[str, str]:
     env = {
         k: v
         for k, v in os.environ.items()
-        if k not in {"DATABASE_PATH", "CORS_ALLOW_ORIGINS", "NOTIFY_SOCKET"}
+        if k not in {"DATABASE_PATH", "CORS_ALLOW_ORIGINS", "NOTIFY_SOCKET", "INVOCATION_ID"}
     }
     env.update(extra)
     return env
@@ -394,6 +394,31 @@ def test_backend_through_symlinked_entrypoint(
     assert request(port, "GET", "/health").json()["version"] == VERSION
     assert stop(proc) == 0
     assert not list(releases["ok"].rglob("__pycache__"))  # the release stays untouched
+
+
+def test_backend_says_which_process_answered(
+    launch: Launcher, releases: dict[str, Path], tmp_path: Path
+) -> None:
+    """systemd gives each start of a unit its own $INVOCATION_ID: every answer names it, so a
+    client (the chaos benchmark) can tell which start of a release answered."""
+    invocation = "0123456789abcdef0123456789abcdef"
+    port = free_port()
+    env = clean_env(DATABASE_PATH=str(tmp_path / "db.sqlite"), INVOCATION_ID=invocation)
+    proc = launch([str(releases["ok"] / "bin" / "backend"), "--port", str(port)], env=env)
+    wait_listening(port, proc)
+    for method, path, body in (("GET", "/api/version", None), ("POST", "/api/notes", b'{"text": "x"}')):
+        answer = request(port, method, path, body=body)
+        assert answer.status in (200, 201)
+        assert answer.headers["X-Choiros-Invocation"] == invocation
+        assert answer.headers["X-Choiros-Version"] == VERSION
+    assert request(port, "GET", "/missing").headers["X-Choiros-Invocation"] == invocation
+    assert stop(proc) == 0
+
+    # Not under systemd: no invocation to name, and no header.
+    proc, port = start_backend(launch, releases["ok"], tmp_path / "db2.sqlite")
+    answer = request(port, "GET", "/api/version")
+    assert answer.headers["X-Choiros-Version"] == VERSION and "X-Choiros-Invocation" not in answer.headers
+    assert stop(proc) == 0
 
 
 def test_backend_cors(launch: Launcher, releases: dict[str, Path], tmp_path: Path) -> None:

@@ -212,7 +212,9 @@ def test_history_records_each_apply(project: Project) -> None:
     assert project.once().rc == 0
     status = project.reconcile("status", "--json")
     assert status.rc == 0, status.stderr
-    runs = json.loads(status.stdout)["runs"]
+    answer = json.loads(status.stdout)
+    assert answer["serving"] == "1.0.0" and answer["serving_unit"] == "choiros-backend.service"
+    runs = answer["runs"]
     assert runs[-1]["result"] == "ok" and runs[-1]["version"] == "1.0.0"
     assert runs[-1]["actions"] and "user" in runs[-1]
 

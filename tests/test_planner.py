@@ -675,6 +675,27 @@ def test_blue_green_rollback_is_only_a_caddy_switch() -> None:
     assert caddyconfig.fragment_upstreams(after.content(FRAGMENT)) == [8081], "Caddy goes to blue"
 
 
+def test_blue_green_after_a_reboot_gates_the_colour_it_switches_away_from() -> None:
+    """A reboot starts both colours again, neither with a gate record. A deploy then gates the
+    idle colour it starts and, after the switch, the one that served until then (now idle):
+    one run converges. It used to leave that colour ungated, and the run ended with exit 1,
+    "the host still differs after applying" (found by benchmarks/chaos)."""
+    model = ModelHost(empty_host())  # one host: its processes' invocations never repeat
+    for version in ("1.0.0", "2.0.0"):  # green serves 2.0.0, blue warm on 1.0.0
+        model.apply_plan(plan(bg(version), model.snapshot()))
+    model.disturb("reboot")
+    host = model.snapshot()
+    assert not host.gated(BLUE) and not host.gated(GREEN)
+    p = plan(bg("3.0.0"), host)
+    after = model.apply_plan(p)
+    order = labels(p)
+    assert order.index(("health-check", "http://127.0.0.1:8081/health")) < order.index(("reload", CADDY_UNIT))
+    assert order.index(("reload", CADDY_UNIT)) < order.index(("health-check", "http://127.0.0.1:8082/health"))
+    assert not any(isinstance(a, Systemctl) and a.unit == GREEN for a in p.actions), "never restarted"
+    assert after.gated(BLUE) and after.gated(GREEN)
+    assert not plan(bg("3.0.0"), after).changed
+
+
 def test_blue_green_idle_stop_stops_the_old_colour_after_the_switch() -> None:
     host = deployed(bg(idle="stop"))
     p, after = converge(bg("2.0.0", idle="stop"), host)

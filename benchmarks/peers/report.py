@@ -431,6 +431,8 @@ def _section(path: Path, heading: str) -> list[str]:
 def _other_benchmarks() -> str:
     """The other benchmarks' results, each in its own report next to this one; their headline
     tables are repeated here so that every headline figure is in one file."""
+    from benchmarks.chaos.report import RESULTS_BULLET, RESULTS_HEADING
+
     here = Path(__file__).resolve().parent.parent
     lines = [
         "## Other benchmarks",
@@ -444,6 +446,7 @@ def _other_benchmarks() -> str:
         "what grows with N (`python -m benchmarks.fleet_peers`).",
         "- [fleet.md](fleet.md): no-op time for fleets of 1, 4 and 8 hosts "
         "(`python -m benchmarks.fleet_noop`).",
+        RESULTS_BULLET,
     ]
     repeated = [
         ("### Fleet no-op, side by side (from fleet-peers.md)", "fleet-peers.md", "## Fleet no-op"),
@@ -463,6 +466,7 @@ def _other_benchmarks() -> str:
             "## (b) A no-op pass over the held connection",
         ),
         ("### Fleet no-op, ours alone (from fleet.md)", "fleet.md", "# Fleet no-op"),
+        (RESULTS_HEADING, "chaos.md", "## Summary"),
     ]
     for title, name, heading in repeated:
         table = _section(here / name, heading)

@@ -190,6 +190,7 @@ def status(args: argparse.Namespace, desired: DesiredState, executor: Executor) 
     and what is quarantined: one observation and one history request."""
     from reconciler.engine.once import observe
     from reconciler.plan.planner import serving_release, serving_since
+    from reconciler.plan.routing import serving_unit
 
     observed = observe(executor, desired)
     answer = executor.request(
@@ -210,6 +211,8 @@ def status(args: argparse.Namespace, desired: DesiredState, executor: Executor) 
         "host": observed.hostname,
         "serving": serving,
         "serving_since": since,
+        # The unit Caddy sends the app's backend traffic to, as Caddy itself reported it.
+        "serving_unit": serving_unit(desired, observed),
         "paused": None if paused is None else vars(paused),
         "held": None
         if observed.hold is None

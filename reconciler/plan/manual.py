@@ -72,7 +72,8 @@ def family(strategy: str) -> str:
 
 
 def serving_state(desired: DesiredState, observed: Observed) -> GoodState | None:
-    """What serves now, as the strategy sees it on disk (gated or not)."""
+    """What serves now: the unit Caddy routes to, with its files as they are on disk (gated or
+    not)."""
     return serving_baseline(desired, observed)
 
 

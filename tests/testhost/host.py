@@ -351,6 +351,34 @@ class TestHost:
         """Poll until GET path returns `status`; TesthostError after timeout."""
         return httpget.wait_for(self.address, path, port=port, status=status, timeout=timeout)
 
+    # ----------------------------------------------------------------- reboot
+
+    def reboot(self, *, timeout: float = 60) -> float:
+        """`systemctl reboot` inside the host, and boot it again from the same disk.
+
+        The container's systemd shuts everything down in order and nspawn exits with 133
+        (its "reboot" status); the host is then started again on the same overlay, so what a
+        real reboot keeps is kept (every file on disk) and what it loses is lost (/run, every
+        process, what Caddy had loaded). Returns the seconds until sshd answered again.
+        While it runs, exec() and read() fail: the host is not running.
+        """
+        with self._stop_lock:
+            self._require_running()
+            started = time.monotonic()
+            deadline = started + timeout
+            self.exec(["systemctl", "reboot"], check=False, timeout=timeout)
+            assert self._proc is not None
+            try:
+                status = self._proc.wait(self._left(deadline))
+            except subprocess.TimeoutExpired as exc:
+                raise self._boot_error("did not shut down for its reboot in time") from exc
+            self.leader = None
+            if status != nspawn.REBOOT_STATUS:
+                raise self._boot_error(f"systemd-nspawn exited with {status} on reboot, not 133")
+            self._launch(deadline)
+            self._wait_ready(deadline)
+            return time.monotonic() - started
+
     # ----------------------------------------------------------------- stop
 
     @property

@@ -13,6 +13,9 @@ from pathlib import Path
 from tests.testhost.errors import TesthostError
 from tests.testhost.layout import STATE_ROOT
 
+#: systemd-nspawn's exit status when the container's systemd rebooted it.
+REBOOT_STATUS = 133
+
 #: nspawn's own environment: nothing from the caller's (pip/proxy/pyenv settings).
 NSPAWN_ENV: dict[str, str] = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
 

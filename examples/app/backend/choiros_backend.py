@@ -16,6 +16,9 @@ Runs on a bare Debian server with only ``python3`` (3.9+) installed.
   release answers.
 * ``/-/versions.json`` answers in Datasette's shape (the version nested under the
   app's name), for health gates that must find it there.
+* Every answer of the backend says which process answered: ``X-Choiros-Version`` and,
+  under systemd, ``X-Choiros-Invocation`` (the unit's ``$INVOCATION_ID``, new at every
+  start), so a client can tell one start of a release from the next.
 
 SIGTERM and SIGINT stop accepting connections, close open websockets with 1001
 ("going away"), let in-flight requests finish, and exit 0.
@@ -150,11 +153,13 @@ class Config:
         database_path: Path,
         cors_origins: frozenset[str],
         fault: str | None,
+        invocation: str = "",
     ) -> None:
         self.version = version
         self.database_path = database_path
         self.cors_origins = cors_origins
         self.fault = fault
+        self.invocation = invocation  # systemd's $INVOCATION_ID; empty when not run by systemd
 
 
 # --------------------------------------------------------------------------- storage
@@ -383,6 +388,12 @@ class Handler(BaseHTTPRequestHandler):
         headers = getattr(self, "headers", None)
         return headers.get("Origin") if headers is not None else None
 
+    def _identity_headers(self) -> None:
+        """Which release and which process answered."""
+        self.send_header("X-Choiros-Version", self.config.version)
+        if self.config.invocation:
+            self.send_header("X-Choiros-Invocation", self.config.invocation)
+
     def _cors_headers(self) -> None:
         if not self.config.cors_origins:
             return
@@ -402,7 +413,7 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Cache-Control", "no-store")
-        self.send_header("X-Choiros-Version", self.config.version)
+        self._identity_headers()
         for name, value in (extra_headers or {}).items():
             self.send_header(name, value)
         self._cors_headers()
@@ -412,7 +423,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def _send_no_content(self, extra_headers: dict[str, str]) -> None:
         self.send_response(HTTPStatus.NO_CONTENT)
-        self.send_header("X-Choiros-Version", self.config.version)
+        self._identity_headers()
         for name, value in extra_headers.items():
             self.send_header(name, value)
         self._cors_headers()
@@ -535,7 +546,7 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Upgrade", "websocket")
         self.send_header("Connection", "Upgrade")
         self.send_header("Sec-WebSocket-Accept", websocket_accept(key))
-        self.send_header("X-Choiros-Version", self.config.version)
+        self._identity_headers()
         self.end_headers()
         self.wfile.flush()
         self.close_connection = True
@@ -682,6 +693,7 @@ def main(argv: list[str] | None = None) -> int:
         database_path=database_path,
         cors_origins=parse_origins(os.environ.get("CORS_ALLOW_ORIGINS")),
         fault=fault,
+        invocation=os.environ.get("INVOCATION_ID", "").strip(),
     )
 
     stop = threading.Event()

@@ -139,7 +139,8 @@ class BlueGreen:
 
     def _left_behind(self, observed: Observed, colour: str) -> list[Action]:
         """The colour not chosen: never restarted or rewritten; it stays warm as it is, gated
-        if its process has no gate record, and is stopped when it must not run."""
+        if its process has no gate record (after the switch, when it served until then: a
+        reboot leaves both colours without one), and is stopped when it must not run."""
         d = self.desired
         name = d.colour_unit(colour)
         unit = observed.unit(name)
