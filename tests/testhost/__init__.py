@@ -20,7 +20,7 @@ from tests.testhost.errors import TesthostError
 from tests.testhost.guestfs import EntryState
 from tests.testhost.host import ExecResult, TestHost, boot, boot_many, start, stop_all
 from tests.testhost.httpget import HttpResponse
-from tests.testhost.rootfs import ensure_rootfs
+from tests.testhost.releases import ensure_rootfs
 from tests.testhost.teardown import cleanup, leftovers
 
 __all__ = [

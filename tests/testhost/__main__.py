@@ -2,7 +2,7 @@
 
 build    build (or confirm) the cached rootfs and print how long it took
 boot     boot one host, show how to reach it, tear it down (--keep: wait for Ctrl-C)
-         (both take --release bookworm|bullseye|docker; bookworm is the default)
+         (both take --release bookworm|bullseye|docker|jammy; bookworm is the default)
 cleanup  remove leftovers of crashed runs (only things this harness made) and
          rootfs caches of other recipes that no running host uses
 """
@@ -19,7 +19,8 @@ import time
 from tests.testhost import lifecycle
 from tests.testhost.errors import TesthostError
 from tests.testhost.host import boot
-from tests.testhost.rootfs import DEFAULT_RELEASE, RELEASES, cache_entry, ensure_rootfs
+from tests.testhost.releases import cache_entry, ensure_rootfs, names
+from tests.testhost.rootfs import DEFAULT_RELEASE
 from tests.testhost.teardown import cleanup, remove_outdated_rootfs
 
 
@@ -81,13 +82,13 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     p_build = sub.add_parser("build", help="build/refresh the cached rootfs")
     p_build.add_argument("--force", action="store_true", help="rebuild even if cached")
-    p_build.add_argument("--release", choices=RELEASES, default=DEFAULT_RELEASE, help="Debian release")
+    p_build.add_argument("--release", choices=names(), default=DEFAULT_RELEASE, help="release")
     p_build.set_defaults(func=_build)
     p_boot = sub.add_parser("boot", help="boot one host and show how to reach it")
     p_boot.add_argument("--keep", action="store_true", help="keep it running until Ctrl-C")
     p_boot.add_argument("--index", type=int, default=None, help="subnet index (default: free one)")
     p_boot.add_argument("--timeout", type=float, default=60, help="boot timeout in seconds")
-    p_boot.add_argument("--release", choices=RELEASES, default=DEFAULT_RELEASE, help="Debian release")
+    p_boot.add_argument("--release", choices=names(), default=DEFAULT_RELEASE, help="release")
     p_boot.set_defaults(func=_boot)
     p_clean = sub.add_parser("cleanup", help="remove leftovers of crashed runs")
     p_clean.add_argument(

@@ -37,7 +37,8 @@ from tests.testhost.errors import TesthostError
 from tests.testhost.guestfs import EntryState
 from tests.testhost.layout import REPO_ROOT, host_name, state_dir, veth_name
 from tests.testhost.mounts import mount_overlay
-from tests.testhost.rootfs import DEFAULT_RELEASE, ensure_rootfs, release_of
+from tests.testhost.releases import ensure_rootfs, release_of
+from tests.testhost.rootfs import DEFAULT_RELEASE
 from tests.testhost.teardown import leftovers, teardown
 
 #: Environment of commands run by exec(): the host's own defaults, nothing from
@@ -83,9 +84,9 @@ class TestHost:
 
     def __init__(self, lease: network.IndexLease, rootfs: Path, release: str = DEFAULT_RELEASE) -> None:
         self._lease = lease
-        #: The Debian release booted ("bookworm", "bullseye").
+        #: The release booted ("bookworm", "bullseye", "docker", "jammy").
         self.release = release
-        #: bookworm: the venv with the project's runtime deps; bullseye: /usr/bin/python3.
+        #: bookworm: the venv with the project's runtime deps; bullseye, jammy: /usr/bin/python3.
         self.python = release_of(release).python
         self.index = lease.index
         self.name = host_name(lease.index)
@@ -430,7 +431,7 @@ def start(index: int | None = None, *, timeout: float = 60, release: str = DEFAU
 def boot(
     index: int | None = None, *, timeout: float = 60, release: str = DEFAULT_RELEASE
 ) -> Iterator[TestHost]:
-    """Boot one host (of `release`: "bookworm" or "bullseye") for the duration of a
+    """Boot one host (of `release`: "bookworm", "bullseye", "docker", "jammy") for the duration of a
     with-block; it is always torn down."""
     host = start(index, timeout=timeout, release=release)
     try:

@@ -14,7 +14,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from tests.testhost import cgroups, lifecycle, network, nspawn, rootfs
+from tests.testhost import cgroups, lifecycle, network, nspawn, releases, rootfs
 from tests.testhost.errors import TesthostError
 from tests.testhost.layout import STATE_ROOT, cache_dir, index_of, state_dir, veth_name
 from tests.testhost.mounts import lowerdirs_in_use, mounts, mounts_under, unmount_all_under
@@ -129,7 +129,7 @@ def remove_outdated_rootfs() -> list[Path]:
     that, and a checkout with another recipe sharing the cache would lose its entry
     on every test run. (Here, not in rootfs.py: its source is part of the recipe hash.)
     """
-    current = {rootfs.cache_entry(release=release) for release in rootfs.RELEASES}
+    current = {releases.cache_entry(release) for release in releases.names()}
     if not cache_dir().is_dir():
         return []
     removed: list[Path] = []

@@ -1,0 +1,67 @@
+"""The agent on Ubuntu 22.04 LTS (jammy): python3 3.10, systemd 249, the server the README's
+users run their product on.
+
+As tests/test_host_pythons.py does for Debian 11, the reconciler runs on this machine and sends
+the agent over SSH to the host's /usr/bin/python3; the scenarios are the bookworm modules' own
+tests of the agent's essential paths, collected again here so conftest's `testhost` boots
+TESTHOST_RELEASE for them: a deploy from scratch and a second run that plans nothing, a bump and
+its revert (symlink-swap), blue-green with its instant rollback, health gates that fail (an
+error answer, a crash) and are rolled back and quarantined, and unit properties read from
+systemd 249's bus agreeing with its `systemctl show`. tests/test_first_contact.py runs the
+README's commands against the same kind of host, through a login that is not root.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from reconciler.agent.protocol import PROTOCOL
+from reconciler.executors.ssh import SSHExecutor
+from reconciler.executors.ssh_options import SSHOptions
+from reconciler.spec.model import Target
+from tests import test_health_gates, test_once_ssh, test_systemd_bus
+from tests.testhost import TestHost
+
+pytestmark = pytest.mark.testhost
+
+TESTHOST_RELEASE = "jammy"
+
+test_deploy_from_scratch_then_nothing_to_do = test_once_ssh.test_deploy_from_scratch_then_nothing_to_do
+test_bump_plans_only_what_is_needed_and_revert_needs_no_upload = (
+    test_once_ssh.test_bump_plans_only_what_is_needed_and_revert_needs_no_upload
+)
+test_blue_green_deploy_and_instant_rollback = test_health_gates.test_blue_green_deploy_and_instant_rollback
+test_failing_release_rolls_back_exits_3_and_is_not_retried = (
+    test_health_gates.test_failing_release_rolls_back_exits_3_and_is_not_retried
+)
+test_crashing_release_is_rolled_back_with_journal_lines = (
+    test_health_gates.test_crashing_release_is_rolled_back_with_journal_lines
+)
+test_the_bus_and_systemctl_agree_on_every_unit_state = (
+    test_systemd_bus.test_the_bus_and_systemctl_agree_on_every_unit_state
+)
+
+
+def test_the_agent_runs_on_ubuntu_22_04s_python_3_10_with_systemd_249(testhost: TestHost) -> None:
+    """What the tests above ran against: Ubuntu 22.04 with its updates, the agent reporting
+    the interpreter it runs on, and Caddy borrowed from bookworm (jammy has no caddy package)."""
+    assert testhost.release == TESTHOST_RELEASE
+    os_release = testhost.exec(["cat", "/etc/os-release"]).stdout
+    assert 'VERSION_ID="22.04"' in os_release and "VERSION_CODENAME=jammy" in os_release, os_release
+    systemd = testhost.exec(["systemctl", "--version"]).stdout.split()
+    assert systemd[:2] == ["systemd", "249"], systemd
+    assert testhost.exec(["caddy", "version"]).stdout.startswith("2.6.2")
+    options = SSHOptions(identity=(str(testhost.key_path),), known_hosts=str(testhost.known_hosts))
+    executor = SSHExecutor(Target("ssh", host=testhost.address, user="root", port=22), options)
+    try:
+        answer = executor.request(
+            {
+                "op": "observe",
+                "protocol": PROTOCOL,
+                "observe": {"state": "/var/lib/reconciler/choiros", "releases": "/opt/choiros/releases"},
+            }
+        )
+    finally:
+        executor.close()
+    assert answer["event"] == "result", answer
+    assert answer["snapshot"]["host"]["python"].startswith("3.10."), answer["snapshot"]["host"]
