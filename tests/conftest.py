@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -14,6 +15,12 @@ from tests.deploying import Project, build_artifacts, reset_host
 from tests.distribution import Distribution, built
 from tests.testhost import TestHost, boot
 from tests.testhost.rootfs import DEFAULT_RELEASE
+
+# The Ctrl-C tests send SIGINT to the CLI. A suite started in the background by sh runs with
+# SIGINT ignored, which every process it starts inherits (Python then installs no handler):
+# take the default back, so the CLI under test gets Ctrl-C as from a terminal.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 # The CLI remembers files that passed the schema; tests (and the CLI runs they start)
 # keep that memory to themselves.
