@@ -118,6 +118,10 @@ class Interpreter:
 
 #: Debian 11 (bullseye): python3 3.9.2, glibc 2.31.
 BULLSEYE = Interpreter("3.9", "3.9.2", 31)
+#: Ubuntu 22.04 (jammy) with its updates: python3 3.10.12, glibc 2.35.
+JAMMY = Interpreter("3.10", "3.10.12", 35)
+#: The servers a test host boots, by release, as the README's server install meets them.
+SERVERS = {"bullseye": BULLSEYE, "jammy": JAMMY}
 
 
 def _requirements_of(wheel: Path) -> list[Requirement]:

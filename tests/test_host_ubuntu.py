@@ -7,8 +7,11 @@ tests of the agent's essential paths, collected again here so conftest's `testho
 TESTHOST_RELEASE for them: a deploy from scratch and a second run that plans nothing, a bump and
 its revert (symlink-swap), blue-green with its instant rollback, health gates that fail (an
 error answer, a crash) and are rolled back and quarantined, and unit properties read from
-systemd 249's bus agreeing with its `systemctl show`. tests/test_first_contact.py runs the
-README's commands against the same kind of host, through a login that is not root.
+systemd 249's bus agreeing with its `systemctl show`; then, as a user reaching the server as
+a login with passwordless sudo would: a first deploy, a rollback by hand of a release broken
+for users and the hold it leaves, and `reconcile logs` reading the units' journal.
+tests/test_install_jammy.py installs the built wheel on the same kind of host and runs watch
+mode there through examples/systemd's unit.
 """
 
 from __future__ import annotations
@@ -19,7 +22,14 @@ from reconciler.agent.protocol import PROTOCOL
 from reconciler.executors.ssh import SSHExecutor
 from reconciler.executors.ssh_options import SSHOptions
 from reconciler.spec.model import Target
-from tests import test_health_gates, test_once_ssh, test_systemd_bus
+from tests import (
+    test_health_gates,
+    test_logs_cmd,
+    test_once_ssh,
+    test_rollback_cmd,
+    test_ssh_trust,
+    test_systemd_bus,
+)
 from tests.testhost import TestHost
 
 pytestmark = pytest.mark.testhost
@@ -40,6 +50,17 @@ test_crashing_release_is_rolled_back_with_journal_lines = (
 test_the_bus_and_systemctl_agree_on_every_unit_state = (
     test_systemd_bus.test_the_bus_and_systemctl_agree_on_every_unit_state
 )
+
+# Through a login that is not root (`deploy`, passwordless sudo), as on a cloud VM.
+users = test_ssh_trust.users
+test_a_login_with_passwordless_sudo_deploys = test_ssh_trust.test_a_login_with_passwordless_sudo_deploys
+broken, login = test_rollback_cmd.broken, test_rollback_cmd.login
+test_symlink_swap_rollback_serves_when_it_returns_and_resume_ends_the_hold = (
+    test_rollback_cmd.test_symlink_swap_rollback_serves_when_it_returns_and_resume_ends_the_hold
+)
+# Last: `deployed` deploys once for the module, and the tests above reset the host.
+deployed = test_logs_cmd.deployed
+test_json_lines_are_journald_entries = test_logs_cmd.test_json_lines_are_journald_entries
 
 
 def test_the_agent_runs_on_ubuntu_22_04s_python_3_10_with_systemd_249(testhost: TestHost) -> None:
