@@ -170,8 +170,23 @@ def test_init_asks_for_a_name_when_the_folder_gives_none(
     code, _, err = run(capsys, "init")
     assert (
         code == 1
-        and err == "error: cannot make an app name out of the folder '2024 release'; pass --app NAME\n"
+        and err
+        == "error: cannot make an app name out of the folder '2024 release'; name it: reconcile init NAME\n"
     )
+
+
+def test_init_takes_the_app_name_as_its_argument_too(
+    folder: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = run(capsys, "init", "notes", "--strategy", "blue-green")
+    assert code == 0 and out.startswith("wrote desired-state.yaml: notes 0.1.0, blue-green"), out
+    assert load(folder / "desired-state.yaml", checks=Checks(offline=True)).app == "notes"
+    code, _, err = run(capsys, "init", "Notes App", "--force")
+    assert code == 1 and err.startswith("error: APP: expected a name of lower-case letters"), err
+    with pytest.raises(SystemExit) as two:
+        run(capsys, "init", "notes", "--app", "other", "--force")
+    assert two.value.code == 2 and "two app names: 'notes' and --app 'other'" in capsys.readouterr().err
+    assert load(folder / "desired-state.yaml", checks=Checks(offline=True)).app == "notes"
 
 
 def test_init_does_not_replace_a_file_written_while_it_ran(

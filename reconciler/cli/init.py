@@ -182,6 +182,9 @@ def _parser() -> argparse.ArgumentParser:
         description="Write a commented desired-state.yaml for an app, one that validates as written.",
     )
     p.add_argument(
+        "name", nargs="?", metavar="APP", help="the app's name, as --app (`reconcile init choiros`)"
+    )
+    p.add_argument(
         "--app", help="the app's name (default: this folder's name): /opt/NAME, NAME-backend.service, ..."
     )
     p.add_argument("--target", default="local", help="local (default) or ssh://[user@]host[:port]")
@@ -209,14 +212,18 @@ _OPTIONS = {"app": "--app", "target": "--target", "release.image": "--image", "r
 
 
 def run_init(argv: list[str]) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.name and args.app and args.name != args.app:
+        parser.error(f"two app names: {args.name!r} and --app {args.app!r}; give one")
     file = Path(args.file)
     # The project is the folder init runs in, wherever the file goes (-f deploy/prod.yaml).
-    app = args.app or _default_app(Path.cwd())
+    app = args.app or args.name or _default_app(Path.cwd())
     if not app:
         folder = Path.cwd().name
         print(
-            f"error: cannot make an app name out of the folder {folder!r}; pass --app NAME", file=sys.stderr
+            f"error: cannot make an app name out of the folder {folder!r}; name it: reconcile init NAME",
+            file=sys.stderr,
         )
         return 1
     choices = Choices(app, args.target, args.strategy, args.frontend, args.image)
@@ -230,7 +237,11 @@ def run_init(argv: list[str]) -> int:
     )
     if checked.errors:
         for problem in checked.errors:
-            option = _OPTIONS.get(problem.field, problem.field)
+            option = (
+                "APP"
+                if problem.field == "app" and not args.app
+                else _OPTIONS.get(problem.field, problem.field)
+            )
             hint = f"; {problem.hint}" if problem.hint else ""
             print(f"error: {option}: {problem.message}{hint}", file=sys.stderr)
         return 1
