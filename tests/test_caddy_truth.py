@@ -144,6 +144,29 @@ def test_maintenance_works_while_the_desired_release_is_quarantined(project: Pro
     assert status["serving"] == "1.0.0" and not status.get("maintenance")
 
 
+def test_maintenance_works_on_a_host_held_by_a_rollback_by_hand(project: Project) -> None:
+    """A hold keeps what runs; maintenance changes only the answer, so it works held too, and
+    leaves the hold as it was."""
+    host = project.host
+    project.write("1.0.0", health=GATE)
+    assert project.once().rc == 0
+    project.write("2.0.0", health=GATE)
+    assert project.once().rc == 0
+    back = project.reconcile("rollback", "--reason", "INC-9")
+    assert back.rc == 0 and serves(host) == "1.0.0", back.stdout + back.stderr
+    pid = unit_pid(host, BACKEND)
+    on = project.reconcile("maintenance", "on", "--reason", "restore the database")
+    assert on.rc == 0, on.stdout + on.stderr
+    assert host.http("/", timeout=5).status == 503 and host.http("/health", timeout=5).status == 200
+    held = project.once()
+    assert held.rc == 4 and host.http("/", timeout=5).status == 503, "a held run keeps maintenance on"
+    assert project.reconcile("maintenance", "off").rc == 0
+    assert serves(host) == "1.0.0" and unit_pid(host, BACKEND) == pid
+    status = json.loads(project.reconcile("status", "--json").stdout)
+    assert status["held"]["version"] == "1.0.0" and not status.get("maintenance")
+    assert project.once().rc == 4, "still held"
+
+
 def test_caddy_pointed_elsewhere_by_hand_is_seen_and_the_live_colour_never_restarted(
     project: Project,
 ) -> None:
