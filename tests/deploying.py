@@ -15,6 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from reconciler.agent.protocol import PROTOCOL
+from reconciler.executors.ssh import SSHExecutor
+from reconciler.executors.ssh_options import SSHOptions
+from reconciler.spec.model import Target
 from tests.testhost import TestHost
 
 REPO = Path(__file__).resolve().parent.parent
@@ -281,3 +285,21 @@ def build_artifacts(out: Path) -> dict[str, Path]:
     (liar / "VERSION").write_text("1.0.0\n")
     artifacts["2.3.0-liar"] = liar
     return artifacts
+
+
+def agents_python(host: TestHost) -> str:
+    """The Python version the agent reports from the host, asked over SSH as a run asks."""
+    options = SSHOptions(identity=(str(host.key_path),), known_hosts=str(host.known_hosts))
+    executor = SSHExecutor(Target("ssh", host=host.address, user="root", port=22), options)
+    try:
+        answer = executor.request(
+            {
+                "op": "observe",
+                "protocol": PROTOCOL,
+                "observe": {"state": "/var/lib/reconciler/choiros", "releases": "/opt/choiros/releases"},
+            }
+        )
+    finally:
+        executor.close()
+    assert answer["event"] == "result", answer
+    return str(answer["snapshot"]["host"]["python"])

@@ -18,12 +18,8 @@ import uuid
 
 import pytest
 
-from reconciler.agent.protocol import PROTOCOL
-from reconciler.executors.ssh import SSHExecutor
-from reconciler.executors.ssh_options import SSHOptions
-from reconciler.spec.model import Target
 from tests import test_data, test_health_gates, test_once_ssh, test_systemd_bus
-from tests.deploying import Project
+from tests.deploying import Project, agents_python
 from tests.operating import Running, command, processes, run, until
 from tests.testhost import TestHost
 
@@ -58,20 +54,8 @@ def test_the_agent_runs_on_the_hosts_python_3_9_with_systemd_247(testhost: TestH
     systemd = testhost.exec(["systemctl", "--version"]).stdout.split()
     assert systemd[:2] == ["systemd", "247"], systemd
     assert testhost.exec(["caddy", "version"]).stdout.startswith("2.6.2")
-    options = SSHOptions(identity=(str(testhost.key_path),), known_hosts=str(testhost.known_hosts))
-    executor = SSHExecutor(Target("ssh", host=testhost.address, user="root", port=22), options)
-    try:
-        answer = executor.request(
-            {
-                "op": "observe",
-                "protocol": PROTOCOL,
-                "observe": {"state": "/var/lib/reconciler/choiros", "releases": "/opt/choiros/releases"},
-            }
-        )
-    finally:
-        executor.close()
-    assert answer["event"] == "result", answer
-    assert answer["snapshot"]["host"]["python"].startswith("3.9."), answer["snapshot"]["host"]
+    python = agents_python(testhost)
+    assert python.startswith("3.9."), python
 
 
 def test_logs_and_exec_run_on_python_3_9(project: Project) -> None:

@@ -18,10 +18,6 @@ from __future__ import annotations
 
 import pytest
 
-from reconciler.agent.protocol import PROTOCOL
-from reconciler.executors.ssh import SSHExecutor
-from reconciler.executors.ssh_options import SSHOptions
-from reconciler.spec.model import Target
 from tests import (
     test_health_gates,
     test_logs_cmd,
@@ -30,6 +26,7 @@ from tests import (
     test_ssh_trust,
     test_systemd_bus,
 )
+from tests.deploying import agents_python
 from tests.testhost import TestHost
 
 pytestmark = pytest.mark.testhost
@@ -72,17 +69,5 @@ def test_the_agent_runs_on_ubuntu_22_04s_python_3_10_with_systemd_249(testhost: 
     systemd = testhost.exec(["systemctl", "--version"]).stdout.split()
     assert systemd[:2] == ["systemd", "249"], systemd
     assert testhost.exec(["caddy", "version"]).stdout.startswith("2.6.2")
-    options = SSHOptions(identity=(str(testhost.key_path),), known_hosts=str(testhost.known_hosts))
-    executor = SSHExecutor(Target("ssh", host=testhost.address, user="root", port=22), options)
-    try:
-        answer = executor.request(
-            {
-                "op": "observe",
-                "protocol": PROTOCOL,
-                "observe": {"state": "/var/lib/reconciler/choiros", "releases": "/opt/choiros/releases"},
-            }
-        )
-    finally:
-        executor.close()
-    assert answer["event"] == "result", answer
-    assert answer["snapshot"]["host"]["python"].startswith("3.10."), answer["snapshot"]["host"]
+    python = agents_python(testhost)
+    assert python.startswith("3.10."), python
