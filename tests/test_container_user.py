@@ -11,18 +11,16 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests import both_runtimes
 from tests.deploying import REPO, WATCHED_PATHS, Project, serves, unit_pid
-from tests.testhost import TestHost, boot, ensure_rootfs
-from tests.testhost.rootfs import DEFAULT_RELEASE
+from tests.testhost import TestHost, ensure_rootfs
 
 pytestmark = pytest.mark.testhost
 
-RUNTIMES = {"podman": DEFAULT_RELEASE, "docker": "docker"}
 USER = "choiros-svc"
 UNIT = "choiros-backend.service"
 # A release task that leaves, in the state folder, the uid:gid it ran as.
@@ -32,16 +30,8 @@ TASK = (
 )
 
 
-@pytest.fixture(scope="module", params=list(RUNTIMES))
-def testhost(request: pytest.FixtureRequest) -> Iterator[TestHost]:
-    """A Podman host, then a Docker host: every test of this module runs on each."""
-    with boot(release=RUNTIMES[request.param]) as host:
-        yield host
-
-
-@pytest.fixture(scope="module")
-def runtime(testhost: TestHost) -> str:
-    return "docker" if testhost.release == "docker" else "podman"
+# Every test runs on a Podman host, then on a Docker host.
+testhost, runtime = both_runtimes.testhost, both_runtimes.runtime
 
 
 @pytest.fixture(scope="module")

@@ -22,14 +22,13 @@ from pathlib import Path
 
 import pytest
 
+from tests import both_runtimes
 from tests import registry as reg
 from tests.deploying import REPO, WATCHED_PATHS, Project, serves
-from tests.testhost import TestHost, boot, ensure_rootfs
-from tests.testhost.rootfs import DEFAULT_RELEASE
+from tests.testhost import TestHost, ensure_rootfs
 
 pytestmark = pytest.mark.testhost
 
-RUNTIMES = {"podman": DEFAULT_RELEASE, "docker": "docker"}  # runtime -> the host release that has it
 CLIENTS = {"podman": "containers/", "docker": "docker/"}  # how each runtime's requests introduce themselves
 AGENT = "Python-urllib/"  # the host agent's pin check
 PRIVATE = "choiros/backend"  # ci-deploy may pull it
@@ -38,16 +37,8 @@ OTHER = "other/backend"  # exists, but ci-deploy's tokens grant nothing on it
 ENV = {"REG_USER": reg.USER, "REG_PASSWORD": reg.PASSWORD}
 
 
-@pytest.fixture(scope="module", params=list(RUNTIMES))
-def testhost(request: pytest.FixtureRequest) -> Iterator[TestHost]:
-    """A Podman host, then a Docker host: every test of this module runs on each."""
-    with boot(release=RUNTIMES[request.param]) as host:
-        yield host
-
-
-@pytest.fixture(scope="module")
-def runtime(testhost: TestHost) -> str:
-    return "docker" if testhost.release == "docker" else "podman"
+# Every test runs on a Podman host, then on a Docker host.
+testhost, runtime = both_runtimes.testhost, both_runtimes.runtime
 
 
 @pytest.fixture(scope="module")
